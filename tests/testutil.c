@@ -1,0 +1,302 @@
+/* testutil.c - see testutil.h. Tests may exit(); library code may not. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int n_passed;
+static int n_failed;
+
+int kgt_check(int cond, const char *fmt, ...)
+{
+    va_list ap;
+    printf("%s ", cond ? "PASS" : "FAIL");
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+    if (cond)
+        n_passed++;
+    else
+        n_failed++;
+    return cond;
+}
+
+int kgt_allclose(const float *got, const double *ref, size_t n, double atol, double rtol,
+                 double *max_abs, double *max_rel, size_t *worst)
+{
+    int pass = 1;
+    double worst_excess = -1.0;
+    *max_abs = 0.0;
+    *max_rel = 0.0;
+    *worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double g = got[i], r = ref[i];
+        double d, excess;
+        if (!isfinite(g) || !isfinite(r)) {
+            if (pass || isfinite(*max_abs)) {
+                *worst = i;
+                *max_abs = NAN;
+            }
+            pass = 0;
+            continue;
+        }
+        d = fabs(g - r);
+        if (d > *max_abs && isfinite(*max_abs))
+            *max_abs = d;
+        if (fabs(r) > 0 && d / fabs(r) > *max_rel)
+            *max_rel = d / fabs(r);
+        excess = d - (atol + rtol * fabs(r));
+        if (excess > 0)
+            pass = 0;
+        if (excess > worst_excess && isfinite(*max_abs)) {
+            worst_excess = excess;
+            *worst = i;
+        }
+    }
+    return pass;
+}
+
+int kgt_compare(const char *name, const float *got, const double *ref, size_t n, double atol,
+                double rtol)
+{
+    double ma, mr;
+    size_t w;
+    int pass = kgt_allclose(got, ref, n, atol, rtol, &ma, &mr, &w);
+    return kgt_check(pass,
+                     "%s: n=%zu max_abs=%.3g max_rel=%.3g (tol atol %.0e + rtol %.0e*|ref|; worst "
+                     "[%zu] got %.9g ref %.9g)",
+                     name, n, ma, mr, atol, rtol, w, n ? (double)got[w] : 0.0, n ? ref[w] : 0.0);
+}
+
+const char *kgt_golden_path(const char *rel)
+{
+    static char path[4096];
+    const char *dir = getenv("KG_GOLDEN");
+    snprintf(path, sizeof path, "%s/%s", dir ? dir : "../shared/golden", rel);
+    return path;
+}
+
+kg_st_file *kgt_golden_open(const char *rel)
+{
+    kg_st_file *f = NULL;
+    kg_error err = {0};
+    const char *path = kgt_golden_path(rel);
+    if (kg_st_open(&f, path, &err) != KG_OK) {
+        kgt_check(0, "open golden %s: %s", path, err.msg);
+        return NULL;
+    }
+    return f;
+}
+
+static double elem(const kg_st_tensor *t, size_t i)
+{
+    const unsigned char *p = (const unsigned char *)t->data + i * kg_dtype_size(t->dtype);
+    switch (t->dtype) {
+    case KG_F32: { float v; memcpy(&v, p, 4); return v; }
+    case KG_F64: { double v; memcpy(&v, p, 8); return v; }
+    case KG_F16: { uint16_t v; memcpy(&v, p, 2); return kg_f16_to_f32(v); }
+    case KG_BF16: { uint16_t v; memcpy(&v, p, 2); return kg_bf16_to_f32(v); }
+    case KG_I32: { int32_t v; memcpy(&v, p, 4); return v; }
+    case KG_I64: { int64_t v; memcpy(&v, p, 8); return (double)v; }
+    case KG_U8: return *p;
+    }
+    return NAN;
+}
+
+double *kgt_read_f64(const kg_st_file *f, const char *name, size_t *n)
+{
+    const kg_st_tensor *t = f ? kg_st_find(f, name) : NULL;
+    double *out;
+    size_t cnt;
+    if (!t) {
+        kgt_check(0, "golden tensor %s present", name);
+        return NULL;
+    }
+    cnt = t->nbytes / kg_dtype_size(t->dtype);
+    out = malloc((cnt ? cnt : 1) * sizeof *out);
+    for (size_t i = 0; i < cnt; i++)
+        out[i] = elem(t, i);
+    if (n)
+        *n = cnt;
+    return out;
+}
+
+float *kgt_read_f32(const kg_st_file *f, const char *name, size_t *n)
+{
+    size_t cnt = 0;
+    double *d = kgt_read_f64(f, name, &cnt);
+    float *out;
+    if (!d)
+        return NULL;
+    out = malloc((cnt ? cnt : 1) * sizeof *out);
+    for (size_t i = 0; i < cnt; i++)
+        out[i] = (float)d[i];
+    free(d);
+    if (n)
+        *n = cnt;
+    return out;
+}
+
+static void tap_cb(void *user, const char *name, const kg_tensor *t)
+{
+    kgt_taps *taps = user;
+    kgt_tap *tp;
+    if (taps->count == taps->cap) {
+        taps->cap = taps->cap ? 2 * taps->cap : 64;
+        taps->items = realloc(taps->items, taps->cap * sizeof *taps->items);
+    }
+    tp = &taps->items[taps->count++];
+    memset(tp, 0, sizeof *tp);
+    snprintf(tp->name, sizeof tp->name, "%s", name);
+    tp->ndim = t->ndim;
+    memcpy(tp->shape, t->shape, sizeof tp->shape);
+    tp->n = (size_t)kg_tensor_numel(t);
+    tp->data = malloc((tp->n ? tp->n : 1) * sizeof(float));
+    taps->ctx->be->ops->download_f32(taps->ctx->be, tp->data, t);
+}
+
+void kgt_taps_attach(kgt_taps *t, kg_ctx *c)
+{
+    memset(t, 0, sizeof *t);
+    t->ctx = c;
+    c->tap = tap_cb;
+    c->tap_user = t;
+}
+
+void kgt_taps_free(kgt_taps *t)
+{
+    for (size_t i = 0; i < t->count; i++)
+        free(t->items[i].data);
+    free(t->items);
+    if (t->ctx && t->ctx->tap_user == t) {
+        t->ctx->tap = NULL;
+        t->ctx->tap_user = NULL;
+    }
+    memset(t, 0, sizeof *t);
+}
+
+const kgt_tap *kgt_taps_find(const kgt_taps *t, const char *name)
+{
+    for (size_t i = 0; i < t->count; i++)
+        if (!strcmp(t->items[i].name, name))
+            return &t->items[i];
+    return NULL;
+}
+
+static int starts(const char *s, const char *p)
+{
+    return p && *p && !strncmp(s, p, strlen(p));
+}
+
+int kgt_taps_compare(const kgt_taps *t, const kg_st_file *golden, const char *prefix64,
+                     const char *prefix32, double atol, double rtol, kgt_name_map map)
+{
+    int fails = 0;
+    const char *first = NULL;
+    size_t nkeys = kg_st_count(golden);
+    char *used = calloc(nkeys ? nkeys : 1, 1);
+
+    for (size_t i = 0; i < t->count; i++) {
+        const kgt_tap *tp = &t->items[i];
+        char mapped[256], key[400];
+        const char *gname = tp->name;
+        const kg_st_tensor *g = NULL;
+        double *ref;
+        size_t n = 0;
+        if (map) {
+            gname = map(tp->name, mapped, sizeof mapped);
+            if (!gname)
+                continue;
+        }
+        if (prefix64) {
+            snprintf(key, sizeof key, "%s%s", prefix64, gname);
+            g = kg_st_find(golden, key);
+        }
+        if (!g && prefix32) {
+            snprintf(key, sizeof key, "%s%s", prefix32, gname);
+            g = kg_st_find(golden, key);
+        }
+        if (!g) {
+            printf("note: tap %s has no golden counterpart\n", tp->name);
+            continue;
+        }
+        for (size_t k = 0; k < nkeys; k++)
+            if (kg_st_at(golden, k) == g)
+                used[k] = 1;
+        ref = kgt_read_f64(golden, key, &n);
+        if (!ref || n != tp->n) {
+            kgt_check(0, "tap %s: %zu elements, golden %s has %zu", tp->name, tp->n, key, n);
+            fails++;
+            if (!first)
+                first = tp->name;
+            free(ref);
+            continue;
+        }
+        if (!kgt_compare(tp->name, tp->data, ref, n, atol, rtol)) {
+            fails++;
+            if (!first)
+                first = tp->name;
+        }
+        free(ref);
+    }
+    /* also mark the float32 twins of used float64 keys */
+    for (size_t k = 0; k < nkeys; k++) {
+        const char *name = kg_st_at(golden, k)->name;
+        int under64 = starts(name, prefix64);
+        int under32 = starts(name, prefix32) && !under64;
+        char twin[400];
+        if (used[k] || (!under64 && !under32))
+            continue;
+        if (under32 && prefix64) {
+            const kg_st_tensor *g64;
+            snprintf(twin, sizeof twin, "%s%s", prefix64, name + strlen(prefix32));
+            g64 = kg_st_find(golden, twin);
+            if (g64) {
+                int seen = 0;
+                for (size_t j = 0; j < nkeys; j++)
+                    if (kg_st_at(golden, j) == g64 && used[j])
+                        seen = 1;
+                if (seen)
+                    continue;
+            }
+        }
+        kgt_check(0, "golden %s was never tapped", name);
+        fails++;
+    }
+    if (first)
+        printf("first divergence: %s\n", first);
+    free(used);
+    return fails;
+}
+
+int kgt_finish(void)
+{
+    printf("%d passed, %d failed\n", n_passed, n_failed);
+    return n_failed ? 1 : 0;
+}
+
+kg_backend *kgt_cpu_backend(void)
+{
+    kg_backend *be = NULL;
+    kg_error err = {0};
+    if (kg_backend_cpu_new(&be, 0, &err) != KG_OK) {
+        fprintf(stderr, "cpu backend: %s\n", err.msg);
+        exit(1);
+    }
+    return be;
+}
+
+void kgt_ctx(kg_ctx *c, kg_backend *be, size_t arena_bytes)
+{
+    kg_error err = {0};
+    kg_ctx_init(c, be);
+    if (kg_ctx_reserve(c, arena_bytes, &err) != KG_OK) {
+        fprintf(stderr, "arena: %s\n", err.msg);
+        exit(1);
+    }
+}
