@@ -1,0 +1,100 @@
+/* kosmosg.h - the public C API of the Kosmos-G engine.
+ *
+ *   kg_model_open()   maps a model file written by tools/kosmosg-convert, checks its
+ *                     format version and every tensor, and uploads the weights to the
+ *                     chosen backend. A model is immutable and may be shared.
+ *   kg_session_new()  per-user state on the model's backend kind: stream/handles,
+ *                     activation arena, scheduler state, cached unconditional branch.
+ *   kg_generate()     prompt with <i> placeholders + reference images -> RGB8 images.
+ *
+ * Every call returns a kg_status; a kg_error, when given, names the culprit. */
+#ifndef KG_KOSMOSG_H
+#define KG_KOSMOSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image.h"
+#include "scheduler.h"
+#include "status.h"
+#include "tensor.h"
+
+typedef struct kg_model kg_model;
+typedef struct kg_session kg_session;
+
+typedef enum kg_backend_kind {
+    KG_BACKEND_AUTO = 0, /* CUDA when a device is usable, else CPU (kg_model_backend tells) */
+    KG_BACKEND_CPU,
+    KG_BACKEND_CUDA,
+} kg_backend_kind;
+
+typedef enum kg_precision {
+    KG_PRECISION_FP16 = 0, /* CUDA default; the CPU backend always computes in fp32 */
+    KG_PRECISION_BF16,
+    KG_PRECISION_FP32,
+} kg_precision;
+
+typedef struct kg_model_options {
+    kg_backend_kind backend;
+    int device_id;
+    kg_precision precision;
+    int n_threads; /* CPU backend; <= 0: all cores */
+} kg_model_options;
+
+void kg_model_options_init(kg_model_options *o);
+
+kg_status kg_model_open(kg_model **out, const char *path, const kg_model_options *opt,
+                        kg_error *err);
+void kg_model_close(kg_model *m);
+kg_backend_kind kg_model_backend(const kg_model *m);
+const char *kg_backend_kind_name(kg_backend_kind k);
+
+kg_status kg_session_new(kg_session **out, kg_model *m, kg_error *err);
+void kg_session_free(kg_session *s);
+/* Backend allocations made so far by the session (tests assert it stays flat). */
+size_t kg_session_alloc_count(const kg_session *s);
+
+typedef struct kg_params {
+    const char *prompt;          /* UTF-8, one "<i>" per reference image */
+    const char *negative_prompt; /* NULL or "" = the official unconditional "<s>" */
+    const kg_image *images;
+    int n_images;
+    int steps;                   /* default 50 */
+    float guidance_scale;        /* default 6.0 (the official demo); <= 1: no CFG */
+    int64_t seed;                /* -1: random; the seed used is reported in kg_output */
+    int num_images;              /* default 1 */
+    kg_scheduler_type scheduler; /* default DPM-Solver++ 2M */
+    int width, height;           /* multiples of 8, default 512 */
+    const float *init_latents;   /* optional [num_images, 4, height/8, width/8] */
+    const volatile int *cancel;  /* optional: nonzero stops between steps (KG_ERR_CANCELLED) */
+} kg_params;
+
+void kg_params_init(kg_params *p);
+
+typedef enum kg_stage {
+    KG_STAGE_ENCODE = 0, /* tokenizer, CLIP, connector, MLLM, AlignerNet */
+    KG_STAGE_DENOISE,
+    KG_STAGE_DECODE,
+    KG_STAGE_DONE,
+} kg_stage;
+
+/* Called after each stage and after each denoising step (step 1..total). */
+typedef void (*kg_progress_fn)(void *user, kg_stage stage, int step, int total);
+
+/* Called with host float32/int/u8 copies of every stage's tensors, under the names
+ * tools/kosmosg-generate --dump documents; for comparisons with other implementations. */
+typedef void (*kg_dump_fn)(void *user, const char *name, const kg_tensor *host);
+
+typedef struct kg_output {
+    int n;                  /* images */
+    int width, height;
+    uint8_t *rgb;           /* n * height * width * 3, row-major RGB */
+    int64_t seed;           /* the seed actually used */
+    double seconds_encode, seconds_denoise, seconds_decode;
+} kg_output;
+
+kg_status kg_generate(kg_session *s, const kg_params *p, kg_progress_fn progress, kg_dump_fn dump,
+                      void *user, kg_output *out, kg_error *err);
+void kg_output_free(kg_output *o);
+
+#endif
