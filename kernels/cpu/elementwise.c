@@ -1,0 +1,126 @@
+/* elementwise.c - activations, GEGLU, broadcast add/mul, axpby, fill. */
+#include "cpu_kernels.h"
+
+#include <math.h>
+
+/* Below this many elements a parallel region costs more than it saves. */
+#define PAR_MIN 32768
+
+static float gelu(float x)
+{
+    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+
+void kg_cpu_activation(kg_backend *be, kg_tensor *y, const kg_tensor *x, kg_act act)
+{
+    kg_cpu *cpu = kg_cpu_of(be);
+    int64_t n = kg_tensor_numel(x);
+    const float *xd = x->data;
+    float *yd = y->data;
+
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (n > PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float v = xd[i];
+        switch (act) {
+        case KG_ACT_GELU:
+            yd[i] = gelu(v);
+            break;
+        case KG_ACT_QUICK_GELU:
+            yd[i] = v / (1.0f + expf(-1.702f * v));
+            break;
+        case KG_ACT_SILU:
+            yd[i] = v / (1.0f + expf(-v));
+            break;
+        }
+    }
+}
+
+void kg_cpu_geglu(kg_backend *be, kg_tensor *y, const kg_tensor *x)
+{
+    kg_cpu *cpu = kg_cpu_of(be);
+    int64_t n = y->shape[y->ndim - 1], rows = kg_tensor_numel(y) / n;
+    const float *xd = x->data;
+    float *yd = y->data;
+
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (rows * n > PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *val = xd + r * 2 * n, *gate = val + n;
+        float *yr = yd + r * n;
+        for (int64_t i = 0; i < n; i++)
+            yr[i] = val[i] * gelu(gate[i]);
+    }
+}
+
+void kg_cpu_binary(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_tensor *b,
+                   kg_binary_op op, kg_bcast bcast)
+{
+    kg_cpu *cpu = kg_cpu_of(be);
+    int64_t n = kg_tensor_numel(a), nb = kg_tensor_numel(b);
+    const float *ad = a->data, *bd = b->data;
+    float *yd = y->data;
+    int add = op == KG_BIN_ADD;
+    int64_t inner, outer;
+
+    if (n == 0 || nb == 0)
+        return;
+    if (bcast == KG_BCAST_SAME) {
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++)
+            yd[i] = add ? ad[i] + bd[i] : ad[i] * bd[i];
+        return;
+    }
+    /* y viewed as [outer, inner]; b runs along inner (tile) or outer (spread) */
+    inner = bcast == KG_BCAST_TILE ? nb : n / nb;
+    outer = n / inner;
+
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (n > PAR_MIN)
+    for (int64_t r = 0; r < outer; r++) {
+        const float *ar = ad + r * inner;
+        float *yr = yd + r * inner;
+        if (bcast == KG_BCAST_SPREAD) {
+            float s = bd[r];
+            if (add)
+                for (int64_t i = 0; i < inner; i++)
+                    yr[i] = ar[i] + s;
+            else
+                for (int64_t i = 0; i < inner; i++)
+                    yr[i] = ar[i] * s;
+        } else if (add) {
+            for (int64_t i = 0; i < inner; i++)
+                yr[i] = ar[i] + bd[i];
+        } else {
+            for (int64_t i = 0; i < inner; i++)
+                yr[i] = ar[i] * bd[i];
+        }
+    }
+}
+
+void kg_cpu_axpby(kg_backend *be, kg_tensor *y, float alpha, const kg_tensor *a, float beta,
+                  const kg_tensor *b)
+{
+    kg_cpu *cpu = kg_cpu_of(be);
+    int64_t n = kg_tensor_numel(a);
+    const float *ad = a->data, *bd = b ? b->data : NULL;
+    float *yd = y->data;
+
+    if (bd) {
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++)
+            yd[i] = alpha * ad[i] + beta * bd[i];
+    } else {
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++)
+            yd[i] = alpha * ad[i];
+    }
+}
+
+void kg_cpu_fill(kg_backend *be, kg_tensor *y, float value)
+{
+    kg_cpu *cpu = kg_cpu_of(be);
+    int64_t n = kg_tensor_numel(y);
+    float *yd = y->data;
+
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (n > PAR_MIN)
+    for (int64_t i = 0; i < n; i++)
+        yd[i] = value;
+}
