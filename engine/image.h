@@ -1,0 +1,72 @@
+/* image.h - reference-image preprocessing for the CLIP branch.
+ *
+ * Reproduces Kosmos-G's AppModel image transform ('gpt'): torchvision 0.14
+ * Resize(224, BICUBIC) on a PIL image (PIL 9.4's antialiased separable
+ * bicubic on 8-bit data), CenterCrop(224), CLIP mean/std normalisation in
+ * float64, then the float16 cast kosmosg_preprocess applies before CLIP.
+ * Host code: it runs before a forward pass and may use malloc. */
+#ifndef KG_IMAGE_H
+#define KG_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+/* Side of the square CLIP input. */
+#define KG_IMAGE_SIZE 224
+/* Largest accepted width or height. */
+#define KG_IMAGE_MAX_SIDE 65536
+
+typedef enum kg_pixel_format {
+    KG_PIX_RGB,   /* 3 bytes R, G, B */
+    KG_PIX_RGBA,  /* 4 bytes; alpha dropped */
+    KG_PIX_RGBX,  /* 4 bytes; padding byte ignored */
+    KG_PIX_BGR,   /* 3 bytes B, G, R */
+    KG_PIX_BGRA,  /* 4 bytes; alpha dropped */
+    KG_PIX_BGRX,  /* 4 bytes; padding byte ignored */
+    KG_PIX_GRAY8, /* 1 byte, replicated to R = G = B */
+} kg_pixel_format;
+
+/* A caller-owned 8-bit image: row y starts at data + y * stride. */
+typedef struct kg_image {
+    kg_pixel_format format;
+    int64_t width;
+    int64_t height;
+    size_t stride;       /* bytes per row, >= width * bytes per pixel */
+    const uint8_t *data;
+} kg_image;
+
+/* Bytes per pixel of a format, 0 for an unknown one. */
+int kg_pixel_format_bpp(kg_pixel_format f);
+
+/* KG_ERR_IMAGE naming the problem when img is unusable (NULL data, size
+ * outside 1..KG_IMAGE_MAX_SIDE, stride too small, unknown format). */
+kg_status kg_image_check(const kg_image *img, kg_error *err);
+
+/* torchvision Resize(KG_IMAGE_SIZE): short side -> 224, long side
+ * int(224 * long / short). Equal to (w, h) when the short side already is
+ * 224, in which case no resampling happens at all. */
+void kg_image_resized_size(int64_t w, int64_t h, int64_t *out_w, int64_t *out_h);
+
+/* PIL Image.resize((out_w, out_h), BICUBIC) of img converted to RGB (alpha
+ * dropped, gray replicated: PIL convert("RGB")), written as packed RGB
+ * [out_h, out_w, 3]. A dimension that keeps its size is not resampled. */
+kg_status kg_image_resize_rgb(const kg_image *img, int64_t out_w, int64_t out_h, uint8_t *dst,
+                              kg_error *err);
+
+/* Resize(224) + CenterCrop(224) as packed RGB [224, 224, 3]. Only the
+ * cropped window of the resized image is computed (each resampled pixel
+ * depends on the source only, so the values are those of the full resize). */
+kg_status kg_image_crop(const kg_image *img, uint8_t *dst, kg_error *err);
+
+/* rgb [224, 224, 3] -> out [3, 224, 224]: (p / 255 - mean) / std in float64,
+ * cast to float32; round_f16 != 0 then rounds to float16 values (float64 ->
+ * float32 -> float16, torch's double rounding), stored as float32. */
+void kg_image_normalize(const uint8_t *rgb, float *out, int round_f16);
+
+/* The whole transform, as the model receives it: out [3, 224, 224] float32
+ * holding float16-representable values. */
+kg_status kg_image_preprocess(const kg_image *img, float *out, kg_error *err);
+
+#endif
