@@ -139,7 +139,8 @@ kg_status kg_load(kg_loader *L, kg_tensor *out, int ndim, const int64_t *shape, 
     }
     if (L->used + align_up(nbytes) > L->blob_size)
         return loader_fail(L, KG_ERR_INVALID_ARG,
-                           "%s: tensor '%s' was not requested in the measure pass",
+                           "%s: tensor '%s': the fill pass asks for more memory than the measure "
+                           "pass counted (a load function must request the same tensors in both)",
                            kg_st_path(L->st), key);
     out->data = L->blob + L->used;
     L->used += align_up(nbytes);

@@ -4,8 +4,9 @@
  * exact shape it expects. kg_load_component runs it twice: a measure pass
  * that only validates and counts bytes, then one backend allocation (one
  * blob per component) and a fill pass that converts and uploads. On a host
- * backend an F32 tensor that is suitably aligned is used in place, straight
- * from the mapping. The first missing or mismatched tensor stops the load
+ * backend a tensor already in the backend's dtype and 4-byte aligned is used
+ * in place, straight from the mapping, so the kg_st_file must stay open as
+ * long as the weights are used. The first missing or mismatched tensor stops the load
  * with KG_ERR_WEIGHTS naming it. */
 #ifndef KG_WEIGHTS_H
 #define KG_WEIGHTS_H
