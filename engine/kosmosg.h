@@ -46,7 +46,10 @@ void kg_model_options_init(kg_model_options *o);
 kg_status kg_model_open(kg_model **out, const char *path, const kg_model_options *opt,
                         kg_error *err);
 void kg_model_close(kg_model *m);
+/* The backend the model runs on (AUTO resolved to CPU or CUDA). */
 kg_backend_kind kg_model_backend(const kg_model *m);
+/* Why KG_BACKEND_AUTO fell back to the CPU (the CUDA init error), or NULL. */
+const char *kg_model_fallback_reason(const kg_model *m);
 const char *kg_backend_kind_name(kg_backend_kind k);
 
 kg_status kg_session_new(kg_session **out, kg_model *m, kg_error *err);
