@@ -152,7 +152,9 @@ static void splice_images(kg_ctx *c, kg_tensor *x, const uint8_t *mask, const kg
     int64_t used = 0, have = feats ? feats->shape[0] : 0;
     int64_t i = 0;
 
-    while (mask && i < n) {
+    if (!mask)
+        i = n;
+    while (i < n) {
         int64_t start;
         kg_tensor dst, src;
         if (!mask[i]) {
