@@ -1,0 +1,162 @@
+/* test_connector.c - kg_connector_forward on the tiny model ($KG_TINY_MODEL)
+ * against kosmosg/connector.safetensors (Kosmos-G's XConnector in float64). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "connector.h"
+#include "testutil.h"
+
+#define ATOL 1e-4
+#define RTOL 1e-3
+
+static kg_json *meta_json(const kg_st_file *f, const char *key)
+{
+    const char *s = kg_st_metadata(f, key);
+    kg_json *j = NULL;
+    kg_error err = {0};
+    if (!kgt_check(s != NULL, "%s: metadata %s present", kg_st_path(f), key))
+        return NULL;
+    if (!kgt_check(kg_json_parse(&j, s, strlen(s), key, &err) == KG_OK, "parse %s: %s", key,
+                   err.msg))
+        return NULL;
+    return j;
+}
+
+static void check_config(const kg_connector_config *cfg, const kg_st_file *g)
+{
+    kg_json *j = meta_json(g, "config");
+    kg_connector_config gc;
+    kg_error err = {0};
+    if (!j)
+        return;
+    if (kgt_check(kg_connector_config_from_json(&gc, j, &err) == KG_OK, "golden config: %s",
+                  err.msg[0] ? err.msg : "ok"))
+        kgt_check(gc.in == cfg->in && gc.out == cfg->out && gc.heads == cfg->heads &&
+                      gc.latents == cfg->latents,
+                  "model config = golden config (in %lld, out %lld, %d heads, %lld latents)",
+                  (long long)cfg->in, (long long)cfg->out, cfg->heads, (long long)cfg->latents);
+    kg_json_free(j);
+}
+
+static void check_bad_config(void)
+{
+    static const char *bad[] = {
+        "{\"in\":64,\"out\":40,\"heads\":3,\"latent_query_num\":64}",
+        "{\"in\":64,\"out\":40,\"heads\":4,\"latent_query_num\":0}",
+        "{\"in\":64,\"out\":40,\"heads\":4}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kg_json *j = NULL;
+        kg_connector_config cfg;
+        kg_error err = {0};
+        kg_status s = kg_json_parse(&j, bad[i], strlen(bad[i]), "test", &err);
+        if (s == KG_OK)
+            s = kg_connector_config_from_json(&cfg, j, &err);
+        kgt_check(s != KG_OK && err.msg[0], "bad config %zu rejected: %s", i, err.msg);
+        kg_json_free(j);
+    }
+}
+
+int main(void)
+{
+    const char *path = getenv("KG_TINY_MODEL");
+    kg_st_file *g = kgt_golden_open("kosmosg/connector.safetensors");
+    kg_st_file *st = NULL;
+    kg_backend *be = kgt_cpu_backend();
+    kg_error err = {0};
+    kg_json *j = NULL;
+    kg_connector_config cfg;
+    kg_connector m;
+    kg_ctx c;
+    kgt_taps taps;
+    float *feat = NULL, *got = NULL;
+    double *ref = NULL, *src_len = NULL;
+    size_t n = 0;
+    int loaded = 0;
+
+    check_bad_config();
+    if (!kgt_check(path != NULL, "KG_TINY_MODEL is set") || !g)
+        goto done;
+    if (!kgt_check(kg_st_open(&st, path, &err) == KG_OK, "open %s: %s", path, err.msg))
+        goto done;
+    j = meta_json(st, "kg.config.connector");
+    if (!j || !kgt_check(kg_connector_config_from_json(&cfg, j, &err) == KG_OK,
+                         "connector config: %s", err.msg[0] ? err.msg : "ok"))
+        goto done;
+    check_config(&cfg, g);
+    loaded = kgt_check(kg_connector_load(&m, &cfg, be, st, "img_connector.", &err) == KG_OK,
+                       "kg_connector_load: %s", err.msg[0] ? err.msg : "ok");
+    if (!loaded)
+        goto done;
+
+    feat = kgt_read_f32(g, "in.features", &n);
+    src_len = kgt_read_f64(g, "in.src_len", NULL);
+    if (!feat || !src_len)
+        goto done;
+    {
+        int64_t t = (int64_t)src_len[0];
+        int64_t nb = (int64_t)(n / (size_t)(t * cfg.in));
+        size_t rows = (size_t)(cfg.latents * cfg.out);
+        kg_tensor x, out;
+        size_t allocs;
+
+        kg_ctx_init(&c, be);
+        kg_ctx_begin_measure(&c);
+        x = kg_new3(&c, nb, t, cfg.in);
+        out = kg_new3(&c, nb, cfg.latents, cfg.out);
+        kg_connector_forward(&c, &m, &out, &x);
+        if (!kgt_check(kg_ctx_end_measure(&c, &err) == KG_OK, "measure pass: %s",
+                       err.msg[0] ? err.msg : "ok"))
+            goto done_ctx;
+        printf("arena for N=%lld, T=%lld: %zu bytes\n", (long long)nb, (long long)t, c.arena_cap);
+
+        x = kg_new3(&c, nb, t, cfg.in);
+        out = kg_new3(&c, nb, cfg.latents, cfg.out);
+        kg_upload_f32(&c, &x, feat);
+        kgt_taps_attach(&taps, &c);
+        allocs = be->n_allocs;
+        kg_connector_forward(&c, &m, &out, &x);
+        kgt_check(kg_ctx_status(&c, &err) == KG_OK, "forward: %s", err.msg[0] ? err.msg : "ok");
+        kgt_check(be->n_allocs == allocs, "no backend allocation inside the forward (%zu)",
+                  be->n_allocs - allocs);
+        got = malloc((size_t)kg_tensor_numel(&out) * sizeof *got);
+        kg_download_f32(&c, got, &out);
+        ref = kgt_read_f64(g, "out64.latents", &n);
+        if (ref && kgt_check(n == (size_t)kg_tensor_numel(&out), "out64.latents has %zu values",
+                             n))
+            kgt_compare("latents", got, ref, n, ATOL, RTOL);
+        kgt_taps_compare(&taps, g, "act64.", "act.", ATOL, RTOL, NULL);
+        kgt_taps_free(&taps);
+
+        /* the last image alone gives its rows of the batched result */
+        if (ref && nb > 1) {
+            kg_tensor x1, o1;
+            kg_reset(&c, 0);
+            x1 = kg_new3(&c, 1, t, cfg.in);
+            o1 = kg_new3(&c, 1, cfg.latents, cfg.out);
+            kg_upload_f32(&c, &x1, feat + (size_t)(nb - 1) * (size_t)(t * cfg.in));
+            kg_connector_forward(&c, &m, &o1, &x1);
+            kgt_check(kg_ctx_status(&c, &err) == KG_OK, "forward N=1: %s",
+                      err.msg[0] ? err.msg : "ok");
+            kg_download_f32(&c, got, &o1);
+            kgt_compare("latents, last image alone", got, ref + (size_t)(nb - 1) * rows, rows,
+                        ATOL, RTOL);
+        }
+    done_ctx:
+        kg_ctx_release(&c);
+    }
+
+done:
+    if (loaded)
+        kg_connector_free(&m, be);
+    free(feat);
+    free(src_len);
+    free(got);
+    free(ref);
+    kg_json_free(j);
+    kg_st_close(st);
+    kg_st_close(g);
+    kg_backend_free(be);
+    return kgt_finish();
+}
