@@ -61,8 +61,12 @@ class Entry:
         self.note = note
 
 
+QUIET = [False]
+
+
 def log(msg):
-    print(msg, flush=True)
+    if not QUIET[0]:
+        print(msg, flush=True)
 
 
 def sha256_file(path):
@@ -294,6 +298,7 @@ def parse_args(argv):
                     help="CLIP head width (not stored in checkpoints; default 64 = ViT-L/14)")
     ap.add_argument("--aligner-heads", type=int, default=None,
                     help="AlignerNet attention heads (not stored in checkpoints; default 12)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     return ap.parse_args(argv)
 
 
@@ -440,6 +445,7 @@ def run(args):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    QUIET[0] = args.quiet
     try:
         run(args)
     except ConvertError as e:
