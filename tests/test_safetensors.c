@@ -524,9 +524,38 @@ static void test_mutations(void)
     free(orig);
 }
 
+/* The fuzz seed corpus: valid_* must open, bad_* must be refused. */
+static void test_corpus(void)
+{
+    const char *dir = getenv("KG_ST_CORPUS");
+    DIR *d = dir ? opendir(dir) : NULL;
+    struct dirent *e;
+    int n = 0;
+
+    while (d && (e = readdir(d))) {
+        char path[4096];
+        kg_st_file *f = NULL;
+        kg_error err = {0};
+        kg_status s;
+        int valid = strncmp(e->d_name, "valid_", 6) == 0;
+        if (!valid && strncmp(e->d_name, "bad_", 4) != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        s = kg_st_open(&f, path, &err);
+        kgt_check(valid ? s == KG_OK : s == KG_ERR_FORMAT, "corpus %s -> %s %s", e->d_name,
+                  kg_status_name(s), err.msg);
+        kg_st_close(f);
+        n++;
+    }
+    if (d)
+        closedir(d);
+    kgt_check(n >= 10, "%d seed corpus files checked in %s", n, dir ? dir : "(KG_ST_CORPUS unset)");
+}
+
 int main(void)
 {
     test_golden();
+    test_corpus();
     test_valid_file();
     test_malformed();
     test_mutations();
