@@ -1,10 +1,14 @@
 /* test_connector.c - kg_connector_forward on the tiny model ($KG_TINY_MODEL)
- * against kosmosg/connector.safetensors (Kosmos-G's XConnector in float64). */
+ * against kosmosg/connector.safetensors (Kosmos-G's XConnector in float64),
+ * and the whole image branch (preprocess -> CLIP -> connector) against the
+ * end-to-end goldens. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clip_vit.h"
 #include "connector.h"
+#include "image.h"
 #include "testutil.h"
 
 #define ATOL 1e-4
@@ -56,6 +60,89 @@ static void check_bad_config(void)
         kgt_check(s != KG_OK && err.msg[0], "bad config %zu rejected: %s", i, err.msg);
         kg_json_free(j);
     }
+}
+
+/* The official chain on the end-to-end goldens: RGB image -> kg_image_preprocess
+ * (= pixel_values, exactly) -> CLIP (out64.clip_features) -> connector
+ * (out64.connector). */
+static void check_e2e_chain(const kg_st_file *st, kg_backend *be, const kg_connector *conn,
+                            const char *file)
+{
+    char rel[128], name[64];
+    kg_st_file *g;
+    kg_json *j = meta_json(st, "kg.config.clip");
+    kg_clip_config cfg;
+    kg_clip clip;
+    kg_error err = {0};
+    kg_ctx c;
+    float *px = NULL, *feat = NULL, *lat = NULL;
+    double *ref = NULL;
+    size_t n = 0, plane = (size_t)KG_IMAGE_SIZE * KG_IMAGE_SIZE * 3;
+    int64_t nb = 0;
+
+    snprintf(rel, sizeof rel, "kosmosg/%s.safetensors", file);
+    g = kgt_golden_open(rel);
+    if (!g || !j || kg_clip_config_from_json(&cfg, j, &err) != KG_OK ||
+        !kgt_check(kg_clip_load(&clip, &cfg, be, st, "img_model.visual.", &err) == KG_OK,
+                   "%s: kg_clip_load %s", file, err.msg[0] ? err.msg : "ok"))
+        goto done;
+    for (;; nb++) {
+        snprintf(name, sizeof name, "in.image%lld.rgb", (long long)nb);
+        if (!kg_st_find(g, name))
+            break;
+    }
+    px = malloc((size_t)(nb ? nb : 1) * plane * sizeof *px);
+    for (int64_t i = 0; i < nb; i++) {
+        const kg_st_tensor *t;
+        kg_image im;
+        snprintf(name, sizeof name, "in.image%lld.rgb", (long long)i);
+        t = kg_st_find(g, name);
+        im = (kg_image){KG_PIX_RGB, t->shape[1], t->shape[0], (size_t)t->shape[1] * 3, t->data};
+        kgt_check(kg_image_preprocess(&im, px + (size_t)i * plane, &err) == KG_OK,
+                  "%s: preprocess %s", file, name);
+    }
+    ref = kgt_read_f64(g, "pixel_values", &n);
+    if (!ref || !kgt_check(n == (size_t)nb * plane, "%s: %lld images, pixel_values %zu values",
+                           file, (long long)nb, n))
+        goto done_clip;
+    snprintf(name, sizeof name, "%s pixel_values", file);
+    kgt_compare(name, px, ref, n, 0.0, 0.0);
+    free(ref);
+
+    kgt_ctx(&c, be, (size_t)64 << 20);
+    {
+        kg_tensor pixels = kg_new4(&c, nb, 3, KG_IMAGE_SIZE, KG_IMAGE_SIZE);
+        kg_tensor f = kg_new3(&c, nb, cfg.tokens, cfg.width);
+        kg_tensor l = kg_new3(&c, nb, conn->cfg.latents, conn->cfg.out);
+        kg_upload_f32(&c, &pixels, px);
+        kg_clip_forward(&c, &clip, &f, &pixels);
+        kg_connector_forward(&c, conn, &l, &f);
+        kgt_check(kg_ctx_status(&c, &err) == KG_OK, "%s: chain forward %s", file,
+                  err.msg[0] ? err.msg : "ok");
+        feat = malloc((size_t)kg_tensor_numel(&f) * sizeof *feat);
+        lat = malloc((size_t)kg_tensor_numel(&l) * sizeof *lat);
+        kg_download_f32(&c, feat, &f);
+        kg_download_f32(&c, lat, &l);
+        ref = kgt_read_f64(g, "out64.clip_features", &n);
+        snprintf(name, sizeof name, "%s clip_features", file);
+        if (ref && kgt_check(n == (size_t)kg_tensor_numel(&f), "%s: %zu values", name, n))
+            kgt_compare(name, feat, ref, n, ATOL, RTOL);
+        free(ref);
+        ref = kgt_read_f64(g, "out64.connector", &n);
+        snprintf(name, sizeof name, "%s connector", file);
+        if (ref && kgt_check(n == (size_t)kg_tensor_numel(&l), "%s: %zu values", name, n))
+            kgt_compare(name, lat, ref, n, ATOL, RTOL);
+    }
+    kg_ctx_release(&c);
+done_clip:
+    kg_clip_free(&clip, be);
+done:
+    free(px);
+    free(feat);
+    free(lat);
+    free(ref);
+    kg_json_free(j);
+    kg_st_close(g);
 }
 
 int main(void)
@@ -146,6 +233,10 @@ int main(void)
     done_ctx:
         kg_ctx_release(&c);
     }
+    check_e2e_chain(st, be, &m, "e2e_two_images_dpms");
+    check_e2e_chain(st, be, &m, "e2e_two_images_ddim");
+    check_e2e_chain(st, be, &m, "e2e_variation_g1_dpms");
+    check_e2e_chain(st, be, &m, "e2e_app512_dpms");
 
 done:
     if (loaded)
