@@ -269,7 +269,8 @@ def check_spm(path):
 def convert_array(a, src_dtype, out_np, key):
     if src_dtype == "BF16":
         a = (a.astype(np.uint32) << 16).view(np.float32)
-    out = a.astype(out_np)
+    with np.errstate(over="ignore"):
+        out = a.astype(out_np)
     if out_np is np.float16:
         bad = np.isfinite(a) & ~np.isfinite(out)
         if bad.any():

@@ -1,0 +1,415 @@
+#!/usr/bin/env python3
+"""tools/kosmosg-convert on the tiny Kosmos-G checkpoint in the official formats.
+
+The expected values come from independent readers: torch.load for the checkpoints and a minimal
+safetensors parser below for the SD1.5 files and the output (the converter itself uses neither).
+Needs KG_GOLDEN; KG_TINY_MODEL (the build-time model) is checked too when set."""
+
+import collections
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CONVERT = os.path.join(HERE, "..", "tools", "kosmosg-convert")
+sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+from kosmosg_convert import ptload  # noqa: E402
+
+GOLDEN = os.environ.get("KG_GOLDEN", os.path.join(HERE, "..", "..", "shared", "golden"))
+KG = os.path.join(GOLDEN, "kosmosg")
+TINY = os.path.join(KG, "kosmosg_tiny")
+SD15 = os.path.join(TINY, "sd15")
+SPM = os.path.join(KG, "sentencepiece.bpe.model")
+DICT = os.path.join(KG, "dict.txt")
+TINY_HEADS = ["--clip-head-width", "16", "--aligner-heads", "4"]
+
+UNUSED = ("gpt_model.decoder.output_projection.weight", "gpt_model.decoder.embed_positions._float_tensor",
+          "gpt_model.decoder.self_attn_sope.scale")
+LEGACY = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+ST_DTYPES = {"F16": "<f2", "F32": "<f4", "BF16": "<u2", "U8": "u1", "I64": "<i8"}
+
+
+def read_st(path):
+    """(metadata, {name: array}, header dict, data start) - deliberately not the converter's reader."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    hdr = json.loads(blob[8:8 + n])
+    meta = hdr.pop("__metadata__", {})
+    data = blob[8 + n:]
+    out = collections.OrderedDict()
+    for k, d in hdr.items():
+        b, e = d["data_offsets"]
+        out[k] = np.frombuffer(data[b:e], ST_DTYPES[d["dtype"]]).reshape(d["shape"])
+    return meta, out, hdr, 8 + n
+
+
+def torch_state(path):
+    return collections.OrderedDict((k, v.numpy()) for k, v in torch.load(path, map_location="cpu")["model"].items())
+
+
+def expected_values(ckpt_state, sd15=SD15):
+    """The official load order: SD1.5 folder (legacy VAE names renamed like diffusers), then the
+    checkpoint on top; then only what the engine needs."""
+    src = {}
+    for sub, prefix in (("unet", "diffusion_unet.unet."), ("vae", "vae.vae.")):
+        _, t, _, _ = read_st(os.path.join(sd15, sub, "diffusion_pytorch_model.safetensors"))
+        for k, v in t.items():
+            parts = k.split(".")
+            if sub == "vae" and len(parts) == 6 and parts[1] == "mid_block" and parts[4] in LEGACY:
+                k = ".".join(parts[:4] + [LEGACY[parts[4]], parts[5]])
+            src[prefix + k] = v
+    src.update(ckpt_state)
+    return {k: v for k, v in src.items()
+            if k not in UNUSED and not k.startswith("vae.vae.encoder.") and not k.startswith("vae.vae.quant_conv.")
+            and ".attn." not in k}
+
+
+def golden_config(name):
+    with open(os.path.join(KG, name + ".safetensors"), "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(json.loads(f.read(n))["__metadata__"]["config"])
+
+
+def convert(out, ckpt=os.path.join(TINY, "checkpoint_final.pt"), sd15=SD15, spm=SPM, dct=DICT,
+            dtype=None, extra=TINY_HEADS):
+    cmd = [sys.executable, CONVERT, "--checkpoint", ckpt, "--sd15", sd15, "--spm", spm, "--dict", dct,
+           "-o", out] + (["--dtype", dtype] if dtype else []) + list(extra)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+class Base(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="kg_convert_")
+        cls.fp32_state = torch_state(os.path.join(TINY, "checkpoint_final_fp32.pt"))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+    def save_ckpt(self, name, model, **top):
+        obj = {"args": None, "cfg": torch.load(os.path.join(TINY, "checkpoint_final.pt"))["cfg"]}
+        obj.update(top)
+        if model is not None:
+            obj["model"] = collections.OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in model.items())
+        p = self.path(name)
+        torch.save(obj, p)
+        return p
+
+    def check_model(self, path, ckpt_state, dtype):
+        """Every tensor equals its source exactly, the set is exactly what the engine needs, the
+        header is well formed and the metadata is complete."""
+        meta, out, hdr, start = read_st(path)
+        exp = expected_values(ckpt_state)
+        floats = [k for k in out if not k.startswith("tokenizer.")]
+        self.assertEqual(sorted(floats), sorted(exp), "tensor set")
+        want = np.float16 if dtype == "fp16" else np.float32
+        mismatched = [k for k in floats
+                      if out[k].dtype != want or out[k].shape != exp[k].shape
+                      or not np.array_equal(out[k].astype(np.float64), exp[k].astype(np.float64))]
+        print("  %s: %d tensors compared exactly with their sources, %d differ"
+              % (os.path.basename(path), len(floats), len(mismatched)))
+        self.assertEqual(mismatched, [])
+        with open(SPM, "rb") as f:
+            self.assertEqual(out["tokenizer.sentencepiece"].tobytes(), f.read())
+        with open(DICT, "rb") as f:
+            self.assertEqual(out["tokenizer.dict"].tobytes(), f.read())
+        # layout: 64-aligned data start, no holes, float tensors aligned to their element size
+        self.assertEqual(start % 64, 0)
+        end = 0
+        for k, d in hdr.items():
+            self.assertEqual(d["data_offsets"][0], end, k)
+            end = d["data_offsets"][1]
+            if d["dtype"] != "U8":
+                self.assertEqual(d["data_offsets"][0] % np.dtype(ST_DTYPES[d["dtype"]]).itemsize, 0, k)
+        self.assertEqual(os.path.getsize(path), start + end)
+        self.assertEqual(meta["kg.format_version"], "1")
+        self.assertEqual(meta["kg.dtype"], dtype)
+        cfg = {k[len("kg.config."):]: json.loads(v) for k, v in meta.items() if k.startswith("kg.config.")}
+        self.assertEqual(cfg["clip"], dict(golden_config("clip"), act="quick_gelu", ln_eps=1e-5))
+        self.assertEqual(cfg["connector"], golden_config("connector"))
+        self.assertEqual(cfg["mllm"], dict(golden_config("mllm"), vocab=64007, ln_eps=1e-5, max_positions=2048,
+                                           pad=1))
+        self.assertEqual(cfg["aligner"], dict(golden_config("aligner"), ln_eps=1e-5, **{"in": 40}))
+        for comp, f in (("unet", "unet/config.json"), ("vae", "vae/config.json"),
+                        ("scheduler", "scheduler/scheduler_config.json")):
+            with open(os.path.join(SD15, f)) as fh:
+                self.assertEqual(cfg[comp], json.load(fh), comp)
+        sources = json.loads(meta["kg.sources"])
+        for rec in sources["files"]:
+            with open(rec["path"], "rb") as fh:
+                data = fh.read()
+            self.assertEqual(rec["size"], len(data), rec["path"])
+            self.assertEqual(rec["sha256"], hashlib.sha256(data).hexdigest(), rec["path"])
+        self.assertEqual(sorted(r["role"] for r in sources["files"]),
+                         sorted(["checkpoint", "dict", "sentencepiece", "sd15 scheduler config",
+                                 "sd15 unet config", "sd15 unet weights", "sd15 vae config", "sd15 vae weights"]))
+        return meta, out, sources
+
+
+class Convert(Base):
+    def test_matrix(self):
+        """Both checkpoint copies (fp16 and fp32) to both output precisions."""
+        for ck in ("checkpoint_final.pt", "checkpoint_final_fp32.pt"):
+            state = torch_state(os.path.join(TINY, ck))
+            for dtype in ("fp16", "fp32"):
+                out = self.path("m_%s_%s.safetensors" % (ck, dtype))
+                r = convert(out, ckpt=os.path.join(TINY, ck), dtype=dtype)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                _, _, sources = self.check_model(out, state, dtype)
+                for comp in ("clip", "connector", "mllm", "aligner", "unet", "vae"):
+                    self.assertEqual(list(sources["components"][comp]["from"]), ["checkpoint"], comp)
+                self.assertEqual(sources["components"]["mllm"]["params"], 2600600)
+                self.assertEqual(sources["components"]["clip"]["params"], 154368)
+                self.assertEqual(sources["components"]["unet"]["params"], 1086692)
+                self.assertEqual(sorted(sources["unused_checkpoint_keys"])[:1], ["gpt_model.decoder.embed_positions._float_tensor"])
+                self.assertEqual(len(sources["unused_checkpoint_keys"]), 107)
+                self.assertEqual(sources["vae_legacy_attention_renamed"], 16)
+                self.assertIn("checkpoint keys not used: 107", r.stdout)
+                self.assertIn("unet            682      1,086,692  checkpoint (682)", r.stdout)
+
+    def test_default_dtype_is_fp16(self):
+        out = self.path("default.safetensors")
+        r = convert(out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.check_model(out, self.fp32_state, "fp16")
+
+    def test_build_time_model(self):
+        path = os.environ.get("KG_TINY_MODEL")
+        if not path:
+            self.skipTest("KG_TINY_MODEL not set (run through meson test)")
+        self.check_model(path, self.fp32_state, "fp32")
+
+    def test_legacy_vae_names_from_sd15(self):
+        """Without the checkpoint's VAE copy, the SD1.5 folder's legacy query/key/value/proj_attn
+        tensors come out as to_q/to_k/to_v/to_out.0."""
+        state = {k: v for k, v in self.fp32_state.items() if not k.startswith("vae.vae.")}
+        out = self.path("legacy.safetensors")
+        r = convert(out, ckpt=self.save_ckpt("novae.pt", state), dtype="fp32")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        _, sd_vae, _, _ = read_st(os.path.join(SD15, "vae", "diffusion_pytorch_model.safetensors"))
+        self.assertIn("decoder.mid_block.attentions.0.query.weight", sd_vae)
+        _, out_t, sources = self.check_model(out, state, "fp32")
+        for old, new in LEGACY.items():
+            for wb in ("weight", "bias"):
+                np.testing.assert_array_equal(
+                    out_t["vae.vae.decoder.mid_block.attentions.0.%s.%s" % (new, wb)],
+                    sd_vae["decoder.mid_block.attentions.0.%s.%s" % (old, wb)].astype(np.float32))
+        self.assertEqual(sources["components"]["vae"]["from"], {"sd15/vae/diffusion_pytorch_model.safetensors": 136})
+        self.assertIn("16 legacy attention tensors", r.stdout)
+
+    def test_checkpoint_wins_and_sd15_fills_gaps(self):
+        """The checkpoint overrides the SD1.5 folder; a U-Net tensor absent from it comes from SD1.5."""
+        state = dict(self.fp32_state)
+        state["diffusion_unet.unet.conv_in.bias"] = state["diffusion_unet.unet.conv_in.bias"] + 1
+        del state["diffusion_unet.unet.conv_out.bias"]
+        out = self.path("mix.safetensors")
+        r = convert(out, ckpt=self.save_ckpt("mix.pt", state), dtype="fp32")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        _, out_t, sources = self.check_model(out, state, "fp32")
+        np.testing.assert_array_equal(out_t["diffusion_unet.unet.conv_in.bias"],
+                                      state["diffusion_unet.unet.conv_in.bias"])
+        self.assertEqual(sources["components"]["unet"]["from"],
+                         {"checkpoint": 681, "sd15/unet/diffusion_pytorch_model.safetensors": 1})
+
+    def test_clip_in_proj_split(self):
+        """A checkpoint with open_clip's packed attn.in_proj_* instead of ts_attn gets split."""
+        state = collections.OrderedDict()
+        for k, v in self.fp32_state.items():
+            if ".ts_attn." in k:
+                continue
+            state[k] = v
+        for i in range(2):
+            b = "img_model.visual.transformer.resblocks.%d." % i
+            f = self.fp32_state
+            state[b + "attn.in_proj_weight"] = np.concatenate([f[b + "ts_attn.%s_proj.weight" % n] for n in "qkv"])
+            state[b + "attn.in_proj_bias"] = np.concatenate([f[b + "ts_attn.%s_proj.bias" % n] for n in "qkv"])
+            state[b + "attn.out_proj.weight"] = f[b + "ts_attn.out_proj.weight"]
+            state[b + "attn.out_proj.bias"] = f[b + "ts_attn.out_proj.bias"]
+        out = self.path("split.safetensors")
+        r = convert(out, ckpt=self.save_ckpt("split.pt", state), dtype="fp32")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("2 blocks had only attn.in_proj_*", r.stdout)
+        self.check_model(out, self.fp32_state, "fp32")
+
+    def test_bin_sd15_weights(self):
+        """diffusers .bin weights (torch zip pickles) are read through the restricted unpickler."""
+        sd = self.path("sd15_bin")
+        for sub in ("unet", "vae", "scheduler"):
+            os.makedirs(os.path.join(sd, sub))
+            for f in os.listdir(os.path.join(SD15, sub)):
+                if f.endswith(".json"):
+                    shutil.copy(os.path.join(SD15, sub, f), os.path.join(sd, sub, f))
+        for sub in ("unet", "vae"):
+            _, t, _, _ = read_st(os.path.join(SD15, sub, "diffusion_pytorch_model.safetensors"))
+            torch.save(collections.OrderedDict((k, torch.from_numpy(v.copy())) for k, v in t.items()),
+                       os.path.join(sd, sub, "diffusion_pytorch_model.bin"))
+        state = {k: v for k, v in self.fp32_state.items() if not k.startswith(("vae.vae.", "diffusion_unet."))}
+        out = self.path("bin.safetensors")
+        r = convert(out, ckpt=self.save_ckpt("nosd.pt", state), sd15=sd, dtype="fp32")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.check_model(out, state, "fp32")
+
+
+class Broken(Base):
+    def expect_error(self, message, name, **kw):
+        out = self.path(name + ".safetensors")
+        r = convert(out, **kw)
+        print("  %s: %s" % (name, r.stderr.strip()))
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(message, r.stderr)
+        self.assertFalse(os.path.exists(out) or os.path.exists(out + ".tmp"), "output left behind")
+
+    def test_missing_tensor(self):
+        state = dict(self.fp32_state)
+        del state["gpt_model.decoder.layers.1.ffn.fc2.weight"]
+        self.expect_error("missing tensor 'gpt_model.decoder.layers.1.ffn.fc2.weight' (mllm, expected shape [40, 160])",
+                          "missing", ckpt=self.save_ckpt("missing.pt", state))
+
+    def test_wrong_shape(self):
+        state = dict(self.fp32_state)
+        state["img_connector.x_attn.k_proj.weight"] = np.zeros((40, 39), np.float32)
+        self.expect_error("tensor 'img_connector.x_attn.k_proj.weight' from checkpoint has shape [40, 39], "
+                          "expected [40, 40]", "shape", ckpt=self.save_ckpt("shape.pt", state))
+
+    def test_wrong_unet_shape(self):
+        state = dict(self.fp32_state)
+        state["diffusion_unet.unet.conv_out.weight"] = np.zeros((4, 32, 3, 2), np.float32)
+        self.expect_error("tensor 'diffusion_unet.unet.conv_out.weight' from checkpoint has shape [4, 32, 3, 2], "
+                          "expected [4, 32, 3, 3] (unet)", "unetshape", ckpt=self.save_ckpt("unetshape.pt", state))
+
+    def test_inconsistent_components(self):
+        state = dict(self.fp32_state)
+        state["img_connector.dense.weight"] = np.zeros((40, 63), np.float32)
+        self.expect_error("inconsistent inputs: CLIP width is 64 but connector input is 63",
+                          "inconsistent", ckpt=self.save_ckpt("inconsistent.pt", state))
+
+    def test_truncated_checkpoint(self):
+        src = os.path.join(TINY, "checkpoint_final.pt")
+        p = self.path("truncated.pt")
+        with open(src, "rb") as f, open(p, "wb") as g:
+            g.write(f.read(os.path.getsize(src) * 6 // 10))
+        self.expect_error("truncated or corrupt checkpoint", "truncated", ckpt=p)
+
+    def test_not_a_checkpoint(self):
+        p = self.path("garbage.pt")
+        with open(p, "wb") as f:
+            f.write(b"\x80\x02}q\x00." + os.urandom(100))
+        self.expect_error("not a PyTorch zip checkpoint", "garbage", ckpt=p)
+
+    def test_missing_checkpoint_file(self):
+        self.expect_error("does not exist", "nofile", ckpt=self.path("nonexistent.pt"))
+
+    def test_checkpoint_without_model(self):
+        p = self.save_ckpt("nomodel.pt", None, weights={"a": torch.zeros(1)})
+        self.expect_error("has no ['model'] entry", "nomodel", ckpt=p)
+
+    def test_sd15_without_vae(self):
+        sd = self.path("sd_novae")
+        os.makedirs(sd)
+        for sub in ("unet", "scheduler"):
+            os.symlink(os.path.join(SD15, sub), os.path.join(sd, sub))
+        self.expect_error("has no vae/ (expected the diffusers layout", "novae", sd15=sd)
+
+    def test_truncated_sd15_weights(self):
+        sd = self.path("sd_trunc")
+        shutil.copytree(SD15, sd)
+        w = os.path.join(sd, "unet", "diffusion_pytorch_model.safetensors")
+        with open(w, "r+b") as f:
+            f.truncate(os.path.getsize(w) - 100)
+        self.expect_error("(truncated file?)", "sdtrunc", sd15=sd)
+
+    def test_dict_does_not_match_vocabulary(self):
+        p = self.path("short_dict.txt")
+        with open(DICT, "rb") as f, open(p, "wb") as g:
+            g.write(b"".join(f.readlines()[:-1]))
+        self.expect_error("inconsistent inputs: dict.txt lines + 10", "dict", dct=p)
+
+    def test_fp16_overflow(self):
+        state = dict(self.fp32_state)
+        state["aligner.encoder_query"] = state["aligner.encoder_query"] * 0 + 1e6
+        self.expect_error("tensor 'aligner.encoder_query': 2464 values overflow float16", "overflow",
+                          ckpt=self.save_ckpt("overflow.pt", state), dtype="fp16")
+
+    def test_head_width_needed(self):
+        self.expect_error("pass --clip-head-width", "heads", extra=["--aligner-heads", "4"])
+
+
+class Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, ("touch " + self.marker,))
+
+
+class EvalEvil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (eval, ("open(%r, 'w').close()" % self.marker,))
+
+
+class Malicious(Base):
+    def test_restricted_unpickler(self):
+        marker = self.path("pwned")
+        for proto in range(0, pickle.HIGHEST_PROTOCOL + 1):
+            for evil in (Evil(marker), EvalEvil(marker)):
+                obj = ptload.restricted_loads(pickle.dumps({"x": [evil]}, protocol=proto))
+                self.assertIsInstance(obj["x"][0], ptload.Placeholder)
+                self.assertFalse(os.path.exists(marker), "pickled code ran (protocol %d)" % proto)
+        # getattr/__import__ chains stay inert too
+        payload = (b"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(Vos\ntRVsystem\ntR(V" +
+                   ("touch " + marker).encode() + b"\ntR.")
+        obj = ptload.restricted_loads(payload)
+        self.assertIsInstance(obj, ptload.Placeholder)
+        self.assertFalse(os.path.exists(marker))
+        print("  %d protocols x 2 payloads + getattr chain: placeholders, nothing executed"
+              % (pickle.HIGHEST_PROTOCOL + 1))
+
+    def test_malicious_checkpoint_is_inert(self):
+        """A checkpoint whose pickle calls os.system converts: the call becomes a placeholder."""
+        marker = self.path("pwned_ckpt")
+        p = self.save_ckpt("evil.pt", self.fp32_state, extra_state=Evil(marker))
+        out = self.path("evil.safetensors")
+        r = convert(out, ckpt=p, dtype="fp32")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertFalse(os.path.exists(marker), "pickled os.system ran")
+        self.assertIn("pickled classes kept inert (not imported): posix.system", r.stdout)
+        self.check_model(out, self.fp32_state, "fp32")
+
+    def test_malicious_tensor_is_refused(self):
+        marker = self.path("pwned_tensor")
+        state = dict(self.fp32_state)
+        p = self.save_ckpt("evil2.pt", state)
+        obj = torch.load(p)
+        obj["model"]["img_connector.dense.bias"] = Evil(marker)
+        torch.save(obj, p)
+        out = self.path("evil2.safetensors")
+        r = convert(out, ckpt=p, dtype="fp32")
+        print("  evil tensor: %s" % r.stderr.strip())
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("['model']['img_connector.dense.bias'] is not a tensor", r.stderr)
+        self.assertFalse(os.path.exists(marker), "pickled os.system ran")
+
+
+if __name__ == "__main__":
+    result = unittest.main(verbosity=2, exit=False).result
+    failed = len(result.failures) + len(result.errors)
+    print("%d passed, %d failed" % (result.testsRun - failed - len(result.skipped), failed))
+    sys.exit(1 if failed else 0)
