@@ -348,7 +348,7 @@ kg_status kg_unet_load(kg_unet *m, const kg_unet_config *cfg, kg_backend *be,
     m->cfg = *cfg;
     s = kg_load_component(be, st, prefix, load_fn, m, &m->blob, err);
     if (s != KG_OK) {
-        kg_error_prefix(err, "loading unet: ");
+        kg_error_prefix(err, "loading unet");
         memset(m, 0, sizeof *m);
     }
     return s;
