@@ -158,8 +158,15 @@ kg_status kg_scheduler_config_from_json(kg_scheduler_config *cfg, const kg_json 
         return st;
     {
         const kg_json *tb = kg_json_get(j, "trained_betas");
+        const kg_json *lc = kg_json_get(j, "lambda_min_clipped");
         if (tb && !json_is(tb, KG_JSON_NULL))
-            return kg_error_set(err, KG_ERR_UNSUPPORTED, "scheduler config: trained_betas is not supported");
+            return kg_error_set(err, KG_ERR_UNSUPPORTED,
+                                "scheduler config: trained_betas is not supported");
+        /* only the default -inf (written as null by JSON encoders that refuse -Infinity) */
+        if (lc && !json_is(lc, KG_JSON_NULL))
+            return kg_error_set(err, KG_ERR_UNSUPPORTED,
+                                "scheduler config: lambda_min_clipped %g is not supported",
+                                kg_json_number(lc, 0.0));
     }
     if (num_train < 2 || num_train > 100000 || num_train != floor(num_train))
         return kg_error_set(err, KG_ERR_FORMAT, "scheduler config: num_train_timesteps %g", num_train);
