@@ -15,6 +15,9 @@
 
 #define JSON_MAX_DEPTH 64
 #define JSON_MAX_NUMBER 128
+/* Each value costs ~100 bytes of tree, so this bounds a hostile document's
+ * memory to ~100 MB; a full model header has a few tens of thousands. */
+#define JSON_MAX_VALUES 1000000
 
 struct kg_json {
     kg_json_type type;
@@ -33,6 +36,7 @@ typedef struct parser {
     const char *what;
     kg_error *err;
     kg_status status;
+    size_t n_values;
 } parser;
 
 static kg_status fail(parser *ps, const char *fmt, ...)
@@ -338,7 +342,12 @@ static kg_status parse_number(parser *ps, double *out)
 
 static kg_json *new_node(parser *ps, kg_json_type type)
 {
-    kg_json *j = calloc(1, sizeof *j);
+    kg_json *j;
+    if (++ps->n_values > JSON_MAX_VALUES) {
+        fail(ps, "more than %d values", JSON_MAX_VALUES);
+        return NULL;
+    }
+    j = calloc(1, sizeof *j);
     if (!j && ps->status == KG_OK)
         ps->status = kg_error_set(ps->err, KG_ERR_NOMEM, "%.150s: out of memory parsing JSON",
                                   ps->what);
@@ -509,6 +518,7 @@ kg_status kg_json_parse(kg_json **out, const char *text, size_t len, const char 
     ps.what = what ? what : "JSON";
     ps.err = err;
     ps.status = KG_OK;
+    ps.n_values = 0;
     root = parse_value(&ps, 0);
     if (!root)
         return ps.status;

@@ -114,6 +114,32 @@ static int cmp_range_ref(const void *a, const void *b)
     return x->end < y->end ? -1 : x->end > y->end;
 }
 
+static int cmp_str_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Refuses repeated names in O(n log n), so a huge header cannot stall us. */
+static kg_status check_unique(const kg_st_file *f, const char **names, size_t n,
+                              const char *what, kg_error *err)
+{
+    const char **sorted;
+    kg_status s = KG_OK;
+    if (n < 2)
+        return KG_OK;
+    sorted = malloc(n * sizeof *sorted);
+    if (!sorted)
+        return kg_error_set(err, KG_ERR_NOMEM, "%s: out of memory", f->path);
+    memcpy(sorted, names, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, cmp_str_ptr);
+    for (size_t i = 1; i < n && s == KG_OK; i++)
+        if (strcmp(sorted[i - 1], sorted[i]) == 0)
+            s = kg_error_set(err, KG_ERR_FORMAT, "%s: duplicate %s '%.100s'", f->path, what,
+                             sorted[i]);
+    free(sorted);
+    return s;
+}
+
 static kg_status parse_metadata(kg_st_file *f, const kg_json *meta, kg_error *err)
 {
     size_t n;
@@ -136,15 +162,11 @@ static kg_status parse_metadata(kg_st_file *f, const kg_json *meta, kg_error *er
             return kg_error_set(err, KG_ERR_FORMAT,
                                 "%s: __metadata__ value of '%.100s' contains a NUL character",
                                 f->path, key);
-        for (size_t k = 0; k < i; k++)
-            if (strcmp(f->meta_keys[k], key) == 0)
-                return kg_error_set(err, KG_ERR_FORMAT, "%s: duplicate __metadata__ key '%.100s'",
-                                    f->path, key);
         f->meta_keys[i] = key;
         f->meta_values[i] = kg_json_string(v);
     }
     f->meta_count = n;
-    return KG_OK;
+    return check_unique(f, f->meta_keys, n, "__metadata__ key", err);
 }
 
 static kg_status parse_tensor(kg_st_file *f, kg_st_tensor *t, const char *name,

@@ -211,6 +211,28 @@ static void test_limits(void)
                   "100000 open brackets refused: %s", err.msg);
         free(deep);
     }
+    /* the value budget: 1 array + 999999 numbers fit, one more does not */
+    {
+        size_t n = 1000000;
+        char *doc = malloc(2 * n + 2);
+        for (size_t zeros = n - 1; zeros <= n; zeros++) {
+            doc[0] = '[';
+            for (size_t i = 0; i < zeros; i++)
+                doc[1 + 2 * i] = '0', doc[2 + 2 * i] = ',';
+            doc[2 * zeros] = ']';
+            j = NULL;
+            s = kg_json_parse(&j, doc, 2 * zeros + 1, "wide", &err);
+            if (zeros < n)
+                kgt_check(s == KG_OK && kg_json_count(j) == zeros, "1000000 values accepted: %s",
+                          s == KG_OK ? "" : err.msg);
+            else
+                kgt_check(s == KG_ERR_FORMAT && strstr(err.msg, "more than 1000000 values"),
+                          "1000001 values refused: %s", err.msg);
+            kg_json_free(j);
+        }
+        j = NULL;
+        free(doc);
+    }
     s = kg_json_parse(NULL, "1", 1, "x", &err);
     kgt_check(s == KG_ERR_INVALID_ARG, "NULL out refused");
 }
