@@ -1,0 +1,265 @@
+/* model.c - kg_model_open/close and sessions.
+ *
+ * A model file (tools/kosmosg-convert) holds every tensor under its original
+ * Kosmos-G key, the tokenizer files as U8 tensors and one JSON config per
+ * component in __metadata__. Opening checks the format version, builds each
+ * component from its config and loads it strictly: the official loader's
+ * strict=False would leave a missing weight random, so here the first
+ * missing or mismatched tensor fails the open, named. */
+#include "model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef KG_HAVE_CUDA
+#include "cuda/backend_cuda.h"
+#endif
+
+#define KG_FORMAT_VERSION "1"
+
+void kg_model_options_init(kg_model_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->backend = KG_BACKEND_AUTO;
+    o->precision = KG_PRECISION_FP16;
+}
+
+const char *kg_backend_kind_name(kg_backend_kind k)
+{
+    switch (k) {
+    case KG_BACKEND_AUTO: return "auto";
+    case KG_BACKEND_CPU: return "cpu";
+    case KG_BACKEND_CUDA: return "cuda";
+    }
+    return "?";
+}
+
+kg_backend_kind kg_model_backend(const kg_model *m)
+{
+    return m->kind;
+}
+
+/* Creates a backend of the model's kind; used for the model and each session. */
+kg_status kg_model_backend_new(const kg_model_options *o, kg_backend_kind kind, kg_backend **out,
+                               kg_error *err)
+{
+    if (kind == KG_BACKEND_CPU)
+        return kg_backend_cpu_new(out, o->n_threads, err);
+#ifdef KG_HAVE_CUDA
+    return kg_backend_cuda_new(out, o->device_id,
+                               o->precision == KG_PRECISION_BF16 ? KG_BF16
+                               : o->precision == KG_PRECISION_FP32 ? KG_F32
+                                                                   : KG_F16,
+                               err);
+#else
+    (void)o;
+    return kg_error_set(err, KG_ERR_NO_DEVICE,
+                        "backend cuda requested, but this build has no CUDA backend "
+                        "(configured with -Dcuda=disabled or without the CUDA toolkit)");
+#endif
+}
+
+static kg_status meta_json(const kg_st_file *st, const char *key, kg_json **out, kg_error *err)
+{
+    const char *s = kg_st_metadata(st, key);
+    if (!s)
+        return kg_error_set(err, KG_ERR_FORMAT,
+                            "%s: __metadata__ has no \"%s\" (not a kosmosg-convert model file?)",
+                            kg_st_path(st), key);
+    return kg_json_parse(out, s, strlen(s), key, err);
+}
+
+static kg_status load_tokenizer(kg_model *m, kg_error *err)
+{
+    const kg_st_tensor *spm, *dict;
+    kg_status st = kg_st_get(m->st, "tokenizer.sentencepiece", KG_U8, -1, NULL, &spm, err);
+    if (st == KG_OK)
+        st = kg_st_get(m->st, "tokenizer.dict", KG_U8, -1, NULL, &dict, err);
+    if (st == KG_OK)
+        st = kg_tokenizer_new(&m->tok, spm->data, spm->nbytes, dict->data, dict->nbytes, err);
+    return st;
+}
+
+/* Parses kg.config.<name> and runs the component's config reader on it. */
+#define CONFIG(name, fn, cfgp)                                                 \
+    do {                                                                       \
+        kg_json *j_ = NULL;                                                    \
+        st = meta_json(m->st, "kg.config." name, &j_, err);                    \
+        if (st == KG_OK)                                                       \
+            st = fn(cfgp, j_, err);                                            \
+        kg_json_free(j_);                                                      \
+        if (st != KG_OK) {                                                     \
+            kg_error_prefix(err, "%s: kg.config." name, path);                 \
+            goto fail;                                                         \
+        }                                                                      \
+    } while (0)
+
+#define LOAD(what, call)                                                       \
+    do {                                                                       \
+        st = call;                                                             \
+        if (st != KG_OK) {                                                     \
+            kg_error_prefix(err, "%s: loading %s", path, what);                \
+            goto fail;                                                         \
+        }                                                                      \
+    } while (0)
+
+kg_status kg_model_open(kg_model **out, const char *path, const kg_model_options *opt,
+                        kg_error *err)
+{
+    kg_model *m;
+    kg_model_options defaults;
+    kg_status st;
+    const char *ver;
+    kg_clip_config clip_cfg;
+    kg_connector_config conn_cfg;
+    kg_mllm_config mllm_cfg;
+    kg_aligner_config al_cfg;
+    kg_unet_config unet_cfg;
+    kg_vae_config vae_cfg;
+
+    *out = NULL;
+    if (!path || !*path)
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "no model file given");
+    if (!opt) {
+        kg_model_options_init(&defaults);
+        opt = &defaults;
+    }
+    m = calloc(1, sizeof *m);
+    if (!m)
+        return kg_error_set(err, KG_ERR_NOMEM, "%s: no memory for the model", path);
+    m->opt = *opt;
+
+    st = kg_st_open(&m->st, path, err);
+    if (st != KG_OK)
+        goto fail;
+    ver = kg_st_metadata(m->st, "kg.format_version");
+    if (!ver) {
+        st = kg_error_set(err, KG_ERR_FORMAT,
+                          "%s: no kg.format_version in __metadata__: not a model file written "
+                          "by kosmosg-convert",
+                          path);
+        goto fail;
+    }
+    if (strcmp(ver, KG_FORMAT_VERSION) != 0) {
+        st = kg_error_set(err, KG_ERR_VERSION,
+                          "%s: format version %s, this build reads version %s; re-run "
+                          "kosmosg-convert of this version",
+                          path, ver, KG_FORMAT_VERSION);
+        goto fail;
+    }
+
+    CONFIG("clip", kg_clip_config_from_json, &clip_cfg);
+    CONFIG("connector", kg_connector_config_from_json, &conn_cfg);
+    CONFIG("mllm", kg_mllm_config_from_json, &mllm_cfg);
+    CONFIG("aligner", kg_aligner_config_from_json, &al_cfg);
+    CONFIG("unet", kg_unet_config_from_json, &unet_cfg);
+    CONFIG("vae", kg_vae_config_from_json, &vae_cfg);
+    CONFIG("scheduler", kg_scheduler_config_from_json, &m->sched_cfg);
+
+    st = load_tokenizer(m, err);
+    if (st != KG_OK) {
+        kg_error_prefix(err, "%s: tokenizer", path);
+        goto fail;
+    }
+
+    m->kind = opt->backend;
+    if (m->kind == KG_BACKEND_AUTO) {
+        kg_error probe = {0};
+        m->kind = KG_BACKEND_CUDA;
+        if (kg_model_backend_new(opt, KG_BACKEND_CUDA, &m->be, &probe) != KG_OK) {
+            m->kind = KG_BACKEND_CPU;
+            snprintf(m->fallback_reason, sizeof m->fallback_reason, "%s", probe.msg);
+        }
+    }
+    if (!m->be) {
+        st = kg_model_backend_new(opt, m->kind, &m->be, err);
+        if (st != KG_OK)
+            goto fail;
+    }
+
+    LOAD("img_model.visual", kg_clip_load(&m->clip, &clip_cfg, m->be, m->st, "img_model.visual.", err));
+    m->loaded |= KG_LOADED_CLIP;
+    LOAD("img_connector", kg_connector_load(&m->connector, &conn_cfg, m->be, m->st, "img_connector.", err));
+    m->loaded |= KG_LOADED_CONNECTOR;
+    LOAD("gpt_model.decoder", kg_mllm_load(&m->mllm, &mllm_cfg, m->be, m->st, "gpt_model.decoder.", err));
+    m->loaded |= KG_LOADED_MLLM;
+    LOAD("aligner", kg_aligner_load(&m->aligner, &al_cfg, m->be, m->st, "aligner.", err));
+    m->loaded |= KG_LOADED_ALIGNER;
+    LOAD("diffusion_unet.unet", kg_unet_load(&m->unet, &unet_cfg, m->be, m->st, "diffusion_unet.unet.", err));
+    m->loaded |= KG_LOADED_UNET;
+    LOAD("vae.vae", kg_vae_load(&m->vae, &vae_cfg, m->be, m->st, "vae.vae.", err));
+    m->loaded |= KG_LOADED_VAE;
+    m->vae_factor = 1 << (vae_cfg.n_blocks - 1);
+    m->size_multiple = m->vae_factor << (unet_cfg.n_blocks - 1);
+
+    *out = m;
+    return KG_OK;
+fail:
+    kg_model_close(m);
+    return st;
+}
+
+const char *kg_model_fallback_reason(const kg_model *m)
+{
+    return m->fallback_reason[0] ? m->fallback_reason : NULL;
+}
+
+void kg_model_close(kg_model *m)
+{
+    if (!m)
+        return;
+    if (m->loaded & KG_LOADED_VAE)
+        kg_vae_free(&m->vae, m->be);
+    if (m->loaded & KG_LOADED_UNET)
+        kg_unet_free(&m->unet, m->be);
+    if (m->loaded & KG_LOADED_ALIGNER)
+        kg_aligner_free(&m->aligner, m->be);
+    if (m->loaded & KG_LOADED_MLLM)
+        kg_mllm_free(&m->mllm, m->be);
+    if (m->loaded & KG_LOADED_CONNECTOR)
+        kg_connector_free(&m->connector, m->be);
+    if (m->loaded & KG_LOADED_CLIP)
+        kg_clip_free(&m->clip, m->be);
+    kg_tokenizer_free(m->tok);
+    kg_backend_free(m->be);
+    kg_st_close(m->st);
+    free(m);
+}
+
+kg_status kg_session_new(kg_session **out, kg_model *m, kg_error *err)
+{
+    kg_session *s;
+    kg_status st;
+    *out = NULL;
+    if (!m)
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "kg_session_new: no model");
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return kg_error_set(err, KG_ERR_NOMEM, "no memory for a session");
+    s->m = m;
+    st = kg_model_backend_new(&m->opt, m->kind, &s->be, err);
+    if (st != KG_OK) {
+        free(s);
+        return st;
+    }
+    kg_ctx_init(&s->ctx, s->be);
+    *out = s;
+    return KG_OK;
+}
+
+void kg_session_free(kg_session *s)
+{
+    if (!s)
+        return;
+    kg_ctx_release(&s->ctx);
+    kg_backend_free(s->be);
+    free(s->uncond);
+    free(s->uncond_key);
+    free(s);
+}
+
+size_t kg_session_alloc_count(const kg_session *s)
+{
+    return s->be->n_allocs;
+}

@@ -1,0 +1,56 @@
+/* model.h - internals shared by model.c and pipeline.c (not public API). */
+#ifndef KG_MODEL_H
+#define KG_MODEL_H
+
+#include "aligner.h"
+#include "clip_vit.h"
+#include "connector.h"
+#include "kosmosg.h"
+#include "mllm.h"
+#include "ops.h"
+#include "safetensors.h"
+#include "scheduler.h"
+#include "tokenizer.h"
+#include "unet.h"
+#include "vae.h"
+
+enum {
+    KG_LOADED_CLIP = 1 << 0,
+    KG_LOADED_CONNECTOR = 1 << 1,
+    KG_LOADED_MLLM = 1 << 2,
+    KG_LOADED_ALIGNER = 1 << 3,
+    KG_LOADED_UNET = 1 << 4,
+    KG_LOADED_VAE = 1 << 5,
+};
+
+struct kg_model {
+    kg_model_options opt;
+    kg_backend_kind kind;          /* resolved: CPU or CUDA */
+    char fallback_reason[KG_ERROR_MSG_LEN]; /* why AUTO chose the CPU */
+    kg_backend *be;                /* owns the weight blobs */
+    kg_st_file *st;                /* mapping the CPU weights may point into */
+    kg_tokenizer *tok;
+    kg_clip clip;
+    kg_connector connector;
+    kg_mllm mllm;
+    kg_aligner aligner;
+    kg_unet unet;
+    kg_vae vae;
+    kg_scheduler_config sched_cfg;
+    int vae_factor;     /* image pixels per latent pixel: 2^(VAE up blocks - 1) */
+    int size_multiple;  /* output sizes the U-Net can halve at every level */
+    unsigned loaded;
+};
+
+struct kg_session {
+    kg_model *m;
+    kg_backend *be;
+    kg_ctx ctx;
+    char *uncond_key;   /* negative prompt the cached unconditional embedding belongs to */
+    float *uncond;      /* [queries, dim] host copy, NULL until computed */
+};
+
+kg_status kg_model_backend_new(const kg_model_options *o, kg_backend_kind kind, kg_backend **out,
+                               kg_error *err);
+
+#endif

@@ -1,0 +1,557 @@
+/* pipeline.c - kg_generate(): the whole Kosmos-G flow on one session.
+ *
+ *   prompt -> tokens ---------------------------------+
+ *   images -> preprocess -> CLIP -> connector ---------+-> MLLM -> AlignerNet -> cond  [77, D]
+ *   negative prompt (or "<s>") -> MLLM -> AlignerNet -----------------------------> uncond
+ *   noise -> steps x { U-Net on [x; x] with [uncond; cond] -> CFG -> scheduler step } -> VAE -> RGB8
+ *
+ * The same code runs twice per request: first in measure mode (ops only
+ * validate, the arena only counts; one denoising step is enough since every
+ * step needs the same memory), then for real in exactly the arena the
+ * measure pass asked for. Nothing is allocated on the backend inside the
+ * stages. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "model.h"
+#include "prompt.h"
+#include "rng.h"
+
+/* Kosmos-G hard-codes SD1.5's VAE scaling factor (diffusion.py:264). */
+#define KG_VAE_SCALING 0.18215f
+#define KG_MAX_IMAGES 16
+#define KG_MAX_OUTPUTS 64
+
+typedef struct request {
+    const kg_params *p;
+    kg_prompt_seq src;         /* <s> text <image> slots </image> ... */
+    kg_prompt_seq neg;         /* <s> + negative text */
+    uint8_t *src_pad;          /* tokens == <pad> (1): the aligner's key mask */
+    uint8_t *neg_pad;
+    float *pixels;             /* [N, 3, 224, 224] preprocessed */
+    float *latents;            /* [n, 4, h, w] initial noise (host) */
+    float *image;              /* [3, H, W] one decoded image (host) */
+    int cfg;                   /* guidance > 1: batch 2n with [uncond; cond] */
+    int n;                     /* images to generate */
+    int64_t h, w;              /* latent size */
+    int64_t seed;
+    kg_scheduler sched;
+    kg_progress_fn progress;
+    kg_dump_fn dump;
+    void *user;
+    int measuring;
+} request;
+
+void kg_params_init(kg_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->steps = 50;
+    p->guidance_scale = 6.0f;
+    p->seed = -1;
+    p->num_images = 1;
+    p->scheduler = KG_SCHED_DPMPP_2M;
+    p->width = 512;
+    p->height = 512;
+}
+
+void kg_output_free(kg_output *o)
+{
+    if (!o)
+        return;
+    free(o->rgb);
+    memset(o, 0, sizeof *o);
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cancelled(const request *r)
+{
+    return !r->measuring && r->p->cancel && *r->p->cancel;
+}
+
+/* Host copy of a backend tensor for the dump callback. */
+static void dump_tensor(kg_session *s, request *r, const kg_tensor *t, const char *fmt, ...)
+{
+    char name[128];
+    va_list ap;
+    kg_tensor h;
+    float *buf;
+    if (!r->dump || r->measuring || kg_ctx_status(&s->ctx, NULL) != KG_OK)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    buf = malloc(kg_tensor_numel(t) * sizeof(float));
+    if (!buf)
+        return;
+    kg_download_f32(&s->ctx, buf, t);
+    h = *t;
+    h.dtype = KG_F32;
+    h.data = buf;
+    r->dump(r->user, name, &h);
+    free(buf);
+}
+
+static void dump_host(request *r, const char *name, kg_dtype dt, int ndim, const int64_t *shape,
+                      const void *data)
+{
+    kg_tensor h;
+    if (!r->dump || r->measuring)
+        return;
+    h = kg_tensor_make((void *)data, dt, ndim, shape);
+    r->dump(r->user, name, &h);
+}
+
+/* MLLM + AlignerNet of one token sequence into out [1, Q, D]. */
+static void condition(kg_session *s, request *r, kg_tensor *out, const kg_prompt_seq *seq,
+                      const uint8_t *pad, const kg_tensor *img_features, const char *dump_name)
+{
+    kg_model *m = s->m;
+    kg_ctx *c = &s->ctx;
+    size_t mark = kg_mark(c);
+    int64_t T = (int64_t)seq->n;
+    kg_tensor hidden = kg_new3(c, 1, T, m->mllm.cfg.dim);
+    kg_mllm_forward(c, &m->mllm, &hidden, seq->ids, seq->img_mask, img_features, 1, T);
+    if (dump_name)
+        dump_tensor(s, r, &hidden, "%s", dump_name);
+    kg_aligner_forward(c, &m->aligner, out, &hidden, pad);
+    kg_reset(c, mark);
+}
+
+/* The unconditional branch, from the session cache when the negative prompt
+ * is unchanged (it depends on nothing else). */
+static void uncond_branch(kg_session *s, request *r, kg_tensor *unc)
+{
+    kg_ctx *c = &s->ctx;
+    const char *key = r->p->negative_prompt ? r->p->negative_prompt : "";
+    size_t n = (size_t)kg_tensor_numel(unc);
+
+    if (!r->measuring && s->uncond && !strcmp(s->uncond_key, key)) {
+        kg_upload_f32(c, unc, s->uncond);
+        return;
+    }
+    condition(s, r, unc, &r->neg, r->neg_pad, NULL, NULL);
+    if (r->measuring || kg_ctx_status(c, NULL) != KG_OK)
+        return;
+    free(s->uncond);
+    free(s->uncond_key);
+    s->uncond = malloc(n * sizeof(float));
+    s->uncond_key = strdup(key);
+    if (!s->uncond || !s->uncond_key) {
+        free(s->uncond);
+        free(s->uncond_key);
+        s->uncond = NULL;
+        s->uncond_key = NULL;
+        return; /* no cache this time; the result in unc is still right */
+    }
+    kg_download_f32(c, s->uncond, unc);
+}
+
+/* Fills ehs [B, Q, D]: rows [0, n) uncond and [n, 2n) cond with CFG, else n x cond. */
+static void encode(kg_session *s, request *r, kg_tensor *ehs)
+{
+    kg_model *m = s->m;
+    kg_ctx *c = &s->ctx;
+    int64_t N = r->p->n_images;
+    int64_t Q = ehs->shape[1], D = ehs->shape[2];
+    size_t mark = kg_mark(c);
+    kg_tensor cond = kg_new3(c, 1, Q, D);
+    kg_tensor feats = {0};
+
+    if (N > 0) {
+        size_t m1;
+        kg_tensor clip, pix;
+        feats = kg_new3(c, N, m->connector.cfg.latents, m->connector.cfg.out);
+        m1 = kg_mark(c);
+        clip = kg_new3(c, N, m->clip.cfg.tokens, m->clip.cfg.width);
+        pix = kg_new4(c, N, 3, KG_IMAGE_SIZE, KG_IMAGE_SIZE);
+        kg_upload_f32(c, &pix, r->pixels);
+        kg_clip_forward(c, &m->clip, &clip, &pix);
+        kg_connector_forward(c, &m->connector, &feats, &clip);
+        for (int64_t k = 0; k < N; k++) {
+            kg_tensor pk = kg_tensor_rows(&pix, k, 1), ck = kg_tensor_rows(&clip, k, 1),
+                      fk = kg_tensor_rows(&feats, k, 1);
+            pk = kg_tensor_reshape(&pk, 3, (int64_t[]){3, KG_IMAGE_SIZE, KG_IMAGE_SIZE});
+            ck = kg_tensor_reshape(&ck, 2, &clip.shape[1]);
+            fk = kg_tensor_reshape(&fk, 2, &feats.shape[1]);
+            dump_tensor(s, r, &pk, "preprocess.%lld", (long long)k);
+            dump_tensor(s, r, &ck, "clip.%lld", (long long)k);
+            dump_tensor(s, r, &fk, "connector.%lld", (long long)k);
+        }
+        kg_reset(c, m1);
+        feats = kg_tensor_reshape(&feats, 2, (int64_t[]){N * feats.shape[1], feats.shape[2]});
+    }
+    condition(s, r, &cond, &r->src, r->src_pad, N > 0 ? &feats : NULL, "mllm.hidden");
+    {
+        kg_tensor c2 = kg_tensor_reshape(&cond, 2, &cond.shape[1]);
+        dump_tensor(s, r, &c2, "cond");
+    }
+    if (r->cfg) {
+        kg_tensor unc = kg_new3(c, 1, Q, D), u2;
+        uncond_branch(s, r, &unc);
+        u2 = kg_tensor_reshape(&unc, 2, &unc.shape[1]);
+        dump_tensor(s, r, &u2, "uncond");
+        for (int i = 0; i < r->n; i++) {
+            kg_tensor dst = kg_tensor_rows(ehs, i, 1);
+            kg_copy(c, &dst, &unc);
+        }
+    }
+    for (int i = 0; i < r->n; i++) {
+        kg_tensor dst = kg_tensor_rows(ehs, (r->cfg ? r->n : 0) + i, 1);
+        kg_copy(c, &dst, &cond);
+    }
+    kg_reset(c, mark);
+}
+
+/* x [n, 4, h, w] <- the denoised latents. */
+static kg_status denoise(kg_session *s, request *r, kg_tensor *x, const kg_tensor *ehs,
+                         kg_error *err)
+{
+    kg_model *m = s->m;
+    kg_ctx *c = &s->ctx;
+    const kg_params *p = r->p;
+    int n = r->n, B = r->cfg ? 2 * r->n : r->n;
+    int calls = kg_scheduler_num_calls(&r->sched);
+    float ts[2 * KG_MAX_OUTPUTS];
+    kg_status st;
+
+    kg_upload_f32(c, x, r->latents);
+    dump_tensor(s, r, x, "latents.init");
+    kg_scale(c, x, x, kg_scheduler_init_noise_sigma(&r->sched));
+    st = kg_scheduler_bind(&r->sched, c, 4, x->shape, err);
+    if (st != KG_OK)
+        return st;
+    if (!r->measuring && r->dump) {
+        int64_t *tv = malloc((size_t)calls * sizeof *tv);
+        if (tv) {
+            for (int i = 0; i < calls; i++)
+                tv[i] = (int64_t)llround(kg_scheduler_timestep(&r->sched, i));
+            dump_host(r, "timesteps", KG_I64, 1, (int64_t[]){calls}, tv);
+            free(tv);
+        }
+    }
+    for (int i = 0; i < calls; i++) {
+        size_t mark = kg_mark(c);
+        kg_tensor in = kg_new4(c, B, x->shape[1], x->shape[2], x->shape[3]);
+        kg_tensor eps = kg_new4(c, B, x->shape[1], x->shape[2], x->shape[3]);
+        float t = (float)kg_scheduler_timestep(&r->sched, i);
+
+        if (cancelled(r))
+            return kg_error_set(err, KG_ERR_CANCELLED, "generation cancelled at step %d of %d",
+                                i, calls);
+        for (int b = 0; b < B; b++)
+            ts[b] = t;
+        if (r->cfg) {
+            kg_concat(c, &in, x, x, 0);
+        } else {
+            kg_copy(c, &in, x);
+        }
+        kg_scheduler_scale_model_input(c, &r->sched, &in, &in, i);
+        kg_unet_forward(c, &m->unet, &eps, &in, ts, ehs);
+        if (r->cfg) {
+            kg_tensor eu = kg_tensor_rows(&eps, 0, n), ec = kg_tensor_rows(&eps, n, n);
+            kg_tensor guided = kg_new4(c, n, x->shape[1], x->shape[2], x->shape[3]);
+            dump_tensor(s, r, &eu, "eps.uncond.%d", i);
+            dump_tensor(s, r, &ec, "eps.cond.%d", i);
+            /* eps_u + s (eps_c - eps_u), diffusion.py:118-120 */
+            kg_axpby(c, &guided, 1.0f - p->guidance_scale, &eu, p->guidance_scale, &ec);
+            kg_scheduler_step(c, &r->sched, x, &guided, i);
+        } else {
+            dump_tensor(s, r, &eps, "eps.cond.%d", i);
+            kg_scheduler_step(c, &r->sched, x, &eps, i);
+        }
+        dump_tensor(s, r, x, "latents.%d", i);
+        kg_reset(c, mark);
+        st = kg_ctx_status(c, err);
+        if (st != KG_OK)
+            return st;
+        if (r->measuring)
+            break; /* every step needs the same memory */
+        if (r->progress)
+            r->progress(r->user, KG_STAGE_DENOISE, i + 1, calls);
+    }
+    return KG_OK;
+}
+
+/* latents [n, 4, h, w] -> out->rgb, one image at a time to bound the arena. */
+static kg_status decode(kg_session *s, request *r, const kg_tensor *x, kg_output *out,
+                        kg_error *err)
+{
+    kg_model *m = s->m;
+    kg_ctx *c = &s->ctx;
+    int64_t H = r->h * m->vae_factor, W = r->w * m->vae_factor;
+    size_t plane = (size_t)(H * W);
+    float *fimg = r->dump && !r->measuring ? malloc((size_t)r->n * 3 * plane * sizeof(float)) : NULL;
+    uint8_t *u8 = out->rgb;
+
+    for (int i = 0; i < r->n; i++) {
+        size_t mark = kg_mark(c);
+        kg_tensor xi = kg_tensor_rows(x, i, 1);
+        kg_tensor z = kg_new4(c, 1, x->shape[1], r->h, r->w);
+        kg_tensor img = kg_new4(c, 1, 3, H, W);
+        kg_status st;
+        if (cancelled(r)) {
+            free(fimg);
+            return kg_error_set(err, KG_ERR_CANCELLED, "generation cancelled while decoding");
+        }
+        kg_scale(c, &z, &xi, 1.0f / KG_VAE_SCALING);
+        kg_vae_decode(c, &m->vae, &img, &z);
+        kg_download_f32(c, r->image, &img);
+        kg_reset(c, mark);
+        st = kg_ctx_status(c, err);
+        if (st != KG_OK) {
+            free(fimg);
+            return st;
+        }
+        if (r->measuring)
+            break;
+        /* (x / 2 + 0.5).clamp(0, 1), then numpy's (x * 255).round() (half-even) */
+        for (size_t k = 0; k < plane; k++) {
+            for (int ch = 0; ch < 3; ch++) {
+                float v = r->image[(size_t)ch * plane + k] / 2.0f + 0.5f;
+                v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+                if (fimg)
+                    fimg[(size_t)i * 3 * plane + (size_t)ch * plane + k] = v;
+                u8[((size_t)i * plane + k) * 3 + (size_t)ch] = (uint8_t)rintf(v * 255.0f);
+            }
+        }
+    }
+    if (fimg) {
+        dump_host(r, "image.float", KG_F32, 4, (int64_t[]){r->n, 3, H, W}, fimg);
+        dump_host(r, "image.u8", KG_U8, 4, (int64_t[]){r->n, H, W, 3}, u8);
+        free(fimg);
+    }
+    return KG_OK;
+}
+
+/* One pass over every stage (measure or real). */
+static kg_status run(kg_session *s, request *r, kg_output *out, kg_error *err)
+{
+    kg_model *m = s->m;
+    kg_ctx *c = &s->ctx;
+    int B = r->cfg ? 2 * r->n : r->n;
+    kg_tensor ehs = kg_new3(c, B, m->aligner.cfg.queries, m->aligner.cfg.dim);
+    kg_tensor x = kg_new4(c, r->n, m->unet.cfg.in_channels, r->h, r->w);
+    double t0 = now(), t1, t2;
+    kg_status st;
+
+    encode(s, r, &ehs);
+    st = kg_ctx_status(c, err);
+    if (st != KG_OK)
+        return st;
+    if (cancelled(r))
+        return kg_error_set(err, KG_ERR_CANCELLED, "generation cancelled after encoding");
+    if (r->progress && !r->measuring)
+        r->progress(r->user, KG_STAGE_ENCODE, 1, 1);
+    t1 = now();
+    st = denoise(s, r, &x, &ehs, err);
+    if (st != KG_OK)
+        return st;
+    t2 = now();
+    st = decode(s, r, &x, out, err);
+    if (st != KG_OK)
+        return st;
+    if (!r->measuring) {
+        out->seconds_encode = t1 - t0;
+        out->seconds_denoise = t2 - t1;
+        out->seconds_decode = now() - t2;
+        if (r->progress)
+            r->progress(r->user, KG_STAGE_DECODE, 1, 1);
+    }
+    return KG_OK;
+}
+
+static kg_status check_params(const kg_session *s, const kg_params *p, kg_error *err)
+{
+    kg_status st;
+    if (!p || !p->prompt)
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "no prompt given");
+    if (p->n_images < 0 || p->n_images > KG_MAX_IMAGES || (p->n_images > 0 && !p->images))
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "%d reference images: expected 0..%d",
+                            p->n_images, KG_MAX_IMAGES);
+    for (int i = 0; i < p->n_images; i++) {
+        st = kg_image_check(&p->images[i], err);
+        if (st != KG_OK) {
+            kg_error_prefix(err, "reference image %d", i);
+            return st;
+        }
+    }
+    if (p->steps < 1 || p->steps > 1000)
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "steps %d: expected 1..1000", p->steps);
+    if (!(p->guidance_scale >= 0.0f && p->guidance_scale <= 100.0f))
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "guidance scale %g: expected 0..100",
+                            (double)p->guidance_scale);
+    if (p->num_images < 1 || p->num_images > KG_MAX_OUTPUTS)
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "num_images %d: expected 1..%d",
+                            p->num_images, KG_MAX_OUTPUTS);
+    if (p->width < 8 || p->height < 8 || p->width > 4096 || p->height > 4096 ||
+        p->width % s->m->size_multiple || p->height % s->m->size_multiple)
+        return kg_error_set(err, KG_ERR_INVALID_ARG,
+                            "output size %dx%d: width and height must be multiples of %d "
+                            "between %d and 4096",
+                            p->width, p->height, s->m->size_multiple,
+                            s->m->size_multiple);
+    return KG_OK;
+}
+
+/* tokens == <pad>: the aligner's key mask (encode_condition, kosmosg.py:333) */
+static uint8_t *pad_mask(const kg_prompt_seq *seq)
+{
+    uint8_t *pad = malloc(seq->n ? seq->n : 1);
+    if (pad)
+        for (size_t i = 0; i < seq->n; i++)
+            pad[i] = seq->ids[i] == KG_TOK_PAD;
+    return pad;
+}
+
+static int64_t random_seed(void)
+{
+    uint64_t v = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f) {
+        if (fread(&v, sizeof v, 1, f) != 1)
+            v ^= (uint64_t)clock();
+        fclose(f);
+    }
+    /* the official demo draws from [0, 2^31 - 1] */
+    return (int64_t)(v & 0x7fffffffu);
+}
+
+static void request_free(request *r)
+{
+    kg_prompt_seq_free(&r->src);
+    kg_prompt_seq_free(&r->neg);
+    kg_scheduler_free(&r->sched);
+    free(r->src_pad);
+    free(r->neg_pad);
+    free(r->pixels);
+    free(r->latents);
+    free(r->image);
+}
+
+static kg_status prepare(kg_session *s, const kg_params *p, request *r, kg_error *err)
+{
+    kg_model *m = s->m;
+    size_t px = (size_t)3 * KG_IMAGE_SIZE * KG_IMAGE_SIZE;
+    size_t lat;
+    kg_status st;
+
+    r->p = p;
+    r->n = p->num_images;
+    r->cfg = p->guidance_scale > 1.0f;
+    r->h = p->height / m->vae_factor;
+    r->w = p->width / m->vae_factor;
+    r->seed = p->seed >= 0 ? p->seed : random_seed();
+    lat = (size_t)(m->unet.cfg.in_channels * r->h * r->w);
+
+    st = kg_prompt_encode(m->tok, p->prompt, p->n_images, m->connector.cfg.latents, &r->src, err);
+    if (st != KG_OK)
+        return st;
+    st = kg_prompt_encode_negative(m->tok, p->negative_prompt ? p->negative_prompt : "", &r->neg,
+                                   err);
+    if (st != KG_OK) {
+        kg_error_prefix(err, "negative prompt");
+        return st;
+    }
+    r->src_pad = pad_mask(&r->src);
+    r->neg_pad = pad_mask(&r->neg);
+    r->pixels = malloc((p->n_images ? (size_t)p->n_images : 1) * px * sizeof(float));
+    r->latents = malloc((size_t)r->n * lat * sizeof(float));
+    r->image = malloc((size_t)3 * (size_t)p->width * (size_t)p->height * sizeof(float));
+    if (!r->src_pad || !r->neg_pad || !r->pixels || !r->latents || !r->image)
+        return kg_error_set(err, KG_ERR_NOMEM, "no host memory for the request");
+    for (int i = 0; i < p->n_images; i++) {
+        st = kg_image_preprocess(&p->images[i], r->pixels + (size_t)i * px, err);
+        if (st != KG_OK) {
+            kg_error_prefix(err, "reference image %d", i);
+            return st;
+        }
+    }
+    if (p->init_latents)
+        memcpy(r->latents, p->init_latents, (size_t)r->n * lat * sizeof(float));
+    else
+        for (int i = 0; i < r->n; i++)
+            kg_rng_normal((uint64_t)r->seed, KG_RNG_IMAGE_OFFSET(i), r->latents + (size_t)i * lat,
+                          lat);
+    return kg_scheduler_init(&r->sched, &m->sched_cfg, p->scheduler, p->steps, err);
+}
+
+kg_status kg_generate(kg_session *s, const kg_params *p, kg_progress_fn progress, kg_dump_fn dump,
+                      void *user, kg_output *out, kg_error *err)
+{
+    request r;
+    kg_status st;
+    kg_ctx *c;
+
+    if (!s || !out)
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "kg_generate: no session or output");
+    memset(out, 0, sizeof *out);
+    memset(&r, 0, sizeof r);
+    c = &s->ctx;
+    st = check_params(s, p, err);
+    if (st != KG_OK)
+        return st;
+    r.progress = progress;
+    r.dump = dump;
+    r.user = user;
+    st = prepare(s, p, &r, err);
+    if (st != KG_OK)
+        goto fail;
+    out->rgb = malloc((size_t)r.n * (size_t)p->width * (size_t)p->height * 3);
+    if (!out->rgb) {
+        st = kg_error_set(err, KG_ERR_NOMEM, "no host memory for %d output images", r.n);
+        goto fail;
+    }
+    if (dump) {
+        int64_t *t64 = malloc((r.src.n ? r.src.n : 1) * sizeof *t64);
+        if (t64) {
+            for (size_t i = 0; i < r.src.n; i++)
+                t64[i] = r.src.ids[i];
+            dump_host(&r, "tokens", KG_I64, 1, (int64_t[]){(int64_t)r.src.n}, t64);
+            free(t64);
+        }
+    }
+    dump_host(&r, "image_mask", KG_U8, 1, (int64_t[]){(int64_t)r.src.n}, r.src.img_mask);
+
+    kg_ctx_clear_error(c);
+    kg_ctx_begin_measure(c);
+    r.measuring = 1;
+    st = run(s, &r, out, err);
+    r.measuring = 0;
+    if (st == KG_OK)
+        st = kg_ctx_end_measure(c, err);
+    if (st != KG_OK)
+        goto fail;
+    kg_scheduler_reset(&r.sched);
+    st = run(s, &r, out, err);
+    if (st != KG_OK)
+        goto fail;
+    st = s->be->ops->sync(s->be);
+    if (st != KG_OK) {
+        kg_ctx_status(c, err);
+        goto fail;
+    }
+    out->n = r.n;
+    out->width = p->width;
+    out->height = p->height;
+    out->seed = r.seed;
+    request_free(&r);
+    return KG_OK;
+fail:
+    request_free(&r);
+    kg_output_free(out);
+    kg_ctx_clear_error(c);
+    if (kg_ctx_measuring(c))
+        kg_ctx_reserve(c, 0, NULL);
+    return st;
+}
