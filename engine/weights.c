@@ -68,6 +68,13 @@ static kg_status fill(kg_loader *L, kg_tensor *dst, const kg_st_tensor *t, const
         be->ops->upload(be, dst->data, t->data, t->nbytes);
         return KG_OK;
     }
+    if (be->host_memory && dst->dtype == KG_F32) {
+        /* host blob: convert straight into it, no staging copy */
+        s = kg_st_to_f32(L->st, t, dst->data, L->err);
+        if (s != KG_OK)
+            L->status = s;
+        return s;
+    }
     tmp = malloc(n ? n * sizeof *tmp : 1);
     if (!tmp)
         return loader_fail(L, KG_ERR_NOMEM, "%s: out of memory converting '%s'",

@@ -323,6 +323,13 @@ static void test_fake_device(const kg_st_file *st)
     kgt_check(same_floats(&m.ln_w, lnw, 4) && inside(m.ln_w.data, blob, 448) &&
                   same_floats(&m.alt, alt, 1),
               "aligned F32 copied on a device-like backend");
+    {
+        float w_ref[12];
+        for (int i = 0; i < 12; i++)
+            w_ref[i] = kg_f16_to_f32(w_f16[i]);
+        kgt_check(same_floats(&m.w, w_ref, 12) && inside(m.w.data, blob, 448),
+                  "F16 -> F32 staged on the host, then uploaded");
+    }
     kg_weights_free(&be, blob);
 
     /* a sticky backend error surfaces from kg_load_component */
