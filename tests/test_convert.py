@@ -265,6 +265,99 @@ class Convert(Base):
         self.check_model(out, state, "fp32")
 
 
+class FakeNode:
+    """Stands for omegaconf's DictConfig/AnyNode: pickled by module path, state in _content/_val."""
+
+    def __init__(self, **state):
+        self.__dict__.update(state)
+
+
+class Config(Base):
+    def convert_with_cfg(self, name, **top):
+        out = self.path(name + ".safetensors")
+        r = convert(out, ckpt=self.save_ckpt(name + ".pt", self.fp32_state, **top), dtype="fp32")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        meta, _, _ = self.check_model(out, self.fp32_state, "fp32")
+        return r, json.loads(meta["kg.sources"])
+
+    def test_heads_from_omegaconf_cfg(self):
+        """fairseq 1.0 pickles cfg as an omegaconf DictConfig: read through placeholders, never imported."""
+        import types
+        mods = {}
+        sys.modules["omegaconf"] = types.ModuleType("omegaconf")
+        for mod, cls in (("omegaconf.dictconfig", "DictConfig"), ("omegaconf.nodes", "AnyNode")):
+            m = types.ModuleType(mod)
+            c = type(cls, (FakeNode,), {"__module__": mod})
+            setattr(m, cls, c)
+            sys.modules[mod] = m
+            mods[cls] = c
+        try:
+            D, N = mods["DictConfig"], mods["AnyNode"]
+            cfg = D(_content={"model": D(_content={"decoder_attention_heads": N(_val=4, _parent=None),
+                                                    "max_target_positions": N(_val=2048)}, _parent=None)},
+                    _metadata=None)
+            r, sources = self.convert_with_cfg("omegacfg", cfg=cfg)
+        finally:
+            for mod in ("omegaconf", "omegaconf.dictconfig", "omegaconf.nodes"):
+                del sys.modules[mod]
+        self.assertIn("omegaconf.dictconfig.DictConfig", r.stdout)
+        self.assertEqual(sources["mllm_heads_from"], "checkpoint cfg decoder_attention_heads")
+
+    def test_heads_from_args_namespace(self):
+        import argparse
+        r, sources = self.convert_with_cfg("nsargs", cfg=None,
+                                           args=argparse.Namespace(decoder_attention_heads=4, arch="kosmosg_xl"))
+        self.assertIn("argparse.Namespace", r.stdout)
+        self.assertEqual(sources["mllm_heads_from"], "checkpoint cfg decoder_attention_heads")
+
+    def test_heads_wrong_without_cfg(self):
+        """Without a cfg the kosmosg_xl default (32) applies, which does not divide the tiny d=40."""
+        out = self.path("nocfg.safetensors")
+        r = convert(out, ckpt=self.save_ckpt("nocfg.pt", self.fp32_state, cfg=None), dtype="fp32")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("MLLM: width 40 is not divisible by 32 heads (set --mllm-heads)", r.stderr)
+        r = convert(out, ckpt=self.path("nocfg.pt"), dtype="fp32", extra=TINY_HEADS + ["--mllm-heads", "4"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_real_model_shapes(self):
+        """The rules on the real dimensions: configs and parameter counts of kosmosg-reference.md 2.5."""
+        from kosmosg_convert import layout
+        shapes = {
+            "img_model.visual.conv1.weight": (1024, 3, 14, 14), "img_model.visual.positional_embedding": (257, 1024),
+            "img_model.visual.transformer.resblocks.0.mlp.c_fc.weight": (4096, 1024),
+            "img_model.visual.transformer.resblocks.23.ln_1.weight": (1024,),
+            "img_connector.dense.weight": (2048, 1024), "img_connector.latent_query": (64, 2048),
+            "gpt_model.decoder.embed_tokens.weight": (64007, 2048), "gpt_model.decoder.layers.23.ffn.fc1.weight": (8192, 2048),
+            "gpt_model.decoder.layers.0.ffn.fc1.weight": (8192, 2048),
+            "aligner.encoder_query": (77, 768), "aligner.encoder_proj.embed_tokens.weight": (768, 2048),
+            "aligner.encoder_proj.embed_positions.weight": (32768, 768),
+            "aligner.encoder_proj.layers.0.ffn.fc1.weight": (3072, 768),
+            "aligner.encoder_proj.layers.11.ffn.fc1.weight": (3072, 768), "aligner.encoder.layers.11.ffn.fc1.weight": (3072, 768),
+        }
+        keys = list(shapes)
+
+        def params(exp):
+            return sum(int(np.prod(s)) for _, s in exp)
+
+        cfg, exp = layout.clip(shapes.get, keys, None)
+        self.assertEqual((cfg["head_width"], cfg["layers"], cfg["image_size"], params(exp)), (64, 24, 224, 303179776))
+        cfg, exp = layout.connector(shapes.get, keys, 32)
+        self.assertEqual(params(exp), 19015680)
+        cfg, exp = layout.mllm(shapes.get, keys, 32, 2048)
+        self.assertEqual((cfg["layers"], cfg["vocab"], params(exp)), (24, 64007, 1340180480))
+        cfg, exp = layout.aligner(shapes.get, keys, None)
+        self.assertEqual((cfg["heads"], cfg["enc_layers"], cfg["dec_layers"], params(exp)), (12, 12, 12, 225461760))
+        unet = {"block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2, "cross_attention_dim": 768,
+                "in_channels": 4, "out_channels": 4, "attention_head_dim": 8,
+                "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+                "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3}
+        exp = layout.unet(unet)
+        self.assertEqual((len(exp), params(exp)), (686, 859520964))
+        exp = layout.vae({"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 4,
+                          "out_channels": 3, "up_block_types": ["UpDecoderBlock2D"] * 4})
+        self.assertEqual((len(exp), params(exp)), (140, 49490199))
+
+
 class Broken(Base):
     def expect_error(self, message, name, **kw):
         out = self.path(name + ".safetensors")

@@ -342,9 +342,10 @@ def run(args):
 
     cfgs = {}
     expected = {}
+    mllm_cfg, mllm_exp = layout.mllm(shape_of, keys, heads, maxpos)
     cfgs["clip"], expected["clip"] = layout.clip(shape_of, keys, args.clip_head_width)
     cfgs["connector"], expected["connector"] = layout.connector(shape_of, keys, heads)
-    cfgs["mllm"], expected["mllm"] = layout.mllm(shape_of, keys, heads, maxpos)
+    cfgs["mllm"], expected["mllm"] = mllm_cfg, mllm_exp
     cfgs["aligner"], expected["aligner"] = layout.aligner(shape_of, keys, args.aligner_heads)
     expected["unet"] = layout.unet(configs["unet"])
     expected["vae"] = layout.vae(configs["vae"])
