@@ -7,32 +7,79 @@
  * expansion: x_b itself is the [Ci, P] matrix. */
 #include "cpu_kernels.h"
 
+#include <string.h>
+
 /* Target size of one im2col chunk: a few L2-sized GEMM panels. */
-#define COL_CHUNK_BYTES ((size_t)1 << 20)
+#define COL_CHUNK_BYTES ((size_t)8 << 20)
+/* Fewer output columns per GEMM and the packing of w dominates. */
+#define MIN_COLS 256
 
 typedef struct conv_geom {
     int64_t ci, h, w, kh, kw, ho, wo;
     int stride, pad;
 } conv_geom;
 
-/* col[r, j] for output positions p0 .. p0+pc-1 of one batch item. */
-static void im2col(const conv_geom *g, const float *x, int64_t p0, int64_t pc, float *col)
+/* col[r, j] for rows r0 .. r1-1 and output positions p0 .. p0+pc-1 of one
+ * batch item, one output row segment at a time; stride 1 copies whole runs
+ * of x. */
+static void im2col(const conv_geom *g, const float *x, int64_t r0, int64_t r1, int64_t p0,
+                   int64_t pc, float *col)
 {
-    int64_t rows = g->ci * g->kh * g->kw;
-    for (int64_t r = 0; r < rows; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         int64_t c = r / (g->kh * g->kw), ky = r / g->kw % g->kh, kx = r % g->kw;
         const float *xc = x + c * g->h * g->w;
         float *dst = col + r * pc;
         int64_t oy = p0 / g->wo, ox = p0 % g->wo;
-        for (int64_t j = 0; j < pc; j++) {
-            int64_t iy = oy * g->stride - g->pad + ky, ix = ox * g->stride - g->pad + kx;
-            dst[j] = iy >= 0 && iy < g->h && ix >= 0 && ix < g->w ? xc[iy * g->w + ix] : 0.0f;
-            if (++ox == g->wo) {
-                ox = 0;
-                oy++;
+        for (int64_t j = 0; j < pc; j += g->wo - ox, ox = 0, oy++) {
+            int64_t seg = g->wo - ox < pc - j ? g->wo - ox : pc - j;
+            int64_t iy = oy * g->stride - g->pad + ky, ix0 = ox * g->stride - g->pad + kx;
+            const float *row = xc + iy * g->w;
+            float *d = dst + j;
+            if (iy < 0 || iy >= g->h) {
+                memset(d, 0, (size_t)seg * sizeof *d);
+            } else if (g->stride == 1) {
+                int64_t lo = ix0 < 0 ? -ix0 : 0, hi = g->w - ix0 < seg ? g->w - ix0 : seg;
+                if (hi < lo)
+                    hi = lo;
+                memset(d, 0, (size_t)lo * sizeof *d);
+                memcpy(d + lo, row + ix0 + lo, (size_t)(hi - lo) * sizeof *d);
+                memset(d + hi, 0, (size_t)(seg - hi) * sizeof *d);
+            } else {
+                for (int64_t t = 0; t < seg; t++) {
+                    int64_t ix = ix0 + t * g->stride;
+                    d[t] = ix >= 0 && ix < g->w ? row[ix] : 0.0f;
+                }
             }
         }
     }
+}
+
+/* Few output positions (deep U-Net levels, 8x8 .. 16x16): one im2col of the
+ * whole item, filled by all threads, then a GEMM split over output channels. */
+static int conv_shared(kg_cpu *cpu, const conv_geom *g, int64_t nb, int64_t co, const float *xd,
+                       const float *wd, const float *bd, float *yd)
+{
+    int64_t P = g->ho * g->wo, kc = g->ci * g->kh * g->kw;
+    int direct = g->kh == 1 && g->kw == 1 && g->stride == 1 && g->pad == 0;
+    int nt = cpu->n_threads;
+    if ((size_t)(kc * P) > cpu->scratch_floats_per_thread * (size_t)nt)
+        return 0;
+    for (int64_t bi = 0; bi < nb; bi++) {
+        const float *xb = xd + bi * g->ci * g->h * g->w, *col = xb;
+        float *yb = yd + bi * co * P;
+        if (!direct) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+            for (int t = 0; t < nt; t++)
+                im2col(g, xb, kc * t / nt, kc * (t + 1) / nt, 0, P, cpu->scratch);
+            col = cpu->scratch;
+        }
+        kg_cpu_sgemm(cpu, 0, co, P, kc, 1.0f, wd, kc, col, P, 0.0f, yb, P);
+        if (bd)
+            for (int64_t o = 0; o < co; o++)
+                for (int64_t j = 0; j < P; j++)
+                    yb[o * P + j] += bd[o];
+    }
+    return 1;
 }
 
 void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
@@ -44,32 +91,36 @@ void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
     int64_t nb = x->shape[0], co = w->shape[0];
     int64_t P = g.ho * g.wo, kc = g.ci * g.kh * g.kw;
     int direct = g.kh == 1 && g.kw == 1 && stride == 1 && pad == 0;
-    int64_t pc, n_chunks;
+    int nt = cpu->n_threads;
+    int64_t pc, per_item, fit = (int64_t)(cpu->scratch_floats_per_thread / (size_t)kc);
     const float *xd = x->data, *wd = w->data, *bd = b ? b->data : NULL;
     float *yd = y->data;
 
-    if (direct) {
-        pc = 256;
-    } else {
-        int64_t fit = (int64_t)(cpu->scratch_floats_per_thread / (size_t)kc);
-        if (fit < 1) {
-            kg_backend_fail(be, KG_ERR_NOMEM, "conv2d: %lld-row im2col column exceeds the scratch",
-                            (long long)kc);
-            return;
-        }
-        pc = (int64_t)(COL_CHUNK_BYTES / sizeof(float) / (size_t)kc) / 16 * 16;
-        if (pc < 16)
-            pc = 16;
-        if (pc > fit)
-            pc = fit;
+    if (nt > 1 && nb * P < nt * MIN_COLS && conv_shared(cpu, &g, nb, co, xd, wd, bd, yd))
+        return;
+    if (!direct && fit < 1) {
+        kg_backend_fail(be, KG_ERR_NOMEM, "conv2d: a %lld-row im2col column exceeds the scratch",
+                        (long long)kc);
+        return;
     }
+    /* column chunks of about COL_CHUNK_BYTES, at least MIN_COLS wide, and
+     * for a single item a multiple of the thread count */
+    pc = direct ? MIN_COLS : (int64_t)(COL_CHUNK_BYTES / sizeof(float) / (size_t)kc);
+    if (pc < MIN_COLS)
+        pc = MIN_COLS;
+    per_item = (P + pc - 1) / pc;
+    if (nb == 1)
+        per_item = (per_item + nt - 1) / nt * nt;
+    pc = ((P + per_item - 1) / per_item + 15) / 16 * 16;
+    if (!direct && pc > fit)
+        pc = fit;
     if (pc > P)
         pc = P;
-    n_chunks = (P + pc - 1) / pc;
+    per_item = (P + pc - 1) / pc;
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic)
-    for (int64_t t = 0; t < nb * n_chunks; t++) {
-        int64_t bi = t / n_chunks, p0 = t % n_chunks * pc;
+#pragma omp parallel for num_threads(nt) schedule(dynamic)
+    for (int64_t t = 0; t < nb * per_item; t++) {
+        int64_t bi = t / per_item, p0 = t % per_item * pc;
         int64_t n = P - p0 < pc ? P - p0 : pc;
         const float *xb = xd + bi * g.ci * g.h * g.w;
         float *yb = yd + bi * co * P + p0;
@@ -77,7 +128,7 @@ void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
             kg_cpu_sgemm_st(0, co, n, kc, 1.0f, wd, kc, xb + p0, P, 0.0f, yb, P);
         } else {
             float *col = kg_cpu_scratch(cpu, kg_cpu_thread_id());
-            im2col(&g, xb, p0, n, col);
+            im2col(&g, xb, 0, kc, p0, n, col);
             kg_cpu_sgemm_st(0, co, n, kc, 1.0f, wd, kc, col, n, 0.0f, yb, P);
         }
         if (bd)

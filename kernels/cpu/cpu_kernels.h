@@ -36,6 +36,14 @@ static inline float *kg_cpu_scratch(const kg_cpu *cpu, int tid)
 
 int kg_cpu_thread_id(void);
 
+/* vmath.c - vectorised row loops (AVX2 picked at run time).
+ * y = exp(x - shift), returning the sum of y (y may alias x). */
+float kg_cpu_exp_shift_sum(float *y, const float *x, int64_t n, float shift);
+/* v = x sc + sh; y = v sigmoid(a v): SiLU (a = 1), QuickGELU (a = 1.702) */
+void kg_cpu_silu_affine(float *y, const float *x, int64_t n, float a, float sc, float sh);
+/* max of x (n >= 1); -inf when every element is -inf */
+float kg_cpu_max(const float *x, int64_t n);
+
 /* gemm.c - row-major C[M, N] = alpha A[M, K] op(B) + beta C, op(B) = B[K, N]
  * (trans_b = 0) or B[N, K]^T (trans_b = 1). The _st form runs on the calling
  * thread; kg_cpu_sgemm splits M or N over the backend's threads. */

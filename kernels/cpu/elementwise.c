@@ -5,6 +5,8 @@
 
 /* Below this many elements a parallel region costs more than it saves. */
 #define PAR_MIN 32768
+/* elements per work item of the flat loops */
+#define CHUNK 4096
 
 static float gelu(float x)
 {
@@ -14,24 +16,19 @@ static float gelu(float x)
 void kg_cpu_activation(kg_backend *be, kg_tensor *y, const kg_tensor *x, kg_act act)
 {
     kg_cpu *cpu = kg_cpu_of(be);
-    int64_t n = kg_tensor_numel(x);
+    int64_t n = kg_tensor_numel(x), n_chunks = (n + CHUNK - 1) / CHUNK;
     const float *xd = x->data;
     float *yd = y->data;
 
 #pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float v = xd[i];
-        switch (act) {
-        case KG_ACT_GELU:
-            yd[i] = gelu(v);
-            break;
-        case KG_ACT_QUICK_GELU:
-            yd[i] = v / (1.0f + expf(-1.702f * v));
-            break;
-        case KG_ACT_SILU:
-            yd[i] = v / (1.0f + expf(-v));
-            break;
-        }
+    for (int64_t t = 0; t < n_chunks; t++) {
+        int64_t i0 = t * CHUNK, m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        if (act == KG_ACT_GELU)
+            for (int64_t i = i0; i < i0 + m; i++)
+                yd[i] = gelu(xd[i]);
+        else
+            kg_cpu_silu_affine(yd + i0, xd + i0, m, act == KG_ACT_SILU ? 1.0f : 1.702f, 1.0f,
+                               0.0f);
     }
 }
 

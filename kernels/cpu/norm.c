@@ -38,10 +38,7 @@ void kg_cpu_group_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const k
             const float *xc = xs + ch * spatial;
             float *yc = ys + ch * spatial;
             if (silu)
-                for (int64_t i = 0; i < spatial; i++) {
-                    float v = xc[i] * sc + sh;
-                    yc[i] = v / (1.0f + expf(-v));
-                }
+                kg_cpu_silu_affine(yc, xc, spatial, 1.0f, sc, sh);
             else
                 for (int64_t i = 0; i < spatial; i++)
                     yc[i] = xc[i] * sc + sh;
@@ -86,15 +83,7 @@ void kg_cpu_softmax(kg_backend *be, kg_tensor *y, const kg_tensor *x)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = xd + r * d;
         float *yr = yd + r * d;
-        float mx = -INFINITY, inv;
-        double sum = 0.0;
-        for (int64_t i = 0; i < d; i++)
-            mx = xr[i] > mx ? xr[i] : mx;
-        for (int64_t i = 0; i < d; i++) {
-            yr[i] = expf(xr[i] - mx);
-            sum += yr[i];
-        }
-        inv = (float)(1.0 / sum);
+        float inv = 1.0f / kg_cpu_exp_shift_sum(yr, xr, d, kg_cpu_max(xr, d));
         for (int64_t i = 0; i < d; i++)
             yr[i] *= inv;
     }
