@@ -2,13 +2,16 @@
  *
  * Inputs are random; shapes are chosen to hit vector tails and thread
  * splits (7, 23, 25, 9x7 ...). Each reference below is the textbook loop,
- * written independently of kernels/cpu. Also covered: kg_ops shape
+ * written independently of kernels/cpu. The compute ops run on backends
+ * with 1, 2 and 3 threads (the work splits differ); the plain C GEMM that
+ * builds without BLAS use is checked directly. Also covered: kg_ops shape
  * validation (KG_ERR_SHAPE with a message) and the arena measure pass. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/cpu_kernels.h"
 #include "testutil.h"
 
 #define ATOL 1e-4
@@ -105,6 +108,35 @@ static void test_linear(kg_ctx *c, int64_t m, int64_t k, int64_t n, int bias)
              (long long)n, bias ? " +bias" : "");
     expect(c, name, &y, ref);
     kg_reset(c, mark);
+}
+
+/* The fallback GEMM, with strides larger than the matrices and beta != 0. */
+static void test_gemm_c(int trans_b, int64_t m, int64_t k, int64_t n, float alpha, float beta)
+{
+    char name[96];
+    int64_t lda = k + 3, ldb = (trans_b ? k : n) + 5, ldc = n + 2;
+    float *a = rand_buf((size_t)(m * lda), -1.0, 1.0);
+    float *b = rand_buf((size_t)((trans_b ? n : k) * ldb), -1.0, 1.0);
+    float *cm = rand_buf((size_t)(m * ldc), -1.0, 1.0), *got = malloc((size_t)(m * n) * sizeof *got);
+    double *ref = dbuf((size_t)(m * n));
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double acc = 0;
+            for (int64_t q = 0; q < k; q++)
+                acc += (double)a[i * lda + q] * (trans_b ? b[j * ldb + q] : b[q * ldb + j]);
+            ref[i * n + j] = alpha * acc + beta * (double)cm[i * ldc + j];
+        }
+    kg_cpu_sgemm_c(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, cm, ldc);
+    for (int64_t i = 0; i < m; i++)
+        memcpy(got + i * n, cm + i * ldc, (size_t)n * sizeof *got);
+    snprintf(name, sizeof name, "C gemm%s %lldx%lldx%lld alpha %g beta %g", trans_b ? " B^T" : "",
+             (long long)m, (long long)k, (long long)n, alpha, beta);
+    kgt_compare(name, got, ref, (size_t)(m * n), ATOL, RTOL);
+    free(a);
+    free(b);
+    free(cm);
+    free(got);
+    free(ref);
 }
 
 /* 3-d input: the leading dims fold into rows */
@@ -770,6 +802,63 @@ static void test_measure(void)
     kg_backend_free(be);
 }
 
+/* The ops whose work split depends on the thread count. */
+static void compute_suite(kg_ctx *c)
+{
+    static const attn_case cases[] = {
+        {2, 7, 9, 2, 40, 40, 0, 1, 1},     {1, 23, 23, 3, 64, 64, 1, 0, 1},
+        {1, 25, 25, 1, 80, 80, 1, 1, 1},   {2, 5, 77, 2, 160, 160, 0, 2, 1},
+        {1, 9, 7, 1, 512, 512, 0, 0, 1},   {2, 77, 77, 12, 64, 64, 1, 1, 1},
+        {1, 150, 150, 2, 40, 40, 1, 1, 1}, {1, 300, 77, 8, 40, 40, 0, 0, 1},
+        {1, 7, 9, 2, 40, 24, 0, 1, 1},     {1, 4096, 4096, 1, 40, 40, 0, 0, 61},
+        {1, 1024, 1024, 1, 512, 512, 1, 0, 37},
+    };
+    test_linear(c, 1, 1, 1, 1);
+    test_linear(c, 7, 23, 25, 1);
+    test_linear(c, 77, 768, 9, 0);
+    test_linear(c, 513, 70, 90, 1);  /* threaded split over rows */
+    test_linear(c, 9, 300, 1000, 1); /* threaded split over columns */
+    test_linear_3d(c);
+
+    /* maps under ~512 positions take the shared-im2col path, larger ones
+     * the per-thread column chunks */
+    test_conv(c, 2, 3, 9, 7, 5, 3, 3, 1, 1, 1);
+    test_conv(c, 1, 4, 9, 7, 6, 3, 3, 2, 1, 1);
+    test_conv(c, 1, 6, 7, 9, 4, 3, 3, 2, 0, 0);
+    test_conv(c, 1, 5, 8, 8, 7, 3, 3, 1, 0, 1);
+    test_conv(c, 2, 5, 9, 7, 7, 1, 1, 1, 0, 1);      /* 1x1: no im2col */
+    test_conv(c, 1, 3, 9, 9, 4, 1, 1, 2, 0, 1);      /* 1x1 stride 2 */
+    test_conv(c, 2, 3, 28, 42, 8, 14, 14, 14, 0, 0); /* CLIP patch embedding */
+    test_conv(c, 1, 64, 32, 32, 32, 3, 3, 1, 1, 1);  /* several column chunks */
+    test_conv(c, 1, 8, 23, 25, 16, 3, 3, 1, 1, 1);
+    test_conv(c, 3, 8, 17, 19, 16, 3, 3, 1, 1, 1);   /* chunks across items */
+    test_conv(c, 1, 300, 23, 25, 5, 1, 1, 1, 0, 0);
+    test_conv(c, 1, 16, 47, 45, 9, 3, 3, 2, 1, 1);   /* VAE-style downsample, chunked */
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        test_attention(c, &cases[i]);
+
+    test_group_norm(c, 4, (int64_t[]){2, 32, 9, 7}, 8, 1e-5f, 0);
+    test_group_norm(c, 4, (int64_t[]){2, 32, 9, 7}, 32, 1e-6f, 1);
+    test_softmax(c, 4, 4096, 80.0);
+    test_activations(c, 7 * 9000);
+}
+
+static void threads_suite(int n_threads)
+{
+    kg_backend *be = NULL;
+    kg_error err = {0};
+    kg_ctx c;
+    printf("-- CPU backend with %d thread(s)\n", n_threads);
+    if (!kgt_check(kg_backend_cpu_new(&be, n_threads, &err) == KG_OK, "cpu backend, %d threads: %s",
+                   n_threads, err.msg))
+        return;
+    kgt_ctx(&c, be, (size_t)96 << 20);
+    compute_suite(&c);
+    kg_ctx_release(&c);
+    kg_backend_free(be);
+}
+
 int main(void)
 {
     kg_backend *be = kgt_cpu_backend();
@@ -778,50 +867,23 @@ int main(void)
     kgt_ctx(&c, be, (size_t)96 << 20);
     allocs = be->n_allocs;
 
-    test_linear(&c, 1, 1, 1, 1);
-    test_linear(&c, 7, 23, 25, 1);
-    test_linear(&c, 77, 768, 9, 0);
-    test_linear(&c, 513, 70, 90, 1);  /* threaded split over rows */
-    test_linear(&c, 9, 300, 1000, 1); /* threaded split over columns */
-    test_linear_3d(&c);
+    printf("-- CPU backend with the default thread count\n");
+    compute_suite(&c);
+    test_gemm_c(0, 1, 1, 1, 1.0f, 0.0f);
+    test_gemm_c(0, 7, 23, 25, 1.0f, 0.0f);
+    test_gemm_c(1, 13, 300, 37, 0.5f, 1.0f);
+    test_gemm_c(0, 77, 768, 150, 1.0f, -0.5f);
+    test_gemm_c(1, 64, 520, 300, 1.0f, 0.0f); /* several K and N panels */
 
-    test_conv(&c, 2, 3, 9, 7, 5, 3, 3, 1, 1, 1);
-    test_conv(&c, 1, 4, 9, 7, 6, 3, 3, 2, 1, 1);
-    test_conv(&c, 1, 6, 7, 9, 4, 3, 3, 2, 0, 0);
-    test_conv(&c, 1, 5, 8, 8, 7, 3, 3, 1, 0, 1);
-    test_conv(&c, 2, 5, 9, 7, 7, 1, 1, 1, 0, 1);   /* 1x1: no im2col */
-    test_conv(&c, 1, 3, 9, 9, 4, 1, 1, 2, 0, 1);   /* 1x1 stride 2 */
-    test_conv(&c, 2, 3, 28, 42, 8, 14, 14, 14, 0, 0); /* CLIP patch embedding */
-    test_conv(&c, 1, 64, 32, 32, 32, 3, 3, 1, 1, 1); /* several im2col chunks */
-    test_conv(&c, 1, 8, 23, 25, 16, 3, 3, 1, 1, 1);
-    test_conv(&c, 1, 300, 23, 25, 5, 1, 1, 1, 0, 0);
-
-    test_group_norm(&c, 4, (int64_t[]){2, 32, 9, 7}, 8, 1e-5f, 0);
-    test_group_norm(&c, 4, (int64_t[]){2, 32, 9, 7}, 32, 1e-6f, 1);
     test_group_norm(&c, 3, (int64_t[]){1, 64, 23}, 32, 1e-5f, 1);
     test_group_norm(&c, 4, (int64_t[]){1, 64, 64, 64}, 32, 1e-5f, 0); /* 8192-element groups */
     test_layer_norm(&c, 7, 23, 1, 0);
     test_layer_norm(&c, 5, 768, 0, 0);
     test_layer_norm(&c, 77, 1280, 1, 1);
     test_softmax(&c, 9, 25, 3.0);
-    test_softmax(&c, 4, 4096, 80.0);
     test_l2_normalize(&c);
 
-    {
-        static const attn_case cases[] = {
-            {2, 7, 9, 2, 40, 40, 0, 1, 1},     {1, 23, 23, 3, 64, 64, 1, 0, 1},
-            {1, 25, 25, 1, 80, 80, 1, 1, 1},   {2, 5, 77, 2, 160, 160, 0, 2, 1},
-            {1, 9, 7, 1, 512, 512, 0, 0, 1},   {2, 77, 77, 12, 64, 64, 1, 1, 1},
-            {1, 150, 150, 2, 40, 40, 1, 1, 1}, {1, 200, 77, 8, 40, 40, 0, 0, 1},
-            {1, 7, 9, 2, 40, 24, 0, 1, 1},     {1, 4096, 4096, 1, 40, 40, 0, 0, 61},
-            {1, 1024, 1024, 1, 512, 512, 1, 0, 37},
-        };
-        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-            test_attention(&c, &cases[i]);
-    }
-
     test_activations(&c, 7 * 1001);
-    test_activations(&c, 7 * 9000); /* threaded */
     test_geglu(&c, 9, 25);
     test_geglu(&c, 300, 640);
     test_binary(&c, 1, KG_BCAST_SAME, 2, (int64_t[]){9, 7}, 2, (int64_t[]){9, 7});
@@ -855,6 +917,8 @@ int main(void)
     kg_ctx_release(&c);
     kg_backend_free(be);
 
+    threads_suite(1);
+    threads_suite(3);
     test_measure();
     return kgt_finish();
 }

@@ -46,7 +46,10 @@ float kg_cpu_max(const float *x, int64_t n);
 
 /* gemm.c - row-major C[M, N] = alpha A[M, K] op(B) + beta C, op(B) = B[K, N]
  * (trans_b = 0) or B[N, K]^T (trans_b = 1). The _st form runs on the calling
- * thread; kg_cpu_sgemm splits M or N over the backend's threads. */
+ * thread (BLAS or the _c kernel); kg_cpu_sgemm splits M or N over the
+ * backend's threads. */
+void kg_cpu_sgemm_c(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void kg_cpu_sgemm_st(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void kg_cpu_sgemm(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,

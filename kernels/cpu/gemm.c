@@ -1,6 +1,7 @@
 /* gemm.c - the one matrix multiply the linear, conv and attention kernels
  * share: OpenBLAS (single-threaded, called from our OpenMP regions) when
- * built with KG_HAVE_BLAS, else a cache-blocked C kernel. */
+ * built with KG_HAVE_BLAS, else a cache-blocked C kernel. The C kernel is
+ * always compiled so the tests check it in BLAS builds too. */
 #include "cpu_kernels.h"
 
 #include <string.h>
@@ -8,8 +9,6 @@
 #if defined(KG_HAVE_BLAS)
 #include <cblas.h>
 #endif
-
-#if !defined(KG_HAVE_BLAS)
 
 /* Register tile of the C kernel: MR rows x NR columns of C in 12 vector
  * accumulators (fits the 16 AVX2 registers with two B vectors and one
@@ -46,7 +45,7 @@ static void pack_b(int trans_b, const float *B, int64_t ldb, int64_t k0, int64_t
 }
 
 KG_GEMM_CLONES
-static void gemm_c(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+void kg_cpu_sgemm_c(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
     float bp[KC * NC] __attribute__((aligned(64)));
@@ -97,8 +96,6 @@ static void gemm_c(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, co
     }
 }
 
-#endif
-
 void kg_cpu_sgemm_st(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
@@ -108,7 +105,7 @@ void kg_cpu_sgemm_st(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)M, (int)N,
                 (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 #else
-    gemm_c(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    kg_cpu_sgemm_c(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
 }
 
