@@ -6,6 +6,7 @@ safetensors parser below for the SD1.5 files and the output (the converter itsel
 Needs KG_GOLDEN; KG_TINY_MODEL (the build-time model) is checked too when set."""
 
 import collections
+import functools
 import hashlib
 import json
 import os
@@ -54,13 +55,16 @@ def read_st(path):
     return meta, out, hdr, 8 + n
 
 
-def torch_state(path):
-    return collections.OrderedDict((k, v.numpy()) for k, v in torch.load(path, map_location="cpu")["model"].items())
+@functools.lru_cache(maxsize=None)
+def file_digest(path, mtime):
+    with open(path, "rb") as f:
+        data = f.read()
+    return len(data), hashlib.sha256(data).hexdigest()
 
 
-def expected_values(ckpt_state, sd15=SD15):
-    """The official load order: SD1.5 folder (legacy VAE names renamed like diffusers), then the
-    checkpoint on top; then only what the engine needs."""
+@functools.lru_cache(maxsize=None)
+def sd15_tensors(sd15):
+    """SD1.5 folder tensors under their full model keys, legacy VAE names renamed like diffusers."""
     src = {}
     for sub, prefix in (("unet", "diffusion_unet.unet."), ("vae", "vae.vae.")):
         _, t, _, _ = read_st(os.path.join(sd15, sub, "diffusion_pytorch_model.safetensors"))
@@ -69,6 +73,17 @@ def expected_values(ckpt_state, sd15=SD15):
             if sub == "vae" and len(parts) == 6 and parts[1] == "mid_block" and parts[4] in LEGACY:
                 k = ".".join(parts[:4] + [LEGACY[parts[4]], parts[5]])
             src[prefix + k] = v
+    return src
+
+
+def torch_state(path):
+    return collections.OrderedDict((k, v.numpy()) for k, v in torch.load(path, map_location="cpu")["model"].items())
+
+
+def expected_values(ckpt_state, sd15=SD15):
+    """The official load order: SD1.5 folder (legacy VAE names renamed like diffusers), then the
+    checkpoint on top; then only what the engine needs."""
+    src = dict(sd15_tensors(sd15))
     src.update(ckpt_state)
     return {k: v for k, v in src.items()
             if k not in UNUSED and not k.startswith("vae.vae.encoder.") and not k.startswith("vae.vae.quant_conv.")
@@ -151,10 +166,8 @@ class Base(unittest.TestCase):
                 self.assertEqual(cfg[comp], json.load(fh), comp)
         sources = json.loads(meta["kg.sources"])
         for rec in sources["files"]:
-            with open(rec["path"], "rb") as fh:
-                data = fh.read()
-            self.assertEqual(rec["size"], len(data), rec["path"])
-            self.assertEqual(rec["sha256"], hashlib.sha256(data).hexdigest(), rec["path"])
+            self.assertEqual((rec["size"], rec["sha256"]),
+                             file_digest(rec["path"], os.path.getmtime(rec["path"])), rec["path"])
         self.assertEqual(sorted(r["role"] for r in sources["files"]),
                          sorted(["checkpoint", "dict", "sentencepiece", "sd15 scheduler config",
                                  "sd15 unet config", "sd15 unet weights", "sd15 vae config", "sd15 vae weights"]))
