@@ -647,6 +647,7 @@ static void test_copy(kg_ctx *c)
     kg_copy(c, &back, &x);
     expect(c, "copy f32->f32 reshaped", &back, rf);
     free(g);
+    free(r16);
     free(xh);
     kg_reset(c, mark);
 }
