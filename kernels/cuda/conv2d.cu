@@ -1,0 +1,121 @@
+/* conv2d.cu - 2-d convolution through cuDNN's legacy API (NCHW, fp32
+ * compute: PSEUDO_HALF / PSEUDO_BFLOAT16 configurations), then the bias.
+ *
+ * The algorithm is chosen once per shape with the v7 heuristic, limited to
+ * the workspace allocated at creation, and cached in a fixed table. The
+ * F32 mode asks for FMA math so TF32 never changes the parity results. */
+#include <string.h>
+
+#include "cuda_common.cuh"
+
+template <typename T>
+static __global__ void conv_bias_kernel(T *y, const T *b, int64_t n, int64_t plane, int64_t co)
+{
+    KG_GRID_STRIDE(i, n)
+    y[i] = kg_st<T>(kg_ld(y[i]) + kg_ld(b[i / plane % co]));
+}
+
+template <typename T>
+static void conv_bias_cuda(T *y, const T *b, int64_t n, int64_t plane, int64_t co, cudaStream_t s)
+{
+    conv_bias_kernel<T><<<kg_grid(n, 256), 256, 0, s>>>(y, b, n, plane, co);
+}
+
+static cudnnDataType_t dnn_type(kg_dtype dt)
+{
+    return dt == KG_F16 ? CUDNN_DATA_HALF : dt == KG_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+}
+
+#define DNN(call, what)                                                                    \
+    do {                                                                                   \
+        cudnnStatus_t s_ = (call);                                                         \
+        if (s_ != CUDNN_STATUS_SUCCESS) {                                                  \
+            kg_backend_fail(be, KG_ERR_DEVICE, "conv2d x [%lld, %lld, %lld, %lld] w [%lld, %lld, %lld, %lld]: %s: %s", \
+                            (long long)key[0], (long long)key[1], (long long)key[2],      \
+                            (long long)key[3], (long long)key[4], (long long)key[1],      \
+                            (long long)key[5], (long long)key[6], what,                    \
+                            cudnnGetErrorString(s_));                                      \
+            return;                                                                        \
+        }                                                                                  \
+    } while (0)
+
+extern "C" void kg_cuda_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
+                               const kg_tensor *b, int stride, int pad)
+{
+    kg_cuda *cu = kg_cuda_of(be);
+    int64_t key[9] = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0],
+                      w->shape[2], w->shape[3], stride, pad};
+    cudnnDataType_t dt = dnn_type(x->dtype);
+    cudnnMathType_t math = x->dtype == KG_F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
+    kg_cuda_conv_plan *plan = NULL, fresh;
+    float alpha = 1.0f, beta = 0.0f;
+
+    DNN(cudnnSetTensor4dDescriptor(cu->x_desc, CUDNN_TENSOR_NCHW, dt, (int)key[0], (int)key[1],
+                                   (int)key[2], (int)key[3]),
+        "input descriptor");
+    DNN(cudnnSetFilter4dDescriptor(cu->w_desc, dt, CUDNN_TENSOR_NCHW, (int)key[4], (int)key[1],
+                                   (int)key[5], (int)key[6]),
+        "filter descriptor");
+    DNN(cudnnSetConvolution2dDescriptor(cu->conv_desc, pad, pad, stride, stride, 1, 1,
+                                        CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+        "convolution descriptor");
+    DNN(cudnnSetTensor4dDescriptor(cu->y_desc, CUDNN_TENSOR_NCHW, dt, (int)y->shape[0],
+                                   (int)y->shape[1], (int)y->shape[2], (int)y->shape[3]),
+        "output descriptor");
+
+    for (int i = 0; i < cu->n_conv; i++)
+        if (!memcmp(cu->conv[i].key, key, sizeof key)) {
+            plan = &cu->conv[i];
+            break;
+        }
+    if (!plan) {
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        int found = 0, pick = -1;
+        DNN(cudnnSetConvolutionMathType(cu->conv_desc, math), "math type");
+        DNN(cudnnGetConvolutionForwardAlgorithm_v7(cu->dnn, cu->x_desc, cu->w_desc, cu->conv_desc,
+                                                   cu->y_desc, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                   &found, perf),
+            "algorithm heuristic");
+        for (int i = 0; i < found && pick < 0; i++)
+            if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= KG_CUDA_DNN_WS_BYTES &&
+                (x->dtype != KG_F32 || perf[i].mathType != CUDNN_TENSOR_OP_MATH))
+                pick = i;
+        if (pick < 0) {
+            kg_backend_fail(be, KG_ERR_DEVICE,
+                            "conv2d: cuDNN offers no %s algorithm within the %zu MiB workspace for "
+                            "x [%lld, %lld, %lld, %lld], w [%lld, %lld, %lld, %lld]",
+                            kg_dtype_name(x->dtype), KG_CUDA_DNN_WS_BYTES >> 20, (long long)key[0],
+                            (long long)key[1], (long long)key[2], (long long)key[3],
+                            (long long)key[4], (long long)key[1], (long long)key[5],
+                            (long long)key[6]);
+            return;
+        }
+        memcpy(fresh.key, key, sizeof key);
+        fresh.algo = perf[pick].algo;
+        fresh.math = x->dtype == KG_F32 ? CUDNN_FMA_MATH : perf[pick].mathType;
+        DNN(cudnnSetConvolutionMathType(cu->conv_desc, fresh.math), "math type");
+        DNN(cudnnGetConvolutionForwardWorkspaceSize(cu->dnn, cu->x_desc, cu->w_desc, cu->conv_desc,
+                                                    cu->y_desc, fresh.algo, &fresh.ws_bytes),
+            "workspace size");
+        if (fresh.ws_bytes > KG_CUDA_DNN_WS_BYTES) {
+            kg_backend_fail(be, KG_ERR_DEVICE, "conv2d: cuDNN algorithm %d needs %zu bytes of workspace",
+                            (int)fresh.algo, fresh.ws_bytes);
+            return;
+        }
+        plan = &fresh;
+        if (cu->n_conv < KG_CUDA_CONV_PLANS)
+            cu->conv[cu->n_conv++] = fresh;
+    }
+    DNN(cudnnSetConvolutionMathType(cu->conv_desc, plan->math), "math type");
+    DNN(cudnnConvolutionForward(cu->dnn, &alpha, cu->x_desc, x->data, cu->w_desc, w->data,
+                                cu->conv_desc, plan->algo, cu->dnn_ws, plan->ws_bytes, &beta,
+                                cu->y_desc, y->data),
+        "cudnnConvolutionForward");
+    if (b) {
+        int64_t plane = y->shape[2] * y->shape[3];
+        KG_FLOAT_DISPATCH(y->dtype, T,
+                          conv_bias_cuda<T>((T *)y->data, (const T *)b->data, kg_tensor_numel(y),
+                                            plane, y->shape[1], cu->stream));
+        kg_cuda_check_launch(be, "conv2d bias");
+    }
+}
