@@ -485,6 +485,12 @@ class Malicious(Base):
         obj = ptload.restricted_loads(payload)
         self.assertIsInstance(obj, ptload.Placeholder)
         self.assertFalse(os.path.exists(marker))
+        # plain data still round-trips, including protocol-2 bytes; bytes(<huge int>) is refused
+        for proto in range(0, pickle.HIGHEST_PROTOCOL + 1):
+            data = collections.OrderedDict(a=[1, 2.5, "x", b"", b"\x00\xff", (None, True)], b={1, 2})
+            self.assertEqual(ptload.restricted_loads(pickle.dumps(data, protocol=proto)), data)
+        with self.assertRaises(pickle.UnpicklingError):
+            ptload.restricted_loads(b"cbuiltins\nbytes\n(J\x00\x00\x00\x7ftR.")
         print("  %d protocols x 2 payloads + getattr chain: placeholders, nothing executed"
               % (pickle.HIGHEST_PROTOCOL + 1))
 

@@ -37,8 +37,18 @@ NP_DTYPES = {
     "BF16": np.dtype("<u2"), "I64": np.dtype("<i8"), "I32": np.dtype("<i4"),
     "I16": np.dtype("<i2"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
-_SAFE_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "int", "float", "bool", "complex",
-                  "str", "bytes", "bytearray", "slice"}
+def _sized(cls):
+    # bytes(n) / bytearray(n) would allocate n bytes on the pickle's say-so
+    def make(*args):
+        if args and isinstance(args[0], int):
+            raise pickle.UnpicklingError("refusing %s(<int>)" % cls.__name__)
+        return cls(*args)
+    return make
+
+
+_SAFE_BUILTINS = {"dict": dict, "list": list, "tuple": tuple, "set": set, "frozenset": frozenset,
+                  "int": int, "float": float, "bool": bool, "complex": complex, "str": str,
+                  "bytes": _sized(bytes), "bytearray": _sized(bytearray), "slice": slice}
 
 
 class Placeholder:
@@ -223,10 +233,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         fn = _ALLOWED.get((module, name))
         if fn is not None:
             return fn
-        if module == "builtins" and name in _SAFE_BUILTINS:
-            return {"dict": dict, "list": list, "tuple": tuple, "set": set, "frozenset": frozenset,
-                    "int": int, "float": float, "bool": bool, "complex": complex, "str": str,
-                    "bytes": bytes, "bytearray": bytearray, "slice": slice}[name]
+        if module in ("builtins", "__builtin__") and name in _SAFE_BUILTINS:
+            return _SAFE_BUILTINS[name]
         if module in ("torch", "torch.storage", "torch.cuda") and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
         if module == "torch" and name in _TORCH_DTYPES:
