@@ -227,6 +227,64 @@ static void test_e2e_tokens(const kg_tokenizer *tok)
     }
 }
 
+/* tests/data/tokenizer_spm097.tsv: sentencepiece 0.1.97 itself on random
+ * texts and on letter runs whose segmentations tie in exact arithmetic
+ * (the piece-candidate sums there are double in sentencepiece; float sums
+ * pick other pieces). Each line: input bytes in hex, TAB, spm ids. */
+static void test_reference_file(const kg_tokenizer *tok)
+{
+    FILE *f = fopen(KG_TOK_REF, "r");
+    char line[8192];
+    size_t n = 0, ok = 0, shown = 0;
+
+    if (!f) {
+        kgt_check(0, "open %s", KG_TOK_REF);
+        return;
+    }
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#')
+            continue;
+        char *tab = strchr(line, '\t');
+        if (!tab)
+            continue;
+        size_t hex = (size_t)(tab - line), len = hex / 2;
+        char text[4096];
+        for (size_t i = 0; i < len && i < sizeof text; i++) {
+            unsigned v;
+            sscanf(line + 2 * i, "%2x", &v);
+            text[i] = (char)v;
+        }
+        kg_ids ids = {0}, spm = {0};
+        kg_error err = {0};
+        int good = len <= sizeof text &&
+                   kg_tokenizer_encode_spm(tok, text, len, &ids, &spm, &err) == KG_OK;
+        char *p = tab + 1;
+        size_t k = 0;
+        for (;;) {
+            char *end;
+            long v = strtol(p, &end, 10);
+            if (end == p)
+                break;
+            good &= k < spm.n && spm.v[k] == v &&
+                    ids.v[k] == (v == 0 ? KG_TOK_UNK : (int32_t)v + 1);
+            k++;
+            p = end;
+        }
+        good &= k == spm.n;
+        if (!good && shown++ < 5)
+            printf("  reference line %zu (%zu bytes) differs\n", n + 1, len);
+        ok += good;
+        n++;
+        kg_ids_free(&ids);
+        kg_ids_free(&spm);
+    }
+    fclose(f);
+    kgt_check(n > 300 && ok == n,
+              "sentencepiece 0.1.97 reference texts: %zu/%zu exact (spm ids; fairseq = spm + 1, "
+              "unknown -> 3)",
+              ok, n);
+}
+
 static void test_layout_errors(const kg_tokenizer *tok)
 {
     kg_prompt_seq s;
@@ -475,6 +533,7 @@ int main(void)
         return kgt_finish();
     test_golden_prompts(tok);
     test_e2e_tokens(tok);
+    test_reference_file(tok);
     test_layout_errors(tok);
     test_invalid_utf8(tok);
     test_long_prompt(tok);
