@@ -41,6 +41,8 @@ int kg_cpu_thread_id(void);
 float kg_cpu_exp_shift_sum(float *y, const float *x, int64_t n, float shift);
 /* v = x sc + sh; y = v sigmoid(a v): SiLU (a = 1), QuickGELU (a = 1.702) */
 void kg_cpu_silu_affine(float *y, const float *x, int64_t n, float a, float sc, float sh);
+/* y = gelu(x) (exact erf form), times m when m is not NULL (GEGLU) */
+void kg_cpu_gelu_mul(float *y, const float *x, const float *m, int64_t n);
 /* max of x (n >= 1); -inf when every element is -inf */
 float kg_cpu_max(const float *x, int64_t n);
 

@@ -8,11 +8,6 @@
 /* elements per work item of the flat loops */
 #define CHUNK 4096
 
-static float gelu(float x)
-{
-    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-}
-
 void kg_cpu_activation(kg_backend *be, kg_tensor *y, const kg_tensor *x, kg_act act)
 {
     kg_cpu *cpu = kg_cpu_of(be);
@@ -24,8 +19,7 @@ void kg_cpu_activation(kg_backend *be, kg_tensor *y, const kg_tensor *x, kg_act 
     for (int64_t t = 0; t < n_chunks; t++) {
         int64_t i0 = t * CHUNK, m = n - i0 < CHUNK ? n - i0 : CHUNK;
         if (act == KG_ACT_GELU)
-            for (int64_t i = i0; i < i0 + m; i++)
-                yd[i] = gelu(xd[i]);
+            kg_cpu_gelu_mul(yd + i0, xd + i0, NULL, m);
         else
             kg_cpu_silu_affine(yd + i0, xd + i0, m, act == KG_ACT_SILU ? 1.0f : 1.702f, 1.0f,
                                0.0f);
@@ -43,8 +37,7 @@ void kg_cpu_geglu(kg_backend *be, kg_tensor *y, const kg_tensor *x)
     for (int64_t r = 0; r < rows; r++) {
         const float *val = xd + r * 2 * n, *gate = val + n;
         float *yr = yd + r * n;
-        for (int64_t i = 0; i < n; i++)
-            yr[i] = val[i] * gelu(gate[i]);
+        kg_cpu_gelu_mul(yr, gate, val, n);
     }
 }
 
