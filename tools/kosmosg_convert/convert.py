@@ -12,7 +12,7 @@ import numpy as np
 from . import FORMAT_VERSION, layout
 from .errors import ConvertError
 from .ptload import Archive, LazyTensor, plain
-from .stio import SafetensorsFile, STTensor, write_safetensors
+from .stio import SafetensorsFile, write_safetensors
 
 # official defaults of what no tensor tells: kosmosg_xl has 32 decoder heads and
 # max_target_positions 2048 (fairseq base_lm_architecture)
@@ -55,10 +55,9 @@ class Derived:
 
 
 class Entry:
-    def __init__(self, tensor, source, note=None):
+    def __init__(self, tensor, source):
         self.tensor = tensor
         self.source = source
-        self.note = note
 
 
 QUIET = [False]
@@ -222,16 +221,14 @@ def split_clip_in_proj(src):
         for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
             sl = slice(i * width, (i + 1) * width)
             src.merged[b + "ts_attn." + name + ".weight"] = Entry(
-                Derived(w.tensor, (width, w.tensor.shape[1]), lambda a, sl=sl: a[sl]), w.source,
-                "split from attn.in_proj_weight")
+                Derived(w.tensor, (width, w.tensor.shape[1]), lambda a, sl=sl: a[sl]), w.source)
             if bias is not None:
                 src.merged[b + "ts_attn." + name + ".bias"] = Entry(
-                    Derived(bias.tensor, (width,), lambda a, sl=sl: a[sl]), bias.source,
-                    "split from attn.in_proj_bias")
+                    Derived(bias.tensor, (width,), lambda a, sl=sl: a[sl]), bias.source)
         for n in ("weight", "bias"):
             e = src.merged.get(b + "attn.out_proj." + n)
             if e is not None:
-                src.merged[b + "ts_attn.out_proj." + n] = Entry(e.tensor, e.source, "from attn.out_proj")
+                src.merged[b + "ts_attn.out_proj." + n] = Entry(e.tensor, e.source)
     if consumed:
         log("  clip: %d blocks had only attn.in_proj_*: split into ts_attn.{q,k,v}_proj"
             % (len(consumed) // 4))

@@ -16,6 +16,7 @@ import io
 import pickle
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -136,9 +137,6 @@ class LazyTensor:
         for s in self.shape:
             n *= s
         return n
-
-    def same_storage(self, other):
-        return isinstance(other, LazyTensor) and self.storage is other.storage
 
     def read(self):
         """numpy array with this tensor's values (BF16 as raw uint16)."""
@@ -290,7 +288,7 @@ class Archive:
             data = self.zip.read(self.prefix + "data.pkl")
             up = RestrictedUnpickler(io.BytesIO(data), self)
             obj = up.load()
-        except (zipfile.BadZipFile, zlib_error(), EOFError) as e:
+        except (zipfile.BadZipFile, zlib.error, EOFError) as e:
             raise ConvertError("%s: truncated or corrupt checkpoint (%s)" % (self.path, e))
         except (pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError,
                 AttributeError) as e:
@@ -359,11 +357,6 @@ class Archive:
         view = np.lib.stride_tricks.as_strided(flat[t.offset:], t.shape,
                                                [s * dt.itemsize for s in t.stride], writeable=False)
         return np.ascontiguousarray(view)
-
-
-def zlib_error():
-    import zlib
-    return zlib.error
 
 
 def plain(obj, depth=0):

@@ -34,9 +34,6 @@ class STTensor:
             n *= s
         return n
 
-    def same_storage(self, other):
-        return False
-
     def read(self):
         return self.st.read(self)
 
