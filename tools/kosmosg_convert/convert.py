@@ -217,6 +217,9 @@ def split_clip_in_proj(src):
         if len(w.tensor.shape) != 2 or w.tensor.shape[0] % 3:
             raise ConvertError("tensor '%s' has shape %s, expected [3*width, width]" % (k, list(w.tensor.shape)))
         width = w.tensor.shape[0] // 3
+        if bias is not None and tuple(bias.tensor.shape) != (3 * width,):
+            raise ConvertError("tensor '%sattn.in_proj_bias' has shape %s, expected [%d]"
+                               % (b, list(bias.tensor.shape), 3 * width))
         consumed.update({k, b + "attn.in_proj_bias", b + "attn.out_proj.weight", b + "attn.out_proj.bias"})
         for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
             sl = slice(i * width, (i + 1) * width)
