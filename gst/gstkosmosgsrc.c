@@ -1,0 +1,422 @@
+/* GStreamer Kosmos-G plugin
+ * Copyright (C) 2026 kosmosg-gst authors
+ *
+ * This library is free software; you can redistribute it and/or
+ * modify it under the terms of the GNU Library General Public
+ * License as published by the Free Software Foundation; either
+ * version 2.1 of the License, or (at your option) any later version.
+ */
+/**
+ * SECTION:element-kosmosgsrc
+ * @title: kosmosgsrc
+ * @see_also: kosmosgfilter
+ *
+ * Generates images with Kosmos-G from a text prompt alone. Not live (the
+ * default), it produces #GstKosmosGSrc:num-images images and then EOS. With
+ * #GstKosmosGSrc:is-live it produces a new batch whenever the prompt or the
+ * negative prompt changes, timestamped with the pipeline clock.
+ *
+ * The messages are those of kosmosgfilter.
+ *
+ * ## Example launch line
+ * |[
+ * gst-launch-1.0 kosmosgsrc model-location=kosmosg.safetensors \
+ *     prompt="a red bicycle by the sea" ! pngenc ! filesink location=out.png
+ * ]|
+ */
+#include <string.h>
+
+#include "gstkosmosgsrc.h"
+#include "gstkosmosgcommon.h"
+
+GST_DEBUG_CATEGORY_STATIC (kosmosg_src_debug);
+#define GST_CAT_DEFAULT kosmosg_src_debug
+
+struct _GstKosmosGSrc
+{
+  GstPushSrc parent;
+
+  /* object lock; cond is signalled on prompt changes and unlock */
+  GstKosmosGSettings settings;
+  gboolean is_live;
+  gboolean unlocked;
+  GCond cond;
+
+  GstKosmosGEngine engine;
+
+  /* streaming thread */
+  GstVideoInfo out_info;
+  kg_output out;                /* the batch being pushed */
+  GstKosmosGSettings out_settings;      /* the settings it was made with */
+  gint next;                    /* next image of out to push */
+  gboolean generated_once;
+  guint generated_serial;
+  GstClockTime next_pts;
+};
+
+enum
+{
+  PROP_0,
+  PROP_IS_LIVE,
+  PROP_COMMON_FIRST,
+};
+
+#define DEFAULT_IS_LIVE FALSE
+
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
+    GST_PAD_SRC,
+    GST_PAD_ALWAYS,
+    GST_STATIC_CAPS (GST_KOSMOSG_SRC_CAPS));
+
+#define gst_kosmosg_src_parent_class parent_class
+G_DEFINE_TYPE (GstKosmosGSrc, gst_kosmosg_src, GST_TYPE_PUSH_SRC);
+GST_ELEMENT_REGISTER_DEFINE (kosmosgsrc, "kosmosgsrc", GST_RANK_NONE,
+    GST_TYPE_KOSMOSG_SRC);
+
+static void
+gst_kosmosg_src_set_property (GObject * object, guint prop_id,
+    const GValue * value, GParamSpec * pspec)
+{
+  GstKosmosGSrc *self = GST_KOSMOSG_SRC (object);
+
+  if (prop_id == PROP_IS_LIVE) {
+    GST_OBJECT_LOCK (self);
+    self->is_live = g_value_get_boolean (value);
+    GST_OBJECT_UNLOCK (self);
+    gst_base_src_set_live (GST_BASE_SRC (self), g_value_get_boolean (value));
+    return;
+  }
+  if (prop_id < PROP_COMMON_FIRST
+      || prop_id >= PROP_COMMON_FIRST + GST_KOSMOSG_N_PROPS) {
+    G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    return;
+  }
+  GST_OBJECT_LOCK (self);
+  gst_kosmosg_settings_set (&self->settings, prop_id - PROP_COMMON_FIRST,
+      value);
+  g_cond_broadcast (&self->cond);
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+gst_kosmosg_src_get_property (GObject * object, guint prop_id,
+    GValue * value, GParamSpec * pspec)
+{
+  GstKosmosGSrc *self = GST_KOSMOSG_SRC (object);
+
+  if (prop_id == PROP_IS_LIVE) {
+    GST_OBJECT_LOCK (self);
+    g_value_set_boolean (value, self->is_live);
+    GST_OBJECT_UNLOCK (self);
+    return;
+  }
+  if (prop_id < PROP_COMMON_FIRST
+      || prop_id >= PROP_COMMON_FIRST + GST_KOSMOSG_N_PROPS) {
+    G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    return;
+  }
+  GST_OBJECT_LOCK (self);
+  gst_kosmosg_settings_get (&self->settings, prop_id - PROP_COMMON_FIRST,
+      value);
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+reset_batch (GstKosmosGSrc * self)
+{
+  kg_output_free (&self->out);
+  memset (&self->out, 0, sizeof self->out);
+  gst_kosmosg_settings_clear (&self->out_settings);
+  self->next = 0;
+}
+
+static void
+gst_kosmosg_src_finalize (GObject * object)
+{
+  GstKosmosGSrc *self = GST_KOSMOSG_SRC (object);
+
+  reset_batch (self);
+  gst_kosmosg_engine_close (&self->engine);
+  gst_kosmosg_settings_clear (&self->settings);
+  g_cond_clear (&self->cond);
+  G_OBJECT_CLASS (parent_class)->finalize (object);
+}
+
+static GstCaps *
+gst_kosmosg_src_fixate (GstBaseSrc * bsrc, GstCaps * caps)
+{
+  return gst_kosmosg_fixate_src_caps (caps);
+}
+
+static gboolean
+gst_kosmosg_src_set_caps (GstBaseSrc * bsrc, GstCaps * caps)
+{
+  GstKosmosGSrc *self = GST_KOSMOSG_SRC (bsrc);
+  GstVideoInfo info;
+
+  if (!gst_video_info_from_caps (&info, caps)) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Unusable output caps"),
+        ("%" GST_PTR_FORMAT, caps));
+    return FALSE;
+  }
+  if (!gst_kosmosg_check_output_info (GST_ELEMENT (self), &info))
+    return FALSE;
+  self->out_info = info;
+  return TRUE;
+}
+
+static gboolean
+gst_kosmosg_src_start (GstBaseSrc * bsrc)
+{
+  GstKosmosGSrc *self = GST_KOSMOSG_SRC (bsrc);
+
+  reset_batch (self);
+  self->generated_once = FALSE;
+  self->next_pts = 0;
+  gst_video_info_init (&self->out_info);
+  gst_kosmosg_engine_set_cancel (&self->engine, FALSE);
+  return TRUE;
+}
+
+static gboolean
+gst_kosmosg_src_stop (GstBaseSrc * bsrc)
+{
+  reset_batch (GST_KOSMOSG_SRC (bsrc));
+  return TRUE;
+}
+
+static gboolean
+gst_kosmosg_src_unlock (GstBaseSrc * bsrc)
+{
+  GstKosmosGSrc *self = GST_KOSMOSG_SRC (bsrc);
+
+  gst_kosmosg_engine_set_cancel (&self->engine, TRUE);
+  GST_OBJECT_LOCK (self);
+  self->unlocked = TRUE;
+  g_cond_broadcast (&self->cond);
+  GST_OBJECT_UNLOCK (self);
+  return TRUE;
+}
+
+static gboolean
+gst_kosmosg_src_unlock_stop (GstBaseSrc * bsrc)
+{
+  GstKosmosGSrc *self = GST_KOSMOSG_SRC (bsrc);
+
+  GST_OBJECT_LOCK (self);
+  self->unlocked = FALSE;
+  GST_OBJECT_UNLOCK (self);
+  gst_kosmosg_engine_set_cancel (&self->engine, FALSE);
+  return TRUE;
+}
+
+static gboolean
+gst_kosmosg_src_query (GstBaseSrc * bsrc, GstQuery * query)
+{
+  GstKosmosGSrc *self = GST_KOSMOSG_SRC (bsrc);
+
+  if (GST_QUERY_TYPE (query) == GST_QUERY_LATENCY) {
+    gboolean live;
+    GstClockTime est;
+
+    GST_OBJECT_LOCK (self);
+    live = self->is_live;
+    est = self->engine.estimate;
+    GST_OBJECT_UNLOCK (self);
+    gst_query_set_latency (query, live, est, GST_CLOCK_TIME_NONE);
+    return TRUE;
+  }
+  return GST_BASE_SRC_CLASS (parent_class)->query (bsrc, query);
+}
+
+static GstClockTime
+clock_running_time (GstKosmosGSrc * self)
+{
+  GstClock *clock = gst_element_get_clock (GST_ELEMENT (self));
+  GstClockTime now, base;
+
+  if (!clock)
+    return GST_CLOCK_TIME_NONE;
+  now = gst_clock_get_time (clock);
+  base = gst_element_get_base_time (GST_ELEMENT (self));
+  gst_object_unref (clock);
+  return now > base ? now - base : 0;
+}
+
+/* Waits (live) for a prompt that has not been generated yet. FALSE when
+ * unlocked, or (not live) when there is nothing left to generate. */
+static gboolean
+wait_for_work (GstKosmosGSrc * self, gboolean * eos)
+{
+  gboolean ready;
+
+  *eos = FALSE;
+  GST_OBJECT_LOCK (self);
+  if (!self->is_live) {
+    *eos = self->generated_once;
+    GST_OBJECT_UNLOCK (self);
+    return !*eos;
+  }
+  while (!self->unlocked && !(self->settings.prompt
+          && (!self->generated_once
+              || self->settings.prompt_serial != self->generated_serial)))
+    g_cond_wait (&self->cond, GST_OBJECT_GET_LOCK (self));
+  ready = !self->unlocked;
+  GST_OBJECT_UNLOCK (self);
+  return ready;
+}
+
+static GstFlowReturn
+gst_kosmosg_src_create (GstPushSrc * psrc, GstBuffer ** outbuf)
+{
+  GstKosmosGSrc *self = GST_KOSMOSG_SRC (psrc);
+  GstClockTime duration, pts;
+  GstBuffer *buf;
+  gboolean eos, live;
+
+  if (self->next >= self->out.n) {
+    GstKosmosGSettings s;
+    gboolean latency_changed;
+    GstFlowReturn ret;
+    GstClockTime rt;
+
+    reset_batch (self);
+    if (!wait_for_work (self, &eos))
+      return eos ? GST_FLOW_EOS : GST_FLOW_FLUSHING;
+
+    rt = clock_running_time (self);
+    gst_object_sync_values (GST_OBJECT (self),
+        GST_CLOCK_TIME_IS_VALID (rt) ? rt : self->next_pts);
+    GST_OBJECT_LOCK (self);
+    gst_kosmosg_settings_copy (&s, &self->settings);
+    GST_OBJECT_UNLOCK (self);
+
+    ret = gst_kosmosg_engine_generate (&self->engine, &s, NULL, 0,
+        GST_VIDEO_INFO_WIDTH (&self->out_info),
+        GST_VIDEO_INFO_HEIGHT (&self->out_info), &self->out,
+        &latency_changed);
+    if (ret != GST_FLOW_OK) {
+      gst_kosmosg_settings_clear (&s);
+      return ret;
+    }
+    self->generated_once = TRUE;
+    self->generated_serial = s.prompt_serial;
+    self->out_settings = s;
+    if (latency_changed && gst_base_src_is_live (GST_BASE_SRC (self)))
+      gst_element_post_message (GST_ELEMENT (self),
+          gst_message_new_latency (GST_OBJECT (self)));
+  }
+
+  buf = gst_kosmosg_make_buffer (&self->out, self->next, &self->out_info,
+      &self->out_settings);
+  if (!buf) {
+    GST_ELEMENT_ERROR (self, RESOURCE, WRITE, ("Could not write an output "
+            "image"), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  GST_OBJECT_LOCK (self);
+  live = self->is_live;
+  GST_OBJECT_UNLOCK (self);
+  duration = GST_VIDEO_INFO_FPS_N (&self->out_info) > 0
+      && GST_VIDEO_INFO_FPS_D (&self->out_info) > 0 ?
+      gst_util_uint64_scale_int (GST_SECOND,
+      GST_VIDEO_INFO_FPS_D (&self->out_info),
+      GST_VIDEO_INFO_FPS_N (&self->out_info)) : GST_CLOCK_TIME_NONE;
+  pts = live ? clock_running_time (self) : self->next_pts;
+  if (!GST_CLOCK_TIME_IS_VALID (pts) || pts < self->next_pts)
+    pts = self->next_pts;
+  GST_BUFFER_PTS (buf) = pts;
+  GST_BUFFER_DURATION (buf) = duration;
+  GST_BUFFER_OFFSET (buf) = self->next;
+  self->next_pts = GST_CLOCK_TIME_IS_VALID (duration) ? pts + duration : pts;
+  self->next++;
+  *outbuf = buf;
+  return GST_FLOW_OK;
+}
+
+static GstStateChangeReturn
+gst_kosmosg_src_change_state (GstElement * element, GstStateChange transition)
+{
+  GstKosmosGSrc *self = GST_KOSMOSG_SRC (element);
+  GstStateChangeReturn ret;
+
+  if (transition == GST_STATE_CHANGE_NULL_TO_READY) {
+    GstKosmosGSettings s;
+    gboolean ok;
+
+    GST_OBJECT_LOCK (self);
+    gst_kosmosg_settings_copy (&s, &self->settings);
+    GST_OBJECT_UNLOCK (self);
+    ok = gst_kosmosg_engine_open (&self->engine, &s);
+    gst_kosmosg_settings_clear (&s);
+    if (!ok)
+      return GST_STATE_CHANGE_FAILURE;
+  } else if (transition == GST_STATE_CHANGE_PAUSED_TO_READY) {
+    gst_kosmosg_engine_set_cancel (&self->engine, TRUE);
+  }
+
+  ret = GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
+
+  if (transition == GST_STATE_CHANGE_READY_TO_NULL)
+    gst_kosmosg_engine_close (&self->engine);
+  return ret;
+}
+
+static void
+gst_kosmosg_src_class_init (GstKosmosGSrcClass * klass)
+{
+  GObjectClass *gobject_class = G_OBJECT_CLASS (klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
+  GstBaseSrcClass *bsrc_class = GST_BASE_SRC_CLASS (klass);
+  GstPushSrcClass *psrc_class = GST_PUSH_SRC_CLASS (klass);
+
+  gobject_class->set_property = gst_kosmosg_src_set_property;
+  gobject_class->get_property = gst_kosmosg_src_get_property;
+  gobject_class->finalize = gst_kosmosg_src_finalize;
+
+  /**
+   * GstKosmosGSrc:is-live:
+   *
+   * Live: a new batch whenever the prompt changes, timestamped with the
+   * clock; not live: #GstKosmosGSrc:num-images images, then EOS.
+   */
+  g_object_class_install_property (gobject_class, PROP_IS_LIVE,
+      g_param_spec_boolean ("is-live", "Is Live",
+          "Live: generate again whenever the prompt changes; not live: "
+          "num-images images, then EOS", DEFAULT_IS_LIVE,
+          G_PARAM_READWRITE | GST_PARAM_MUTABLE_READY |
+          G_PARAM_STATIC_STRINGS));
+  gst_kosmosg_install_properties (gobject_class, PROP_COMMON_FIRST);
+
+  gst_element_class_set_static_metadata (element_class,
+      "Kosmos-G text-to-image source", "Source/Video",
+      "Generates images from a text prompt (Kosmos-G)",
+      "kosmosg-gst authors");
+  gst_element_class_add_static_pad_template (element_class, &src_template);
+
+  element_class->change_state =
+      GST_DEBUG_FUNCPTR (gst_kosmosg_src_change_state);
+  bsrc_class->fixate = GST_DEBUG_FUNCPTR (gst_kosmosg_src_fixate);
+  bsrc_class->set_caps = GST_DEBUG_FUNCPTR (gst_kosmosg_src_set_caps);
+  bsrc_class->start = GST_DEBUG_FUNCPTR (gst_kosmosg_src_start);
+  bsrc_class->stop = GST_DEBUG_FUNCPTR (gst_kosmosg_src_stop);
+  bsrc_class->unlock = GST_DEBUG_FUNCPTR (gst_kosmosg_src_unlock);
+  bsrc_class->unlock_stop = GST_DEBUG_FUNCPTR (gst_kosmosg_src_unlock_stop);
+  bsrc_class->query = GST_DEBUG_FUNCPTR (gst_kosmosg_src_query);
+  psrc_class->create = GST_DEBUG_FUNCPTR (gst_kosmosg_src_create);
+
+  GST_DEBUG_CATEGORY_INIT (kosmosg_src_debug, "kosmosgsrc", 0,
+      "Kosmos-G text-to-image source");
+}
+
+static void
+gst_kosmosg_src_init (GstKosmosGSrc * self)
+{
+  gst_kosmosg_settings_init (&self->settings);
+  gst_kosmosg_settings_init (&self->out_settings);
+  gst_kosmosg_engine_init (&self->engine, GST_ELEMENT (self));
+  g_cond_init (&self->cond);
+  gst_video_info_init (&self->out_info);
+  gst_base_src_set_format (GST_BASE_SRC (self), GST_FORMAT_TIME);
+  gst_base_src_set_live (GST_BASE_SRC (self), DEFAULT_IS_LIVE);
+}
