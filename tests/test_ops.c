@@ -693,6 +693,28 @@ static void test_embedding(kg_ctx *c, kg_dtype idt)
     kg_reset(c, mark);
 }
 
+/* Empty reductions: no keys (every row masked -> 0), conv over zero input
+ * channels (y = bias). */
+static void test_empty(kg_ctx *c)
+{
+    size_t mark = kg_mark(c);
+    kg_tensor q = up(c, NULL, 3, (int64_t[]){1, 3, 8});
+    kg_tensor k = kg_new3(c, 1, 0, 8), v = kg_new3(c, 1, 0, 8);
+    kg_tensor o = kg_new3(c, 1, 3, 8);
+    kg_tensor b = up(c, NULL, 1, (int64_t[]){5});
+    kg_tensor x4 = kg_new4(c, 1, 0, 4, 4), w4 = kg_new4(c, 5, 0, 3, 3);
+    kg_tensor y4 = kg_new4(c, 1, 5, 4, 4);
+    double *r0 = dbuf(24), *r2 = dbuf(80);
+    kg_fill(c, &o, 7.0f);
+    kg_attention(c, &o, &q, &k, &v, NULL, 2, 1.0f, 0);
+    expect(c, "attention with no keys -> 0", &o, r0);
+    for (int i = 0; i < 80; i++)
+        r2[i] = host(&b)[i / 16];
+    kg_conv2d(c, &y4, &x4, &w4, &b, 1, 1);
+    expect(c, "conv2d with 0 input channels -> bias", &y4, r2);
+    kg_reset(c, mark);
+}
+
 /* -------------------------------------------------------------- validation */
 
 static void expect_shape_error(kg_ctx *c, const char *what, const char *needle)
@@ -912,6 +934,7 @@ int main(void)
     test_embedding(&c, KG_I32);
     test_embedding(&c, KG_I64);
 
+    test_empty(&c);
     test_validation(&c);
     kgt_check(be->n_allocs == allocs, "no backend allocation during the ops (%zu -> %zu)", allocs,
               be->n_allocs);

@@ -20,12 +20,18 @@ void kg_cpu_attention(kg_backend *be, kg_tensor *o, const kg_tensor *q, const kg
     int64_t nb = q->shape[0], lq = q->shape[1], lk = k->shape[1];
     int64_t dq = q->shape[2], dv = v->shape[2];
     int64_t hq = dq / n_heads, hv = dv / n_heads;
-    int64_t qb = (int64_t)(cpu->scratch_floats_per_thread / (size_t)lk);
+    int64_t qb = lk ? (int64_t)(cpu->scratch_floats_per_thread / (size_t)lk) : 0;
     int64_t n_blocks;
     const float *qd = q->data, *kd = k->data, *vd = v->data;
     const unsigned char *pad = key_pad ? key_pad->data : NULL;
     float *od = o->data;
 
+    if (lk == 0) {
+        /* no keys: every row is fully masked */
+        for (int64_t i = 0; i < kg_tensor_numel(o); i++)
+            od[i] = 0.0f;
+        return;
+    }
     if (qb < 1) {
         kg_backend_fail(be, KG_ERR_NOMEM, "attention: a %lld-key score row exceeds the scratch",
                         (long long)lk);

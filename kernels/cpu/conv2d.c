@@ -92,10 +92,17 @@ void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
     int64_t P = g.ho * g.wo, kc = g.ci * g.kh * g.kw;
     int direct = g.kh == 1 && g.kw == 1 && stride == 1 && pad == 0;
     int nt = cpu->n_threads;
-    int64_t pc, per_item, fit = (int64_t)(cpu->scratch_floats_per_thread / (size_t)kc);
+    int64_t pc, per_item, fit = kc ? (int64_t)(cpu->scratch_floats_per_thread / (size_t)kc) : 0;
     const float *xd = x->data, *wd = w->data, *bd = b ? b->data : NULL;
     float *yd = y->data;
 
+    if (nb * P * co == 0)
+        return;
+    if (kc == 0) {
+        for (int64_t i = 0; i < nb * co * P; i++)
+            yd[i] = bd ? bd[i / P % co] : 0.0f;
+        return;
+    }
     if (nt > 1 && nb * P < nt * MIN_COLS && conv_shared(cpu, &g, nb, co, xd, wd, bd, yd))
         return;
     if (!direct && fit < 1) {

@@ -29,7 +29,7 @@ void kg_cpu_activation(kg_backend *be, kg_tensor *y, const kg_tensor *x, kg_act 
 void kg_cpu_geglu(kg_backend *be, kg_tensor *y, const kg_tensor *x)
 {
     kg_cpu *cpu = kg_cpu_of(be);
-    int64_t n = y->shape[y->ndim - 1], rows = kg_tensor_numel(y) / n;
+    int64_t n = y->shape[y->ndim - 1], rows = n ? kg_tensor_numel(y) / n : 0;
     const float *xd = x->data;
     float *yd = y->data;
 

@@ -144,8 +144,16 @@ void kg_cpu_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
 {
     kg_cpu *cpu = kg_cpu_of(be);
     int64_t N = w->shape[0], K = w->shape[1];
-    int64_t M = kg_tensor_numel(x) / K;
+    int64_t M = kg_tensor_numel(y) / (N ? N : 1);
     float *yd = y->data;
+
+    if (K == 0) {
+        /* an empty sum: y = bias, or 0 */
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++)
+                yd[i * N + j] = b ? ((const float *)b->data)[j] : 0.0f;
+        return;
+    }
     kg_cpu_sgemm(cpu, 1, M, N, K, 1.0f, x->data, K, w->data, K, 0.0f, yd, N);
     if (b) {
         const float *bd = b->data;

@@ -13,7 +13,7 @@ void kg_cpu_group_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const k
 {
     kg_cpu *cpu = kg_cpu_of(be);
     int64_t nb = x->shape[0], c = x->shape[1];
-    int64_t spatial = kg_tensor_numel(x) / (nb * c);
+    int64_t spatial = nb && c ? kg_tensor_numel(x) / (nb * c) : 0;
     int64_t cpg = c / groups, n = cpg * spatial;
     const float *xd = x->data, *gd = gamma->data, *bd = beta->data;
     float *yd = y->data;
@@ -50,7 +50,7 @@ void kg_cpu_layer_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const k
                        const kg_tensor *beta, float eps)
 {
     kg_cpu *cpu = kg_cpu_of(be);
-    int64_t d = x->shape[x->ndim - 1], rows = kg_tensor_numel(x) / d;
+    int64_t d = x->shape[x->ndim - 1], rows = d ? kg_tensor_numel(x) / d : 0;
     const float *xd = x->data, *gd = gamma->data, *bd = beta ? beta->data : NULL;
     float *yd = y->data;
 
@@ -75,7 +75,7 @@ void kg_cpu_layer_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const k
 void kg_cpu_softmax(kg_backend *be, kg_tensor *y, const kg_tensor *x)
 {
     kg_cpu *cpu = kg_cpu_of(be);
-    int64_t d = x->shape[x->ndim - 1], rows = kg_tensor_numel(x) / d;
+    int64_t d = x->shape[x->ndim - 1], rows = d ? kg_tensor_numel(x) / d : 0;
     const float *xd = x->data;
     float *yd = y->data;
 
@@ -92,7 +92,7 @@ void kg_cpu_softmax(kg_backend *be, kg_tensor *y, const kg_tensor *x)
 void kg_cpu_l2_normalize(kg_backend *be, kg_tensor *y, const kg_tensor *x, float eps)
 {
     kg_cpu *cpu = kg_cpu_of(be);
-    int64_t d = x->shape[x->ndim - 1], rows = kg_tensor_numel(x) / d;
+    int64_t d = x->shape[x->ndim - 1], rows = d ? kg_tensor_numel(x) / d : 0;
     const float *xd = x->data;
     float *yd = y->data;
 
