@@ -22,15 +22,23 @@
 static const char SPACE_SYMBOL[] = "\xe2\x96\x81"; /* U+2581 */
 static const char REPLACEMENT_CHAR[] = "\xef\xbf\xbd"; /* U+FFFD */
 
-/* ---- string -> int32 hash map (open addressing, keys not owned) ---- */
+/* ---- string -> int32 hash map (open addressing, keys not owned) ----
+ * A slot keeps the upper hash bits next to the entry index, so a probe for
+ * an absent key rarely touches the key arrays. */
+
+typedef struct strslot {
+    uint32_t tag; /* low hash bits */
+    int32_t e;    /* entry index, -1 = empty */
+} strslot;
 
 typedef struct strmap {
     const char **key;
     uint32_t *klen;
     int32_t *val;
-    size_t n, max;
-    int32_t *slot; /* entry index or -1 */
+    size_t n, cap;
+    strslot *slot;
     size_t mask;
+    int shift; /* 64 - log2(slots) */
 } strmap;
 
 #define FNV_BASIS 0xcbf29ce484222325ULL
@@ -44,24 +52,6 @@ static uint64_t fnv(const char *s, size_t n)
     return h;
 }
 
-static int strmap_init(strmap *m, size_t max)
-{
-    size_t cap = 16;
-    while (cap < 2 * max)
-        cap *= 2;
-    memset(m, 0, sizeof *m);
-    m->key = malloc(max * sizeof *m->key);
-    m->klen = malloc(max * sizeof *m->klen);
-    m->val = malloc(max * sizeof *m->val);
-    m->slot = malloc(cap * sizeof *m->slot);
-    if (!m->key || !m->klen || !m->val || !m->slot)
-        return -1;
-    memset(m->slot, 0xff, cap * sizeof *m->slot);
-    m->mask = cap - 1;
-    m->max = max;
-    return 0;
-}
-
 static void strmap_free(strmap *m)
 {
     free(m->key);
@@ -71,38 +61,104 @@ static void strmap_free(strmap *m)
     memset(m, 0, sizeof *m);
 }
 
-/* Slot holding key s (entry >= 0) or the empty slot where it would go. */
+/* Slot holding key s or the empty slot where it would go. */
 static size_t strmap_probe(const strmap *m, const char *s, size_t n, uint64_t h)
 {
-    size_t i = (size_t)h & m->mask;
+    /* FNV's low bits barely mix the last bytes (keys that differ there
+     * cluster), so the slot comes from the high bits of a Fibonacci hash. */
+    const uint32_t tag = (uint32_t)h;
+    size_t i = (size_t)((h * 0x9e3779b97f4a7c15ULL) >> m->shift);
     for (;;) {
-        int32_t e = m->slot[i];
-        if (e < 0 || (m->klen[e] == n && memcmp(m->key[e], s, n) == 0))
+        const strslot *sl = &m->slot[i];
+        if (sl->e < 0 || (sl->tag == tag && m->klen[sl->e] == n &&
+                          memcmp(m->key[sl->e], s, n) == 0))
             return i;
         i = (i + 1) & m->mask;
     }
 }
 
+/* Entry index of key s (h = fnv(s, n)), -1 when absent. */
 static int32_t strmap_find(const strmap *m, const char *s, size_t n, uint64_t h)
 {
-    return m->slot[strmap_probe(m, s, n, h)];
+    if (!m->slot)
+        return -1;
+    return m->slot[strmap_probe(m, s, n, h)].e;
 }
 
-/* Inserts or overwrites; returns the entry index, -1 when full. */
-static int32_t strmap_put(strmap *m, const char *s, size_t n, int32_t val)
+/* Keeps the load factor at most 1/2; returns -1 when out of memory. */
+static int strmap_reserve(strmap *m, size_t want)
 {
-    size_t i = strmap_probe(m, s, n, fnv(s, n));
-    int32_t e = m->slot[i];
-    if (e < 0) {
-        if (m->n == m->max)
+    if (want > INT32_MAX / 2)
+        return -1;
+    if (want > m->cap) {
+        size_t cap = m->cap ? m->cap : 64;
+        while (cap < want)
+            cap *= 2;
+        const char **k = realloc(m->key, cap * sizeof *k);
+        if (k)
+            m->key = k;
+        uint32_t *kl = realloc(m->klen, cap * sizeof *kl);
+        if (kl)
+            m->klen = kl;
+        int32_t *v = realloc(m->val, cap * sizeof *v);
+        if (v)
+            m->val = v;
+        if (!k || !kl || !v)
             return -1;
-        e = (int32_t)m->n++;
-        m->key[e] = s;
-        m->klen[e] = (uint32_t)n;
-        m->slot[i] = e;
+        m->cap = cap;
     }
+    if (m->slot && 2 * want <= m->mask + 1)
+        return 0;
+    size_t slots = 64;
+    while (slots < 2 * want)
+        slots *= 2;
+    strslot *sl = malloc(slots * sizeof *sl);
+    if (!sl)
+        return -1;
+    free(m->slot);
+    m->slot = sl;
+    m->mask = slots - 1;
+    m->shift = 64;
+    for (size_t k = slots; k > 1; k >>= 1)
+        m->shift--;
+    for (size_t i = 0; i < slots; i++)
+        sl[i].e = -1;
+    for (size_t e = 0; e < m->n; e++) {
+        uint64_t h = fnv(m->key[e], m->klen[e]);
+        size_t i = strmap_probe(m, m->key[e], m->klen[e], h);
+        sl[i].tag = (uint32_t)h;
+        sl[i].e = (int32_t)e;
+    }
+    return 0;
+}
+
+/* Inserts key s (h = fnv(s, n)) with val, or sets the value of an
+ * existing key when overwrite. Returns the entry index, -1 when out of
+ * memory. */
+static int32_t strmap_put_h(strmap *m, const char *s, size_t n, uint64_t h, int32_t val,
+                            int overwrite)
+{
+    if (strmap_reserve(m, m->n + 1))
+        return -1;
+    size_t i = strmap_probe(m, s, n, h);
+    int32_t e = m->slot[i].e;
+    if (e >= 0) {
+        if (overwrite)
+            m->val[e] = val;
+        return e;
+    }
+    e = (int32_t)m->n++;
+    m->key[e] = s;
+    m->klen[e] = (uint32_t)n;
     m->val[e] = val;
+    m->slot[i].tag = (uint32_t)h;
+    m->slot[i].e = e;
     return e;
+}
+
+static int32_t strmap_put(strmap *m, const char *s, size_t n, int32_t val, int overwrite)
+{
+    return strmap_put_h(m, s, n, fnv(s, n), val, overwrite);
 }
 
 /* ---- tokenizer ---- */
@@ -398,9 +454,9 @@ static kg_status encode_normalized(const kg_tokenizer *tok, const char *s, size_
             h = (h ^ (uint8_t)s[start + len - 1]) * FNV_PRIME;
             int32_t e = strmap_find(&tok->pieces, s + start, len, h);
             if (e < 0)
-                continue;
+                break; /* no piece starts with these bytes */
             int32_t id = tok->pieces.val[e];
-            if (m->pieces[id].type == KG_SPM_UNUSED)
+            if (id < 0 || m->pieces[id].type == KG_SPM_UNUSED)
                 continue;
             best_path *t = &bp[start + len];
             /* In sentencepiece the piece score is the result of a ternary
@@ -491,7 +547,8 @@ static kg_status build_pieces(kg_tokenizer *tok, kg_error *err)
     if (m->byte_fallback)
         return kg_error_set(err, KG_ERR_UNSUPPORTED,
                             "sentencepiece model: byte_fallback is not supported");
-    if (m->n_pieces > INT32_MAX / 2 || strmap_init(&tok->pieces, (size_t)m->n_pieces))
+    /* Pieces plus their distinct proper prefixes: 148k for Kosmos-G's 64k. */
+    if (m->n_pieces > INT32_MAX / 16 || strmap_reserve(&tok->pieces, 3 * (size_t)m->n_pieces))
         return kg_error_set(err, KG_ERR_NOMEM, "sentencepiece model: out of memory for %lld pieces",
                             (long long)m->n_pieces);
     tok->unk_id = -1;
@@ -522,9 +579,24 @@ static kg_status build_pieces(kg_tokenizer *tok, kg_error *err)
             return kg_error_set(err, KG_ERR_FORMAT,
                                 "sentencepiece model: piece %lld \"%.40s\" is already defined",
                                 (long long)i, s);
-        strmap_put(&tok->pieces, s, p->len, (int32_t)i);
+        if (strmap_put(&tok->pieces, s, p->len, (int32_t)i, 1) < 0)
+            return kg_error_set(err, KG_ERR_NOMEM, "sentencepiece model: out of memory");
         if (p->len > tok->max_piece_len)
             tok->max_piece_len = p->len;
+    }
+    /* Every proper prefix of a piece maps to -1, so the Viterbi stops
+     * extending a candidate as soon as no piece can match (as a trie walk). */
+    for (int64_t i = 0; i < m->n_pieces; i++) {
+        const kg_spm_piece *p = &m->pieces[i];
+        if (p->type != KG_SPM_NORMAL && p->type != KG_SPM_UNUSED)
+            continue;
+        const char *ps = m->strings + p->offset;
+        uint64_t h = FNV_BASIS;
+        for (uint32_t len = 1; len < p->len; len++) {
+            h = (h ^ (uint8_t)ps[len - 1]) * FNV_PRIME;
+            if (strmap_put_h(&tok->pieces, ps, len, h, -1, 0) < 0)
+                return kg_error_set(err, KG_ERR_NOMEM, "sentencepiece model: out of memory");
+        }
     }
     if (tok->unk_id < 0)
         return kg_error_set(err, KG_ERR_FORMAT, "sentencepiece model: unk is not defined");
@@ -541,8 +613,10 @@ static kg_status add_symbol(kg_tokenizer *tok, const char *s, size_t n, int over
 {
     if (!overwrite && strmap_find(&tok->dict, s, n, fnv(s, n)) >= 0)
         return KG_OK;
-    if (tok->n_symbols >= INT32_MAX || strmap_put(&tok->dict, s, n, (int32_t)tok->n_symbols) < 0)
+    if (tok->n_symbols >= INT32_MAX / 4)
         return kg_error_set(err, KG_ERR_FORMAT, "dict.txt: too many symbols");
+    if (strmap_put(&tok->dict, s, n, (int32_t)tok->n_symbols, 1) < 0)
+        return kg_error_set(err, KG_ERR_NOMEM, "dict.txt: out of memory");
     tok->n_symbols++;
     return KG_OK;
 }
@@ -606,7 +680,7 @@ static kg_status build_dict(kg_tokenizer *tok, const char *dict, size_t len, kg_
     tok->dict_buf[len] = '\0';
     for (size_t i = 0; i < len; i++)
         lines += dict[i] == '\n' || dict[i] == '\r';
-    if (lines > INT32_MAX / 4 || strmap_init(&tok->dict, lines + 16))
+    if (lines > INT32_MAX / 4 || strmap_reserve(&tok->dict, lines + 16))
         return kg_error_set(err, KG_ERR_NOMEM, "dict.txt: out of memory for %zu lines", lines);
 
     for (size_t i = 0; i < sizeof head / sizeof head[0]; i++)
