@@ -98,6 +98,9 @@ void kg_cuda_convert(kg_backend *be, void *dst, kg_dtype dd, const void *src, kg
 /* op table entries (semantics: engine/backend.h) */
 void kg_cuda_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
                     const kg_tensor *b);
+/* the plain GEMM linear falls back to when cuBLASLt offers no algorithm */
+void kg_cuda_gemm_simple(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
+                         const kg_tensor *b);
 void kg_cuda_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
                     const kg_tensor *b, int stride, int pad);
 void kg_cuda_group_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *gamma,

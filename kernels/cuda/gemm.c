@@ -6,7 +6,8 @@
  * column-major [K, N] matrix and transposed, y^T = op(w) x^T, so one GEMM
  * covers every leading batch dim. The heuristic's algorithm is cached per
  * (M, N, K, bias, pointer alignment) in a fixed table; descriptors live on
- * the stack (the *Init calls allocate nothing). */
+ * the stack (the *Init calls allocate nothing). Shapes cuBLASLt declines
+ * go to the plain kernel of gemm_fallback.cu. */
 #include <stdint.h>
 #include <string.h>
 
@@ -101,13 +102,11 @@ void kg_cuda_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_t
         LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al,
                                                 sizeof al),
            "alignment preference");
-        LT(cublasLtMatmulAlgoGetHeuristic(cu->lt, desc, la, lb, lc, lc, pref, 1, &res, &found),
-           "algorithm heuristic");
-        if (found < 1) {
-            kg_backend_fail(be, KG_ERR_DEVICE,
-                            "linear [%lld x %lld x %lld]: cuBLASLt has no algorithm for %s "
-                            "(alignment %u)",
-                            (long long)m, (long long)n, (long long)k, kg_dtype_name(x->dtype), align);
+        /* no algorithm (odd widths, poorly aligned views): the plain kernel */
+        if (cublasLtMatmulAlgoGetHeuristic(cu->lt, desc, la, lb, lc, lc, pref, 1, &res, &found) !=
+                CUBLAS_STATUS_SUCCESS ||
+            found < 1) {
+            kg_cuda_gemm_simple(be, y, x, w, b);
             return;
         }
         algo = res.algo;
