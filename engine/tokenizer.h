@@ -8,7 +8,8 @@
  *      match in a darts-clone trie, replacement strings from a blob), drop
  *      leading / collapse repeated / drop trailing spaces, add the dummy
  *      prefix, spaces -> U+2581;
- *   2. Viterbi over all pieces (float32 score sums, earliest start wins a
+ *   2. Viterbi over all pieces (float path scores, piece candidates summed
+ *      and compared in double as sentencepiece does, earliest start wins a
  *      tie); a character with no one-character piece is an unknown node
  *      scored min_score - 10, and consecutive unknown pieces are merged into
  *      one;
@@ -19,7 +20,9 @@
  * (including overlong forms, surrogates, truncated sequences, > U+10FFFF)
  * becomes U+FFFD, consuming that one byte - exactly sentencepiece's
  * normaliser. U+FFFD is no piece, so such bytes end up in an <unk> (3).
- * Encoding never fails on text content; only allocation can fail. */
+ * Encoding never fails on text content: errors are KG_ERR_NOMEM, KG_ERR_PROMPT
+ * for text over 2 GB, and KG_ERR_FORMAT when a corrupted charsmap points
+ * outside its string blob. */
 #ifndef KG_TOKENIZER_H
 #define KG_TOKENIZER_H
 
