@@ -14,7 +14,8 @@
 #
 # Environment: KG_DEVICE_BUILD (build folder, default /tmp/kg-device-build),
 # KG_CUDA_ARCH (default 90), KG_GOLDEN / KG_TINY_MODEL (passed to the tests
-# when set), KG_DEVICE_BUDGET_S.
+# when set; the tiny model is otherwise looked for in device-data/ and in a
+# carried build*/tests/), KG_DEVICE_BUDGET_S.
 set -u
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -202,6 +203,10 @@ fi
 step "build (gcc + nvcc sm_$ARCH, $JOBS jobs)" 240 env KG_DEVICE_MODE=build "$0" "$OUT_DIR"
 
 # ----------------------------------------------------------------- tests
+# the tiny model: $KG_TINY_MODEL, else one carried in device-data/ or a carried build folder
+if [ -z "${KG_TINY_MODEL:-}" ]; then
+    KG_TINY_MODEL=$(ls "$ROOT"/device-data/kosmosg_tiny.safetensors "$ROOT"/build*/tests/kosmosg_tiny.safetensors 2>/dev/null | head -n 1)
+fi
 TEST_ENV=()
 [ -n "${KG_GOLDEN:-}" ] && TEST_ENV+=("KG_GOLDEN=$KG_GOLDEN")
 [ -n "${KG_TINY_MODEL:-}" ] && TEST_ENV+=("KG_TINY_MODEL=$KG_TINY_MODEL")
@@ -213,9 +218,12 @@ fi
 for m in f16 bf16 f32; do
     [ -x "$BUILD/test_cuda_ops" ] && step "test_cuda_ops $m" 150 env ${TEST_ENV[@]+"${TEST_ENV[@]}"} "$BUILD/test_cuda_ops" "$m"
 done
+for m in f16 f32; do
+    [ -x "$BUILD/test_cuda_e2e" ] && step "test_cuda_e2e $m (tiny model: ${KG_TINY_MODEL:-none})" 120 env ${TEST_ENV[@]+"${TEST_ENV[@]}"} "$BUILD/test_cuda_e2e" "$m"
+done
 for t in "$BUILD"/test_cuda_*; do
     case $(basename "$t") in
-    test_cuda_init | test_cuda_ops) continue ;;
+    test_cuda_init | test_cuda_ops | test_cuda_e2e) continue ;;
     esac
     [ -x "$t" ] && step "$(basename "$t")" 120 env ${TEST_ENV[@]+"${TEST_ENV[@]}"} "$t"
 done
