@@ -55,8 +55,10 @@ kg_status kg_prompt_encode_n(const kg_tokenizer *tok, const char *prompt, size_t
     if (!seq)
         return kg_error_set(err, KG_ERR_INVALID_ARG, "kg_prompt_encode: NULL seq");
     memset(seq, 0, sizeof *seq);
-    if (!tok || !prompt)
+    if (!tok || (!prompt && len))
         return kg_error_set(err, KG_ERR_INVALID_ARG, "kg_prompt_encode: NULL argument");
+    if (!prompt)
+        prompt = "";
     if (image_tokens < 1 || image_tokens > (1 << 20))
         return kg_error_set(err, KG_ERR_INVALID_ARG, "kg_prompt_encode: image_tokens %lld",
                             (long long)image_tokens);
