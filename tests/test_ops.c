@@ -835,6 +835,10 @@ static void compute_suite(kg_ctx *c)
         {1, 150, 150, 2, 40, 40, 1, 1, 1}, {1, 300, 77, 8, 40, 40, 0, 0, 1},
         {1, 7, 9, 2, 40, 24, 0, 1, 1},     {1, 4096, 4096, 1, 40, 40, 0, 0, 61},
         {1, 1024, 1024, 1, 512, 512, 1, 0, 37},
+        /* v head width not a multiple of 8: the GEMM path; odd q/k width */
+        {1, 33, 33, 2, 23, 20, 1, 1, 1},   {2, 37, 41, 3, 13, 8, 0, 2, 1},
+        /* two work items per head on the fused path (510 rows each) */
+        {2, 600, 600, 1, 24, 24, 1, 1, 1},
     };
     test_linear(c, 1, 1, 1, 1);
     test_linear(c, 7, 23, 25, 1);
