@@ -42,12 +42,14 @@ static size_t fused_floats(const attn_geom *g)
     return (size_t)((g->hq + g->hv) * ((g->lk + 15) / 16 * 16) + FQ * (g->hv + 2) + FR * FK);
 }
 
-/* S[r, :kb] = q[r] . K[k0 + j] for a tile of FR query rows; kt holds K^T
- * in panels of 16 keys, [lk/16][hq][16], zero past the last key. */
+/* S[r, :kb] = scale q[r] . K[k0 + j] for a tile of FR query rows; kt holds
+ * K^T in panels of 16 keys, [lk/16][hq][16], zero past the last key. */
 __attribute__((target("avx2,fma"))) static void tile_scores(const float *const qr[FR],
                                                             int64_t hq, const float *kt,
-                                                            int64_t k0, int64_t kb, float *s)
+                                                            int64_t k0, int64_t kb, float scale,
+                                                            float *s)
 {
+    __m256 sc = _mm256_set1_ps(scale);
     for (int64_t j0 = 0; j0 < kb; j0 += 16) {
         __m256 c[FR][2];
         const float *kp = kt + (k0 + j0) * hq;
@@ -62,8 +64,8 @@ __attribute__((target("avx2,fma"))) static void tile_scores(const float *const q
             }
         }
         for (int r = 0; r < FR; r++) {
-            _mm256_storeu_ps(s + r * FK + j0, c[r][0]);
-            _mm256_storeu_ps(s + r * FK + j0 + 8, c[r][1]);
+            _mm256_storeu_ps(s + r * FK + j0, _mm256_mul_ps(c[r][0], sc));
+            _mm256_storeu_ps(s + r * FK + j0 + 8, _mm256_mul_ps(c[r][1], sc));
         }
     }
 }
@@ -143,7 +145,7 @@ static void fused_item(const attn_geom *g, const float *q, const float *kt, cons
             /* missing rows repeat the last one; their scores are zeroed */
             for (int r = 0; r < FR; r++)
                 qr[r] = q + (i + (r < rows ? r : rows - 1)) * g->dq;
-            tile_scores(qr, g->hq, kt, k0, kb, s);
+            tile_scores(qr, g->hq, kt, k0, kb, g->scale, s);
             for (int r = 0; r < FR; r++) {
                 float *sr = s + r * FK, mx, alpha;
                 int64_t lim = g->causal ? i + r + 1 - k0 : kb;
@@ -152,8 +154,10 @@ static void fused_item(const attn_geom *g, const float *q, const float *kt, cons
                     continue;
                 }
                 lim = lim > kb ? kb : lim < 0 ? 0 : lim;
-                for (int64_t j = 0; j < lim; j++)
-                    sr[j] = pad && pad[k0 + j] ? -INFINITY : sr[j] * g->scale;
+                if (pad)
+                    for (int64_t j = 0; j < lim; j++)
+                        if (pad[k0 + j])
+                            sr[j] = -INFINITY;
                 for (int64_t j = lim; j < kb; j++)
                     sr[j] = -INFINITY;
                 mx = kg_cpu_max(sr, kb);
