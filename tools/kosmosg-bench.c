@@ -338,6 +338,16 @@ static void random_input(kg_ctx *c, kg_tensor *t, uint64_t seed)
     free(h);
 }
 
+/* user + system CPU seconds of this process: on a shared machine wall time alone
+ * cannot tell a slow kernel from a busy neighbour */
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
 static double peak_rss_gib(void)
 {
     struct rusage ru;
@@ -464,22 +474,25 @@ int main(int argc, char **argv)
     gflop = batch * (is_unet ? UNET_GFLOP_PER_SAMPLE : VAE_GFLOP_PER_DECODE);
     for (int r = 0; r < warmup + reps; r++) {
         kg_status s;
-        double dt;
+        double dt, cpu0 = cpu_seconds(), load[1] = {0};
         t0 = now();
         s = is_unet ? kg_unet_forward(&c, unet, &out, &x, ts, &ctx) : kg_vae_decode(&c, vae, &out, &x);
         if (s == KG_OK && be->ops->sync)
             s = be->ops->sync(be);
         dt = now() - t0;
+        cpu0 = cpu_seconds() - cpu0;
+        if (getloadavg(load, 1) < 1)
+            load[0] = -1;
         if (s != KG_OK) {
             kg_ctx_status(&c, &err);
             die("%s", err.msg);
         }
         if (r < warmup) {
-            printf("warm-up %d: %.2f s\n", r + 1, dt);
+            printf("warm-up %d: %.2f s (cpu %.1f s, load %.1f)\n", r + 1, dt, cpu0, load[0]);
             continue;
         }
-        printf("run %d: %.2f s, %.1f GFLOP/s effective (%.0f GFLOP)\n", r + 1 - warmup, dt,
-               gflop / dt, gflop);
+        printf("run %d: %.2f s, %.1f GFLOP/s effective (%.0f GFLOP); cpu %.1f s, load average "
+               "%.1f\n", r + 1 - warmup, dt, gflop / dt, gflop, cpu0, load[0]);
         if (dt < best)
             best = dt;
     }
