@@ -193,6 +193,11 @@ build() {
         o=$BUILD/$(basename "$f" .c)
         gcc "${CFLAGS[@]}" "$f" "$BUILD/testutil.o" "$BUILD/libkg.a" "${LIBS[@]}" -o "$o" || fail=1
     done
+    # the benchmark, once it can run on the CUDA backend
+    if grep -q kg_backend_cuda_new "$ROOT/tools/kosmosg-bench.c" 2>/dev/null; then
+        gcc "${CFLAGS[@]}" -I"$ROOT/tools" "$ROOT/tools/kosmosg-bench.c" "$BUILD/libkg.a" "${LIBS[@]}" \
+            -o "$BUILD/kosmosg-bench" || fail=1
+    fi
     return $fail
 }
 
@@ -227,6 +232,14 @@ for t in "$BUILD"/test_cuda_*; do
     esac
     [ -x "$t" ] && step "$(basename "$t")" 120 env ${TEST_ENV[@]+"${TEST_ENV[@]}"} "$t"
 done
+
+# ------------------------------------------------------------- benchmark
+if [ -x "$BUILD/kosmosg-bench" ]; then
+    step "kosmosg-bench unet batch 2 (cuda)" 90 "$BUILD/kosmosg-bench" --component unet --batch 2 --backend cuda --warmup 1 --reps 3
+    step "kosmosg-bench vae 64->512 (cuda)" 90 "$BUILD/kosmosg-bench" --component vae --backend cuda --warmup 1 --reps 2
+else
+    ROWS+=("| kosmosg-bench | NOT RUN (no CUDA support in tools/kosmosg-bench.c yet) | - | - | - |")
+fi
 
 # ------------------------------------------------------- compute-sanitizer
 SAN=$(command -v compute-sanitizer || ls "$CUDA_HOME"/bin/compute-sanitizer 2>/dev/null ||
