@@ -46,6 +46,7 @@ typedef struct kg_cuda_gemm_plan {
 
 typedef struct kg_cuda_conv_plan {
     int64_t key[9]; /* B, Ci, H, W, Co, kh, kw, stride, pad */
+    int direct; /* cuDNN offered no algorithm: the plain kernel of conv2d.cu */
     cudnnConvolutionFwdAlgo_t algo;
     cudnnMathType_t math;
     size_t ws_bytes;
