@@ -9,14 +9,17 @@
  * C 320/640/1280 at 64/32/16/8 squared, U-Net and VAE convolutions, MLLM
  * GEMMs, every attention case of the models) plus odd ones. Float results
  * must reach NMSE <= 5e-4 (f16/bf16) or 1e-6 (f32); integer-valued GEMM
- * and conv inputs must give exactly the CPU's result. Exits 77 (skipped)
- * when there is no CUDA device. */
+ * and conv inputs must give exactly the CPU's result. A last round runs
+ * GEMM, conv and attention again on the plain kernels (the fallbacks of
+ * cuBLASLt, cuDNN and the tensor-core attention). Exits 77 (skipped) when
+ * there is no CUDA device. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda/backend_cuda.h"
+#include "cuda/cuda_kernels.h"
 #include "testutil.h"
 
 typedef struct pair {
@@ -587,6 +590,25 @@ static void odd_shapes(void)
     t_embedding(KG_I64);
 }
 
+/* for the plain kernels: the odd and exact cases of the three ops, one
+ * model shape each */
+static void plain_shapes(int small)
+{
+    t_linear(3, 5, 7, 11, 1, 0);
+    t_linear(2, 33, 100, 65, 1, 1);
+    t_conv(1, 3, 5, 7, 2, 3, 2, 0, 0);
+    t_conv(1, 6, 11, 13, 5, 5, 1, 2, 0);
+    t_conv(1, 64, 16, 16, 64, 3, 1, 1, 1);
+    t_attention("plain odd", 2, 33, 45, 3, 17, 9, 0, 1);
+    t_attention("plain MLLM", 2, 136, 136, 32, 64, 64, 1, 0);
+    t_attention("plain AlignerNet", 3, 77, 40, 12, 64, 64, 0, 2);
+    if (small)
+        return;
+    t_linear(1, 136, 2048, 2048, 1, 0);
+    t_conv(2, 320, 32, 32, 320, 3, 1, 1, 0);
+    t_attention("plain U-Net self 32x32", 2, 1024, 1024, 8, 80, 80, 0, 0);
+}
+
 /* the shapes of the real models */
 static void model_shapes(void)
 {
@@ -657,6 +679,7 @@ int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "f16";
     int small = argc > 2 && !strcmp(argv[2], "small");
+    int cpu_seat = getenv("KG_CUDA_OPS_CPU") && atoi(getenv("KG_CUDA_OPS_CPU"));
     kg_dtype dt = !strcmp(mode, "bf16") ? KG_BF16 : !strcmp(mode, "f32") ? KG_F32 : KG_F16;
     kg_error err = {0};
     kg_status st;
@@ -665,7 +688,7 @@ int main(int argc, char **argv)
     /* KG_CUDA_OPS_CPU=1 puts a second CPU backend in the CUDA seat: the
      * suite then checks itself (every case must pass with NMSE 0) on a
      * machine without a GPU */
-    if (getenv("KG_CUDA_OPS_CPU") && atoi(getenv("KG_CUDA_OPS_CPU"))) {
+    if (cpu_seat) {
         dt = KG_F32;
         st = kg_backend_cpu_new(&G, 0, &err);
     } else {
@@ -690,6 +713,13 @@ int main(int argc, char **argv)
     odd_shapes();
     if (!small)
         model_shapes();
+    if (!cpu_seat) {
+        /* the paths cuBLASLt, cuDNN or the tensor-core kernel normally take */
+        printf("-- again with the plain kernels (fallback GEMM, direct conv, CUDA-core attention)\n");
+        kg_cuda_of(G)->force_plain = 1;
+        plain_shapes(small);
+        kg_cuda_of(G)->force_plain = 0;
+    }
 
     kgt_check(G->n_allocs == allocs, "no device allocation inside the ops (%zu -> %zu)", allocs,
               G->n_allocs);

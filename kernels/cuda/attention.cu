@@ -388,7 +388,7 @@ extern "C" void kg_cuda_attention(kg_backend *be, kg_tensor *o, const kg_tensor 
                         (long long)nb, n_heads);
         return;
     }
-    if (q->dtype != KG_F32) {
+    if (q->dtype != KG_F32 && !cu->force_plain) {
         tc_args t;
         size_t off[7];
         t.lq = a.lq;

@@ -61,6 +61,7 @@ typedef struct kg_cuda_block {
 
 typedef struct kg_cuda {
     int device;
+    int force_plain; /* tests: the plain kernels instead of cuBLASLt, cuDNN and tensor cores */
     kg_cuda_block *blocks;
     int smem_optin;  /* bytes of shared memory a block may opt in to */
     cudaStream_t stream;
