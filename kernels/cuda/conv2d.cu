@@ -2,7 +2,8 @@
  * compute: PSEUDO_HALF / PSEUDO_BFLOAT16 configurations), then the bias.
  *
  * The algorithm is chosen once per shape with the v7 heuristic, limited to
- * the workspace allocated at creation, and cached in a fixed table; a shape
+ * the workspace allocated at creation and to GEMM-style algorithms (no FFT
+ * or Winograd), and cached in a fixed table; a shape
  * or dtype cuDNN offers nothing for runs a plain direct kernel instead. The
  * F32 mode asks for FMA math so TF32 never changes the parity results. */
 #include <string.h>
@@ -74,6 +75,16 @@ static void conv_direct(kg_backend *be, kg_tensor *y, const kg_tensor *x, const 
     kg_cuda_check_launch(be, "conv2d (direct)");
 }
 
+/* GEMM-style algorithms only: FFT and Winograd transform the operands and
+ * round in between (worse in fp16), so integer inputs would no longer give
+ * exact sums and the parity suite could not demand them. */
+static int exact_sums(cudnnConvolutionFwdAlgo_t a)
+{
+    return a == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM ||
+           a == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ||
+           a == CUDNN_CONVOLUTION_FWD_ALGO_GEMM || a == CUDNN_CONVOLUTION_FWD_ALGO_DIRECT;
+}
+
 static cudnnDataType_t dnn_type(kg_dtype dt)
 {
     return dt == KG_F16 ? CUDNN_DATA_HALF : dt == KG_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
@@ -137,7 +148,8 @@ extern "C" void kg_cuda_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x,
             found = 0;
         for (int i = 0; i < found && pick < 0; i++)
             if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= KG_CUDA_DNN_WS_BYTES &&
-                (x->dtype != KG_F32 || perf[i].mathType != CUDNN_TENSOR_OP_MATH))
+                (x->dtype != KG_F32 || perf[i].mathType != CUDNN_TENSOR_OP_MATH) &&
+                exact_sums(perf[i].algo))
                 pick = i;
         if (pick < 0) {
             /* no cuDNN algorithm for this shape/dtype within the workspace */
