@@ -934,6 +934,11 @@ int main(void)
     test_permute(&c, 4, (int64_t[]){2, 64, 23, 25}, (int[]){0, 2, 3, 1});
     test_permute(&c, 3, (int64_t[]){9, 7, 5}, (int[]){1, 0, 2, 3});
     test_permute(&c, 2, (int64_t[]){23, 7}, (int[]){1, 0, 2, 3});
+    /* blocked transposes: token <-> channel layouts, block tails */
+    test_permute(&c, 3, (int64_t[]){2, 37, 530}, (int[]){0, 2, 1, 3});
+    test_permute(&c, 2, (int64_t[]){300, 70}, (int[]){1, 0, 2, 3});
+    test_permute(&c, 4, (int64_t[]){2, 23, 25, 64}, (int[]){0, 3, 1, 2});
+    test_permute(&c, 4, (int64_t[]){3, 17, 5, 33}, (int[]){3, 0, 2, 1});
     test_copy(&c);
     test_embedding(&c, KG_I32);
     test_embedding(&c, KG_I64);

@@ -48,39 +48,82 @@ void kg_cpu_concat(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_te
     }
 }
 
+/* Side of the square blocks a transposing permute copies through. */
+#define TB 16
+
+static inline void copy_elem(char *y, const char *x, size_t es)
+{
+    if (es == 4)
+        memcpy(y, x, 4);
+    else if (es == 2)
+        memcpy(y, x, 2);
+    else
+        memcpy(y, x, es);
+}
+
 void kg_cpu_permute(kg_backend *be, kg_tensor *y, const kg_tensor *x, const int perm[KG_MAX_DIMS])
 {
     kg_cpu *cpu = kg_cpu_of(be);
     size_t es = kg_dtype_size(x->dtype);
-    int64_t xs[KG_MAX_DIMS], st[KG_MAX_DIMS], n[KG_MAX_DIMS];
+    int nd = y->ndim, lead = KG_MAX_DIMS - nd, ds = -1, o0, o1;
+    int64_t xs[KG_MAX_DIMS], st[KG_MAX_DIMS], n[KG_MAX_DIMS], ys[KG_MAX_DIMS], nblk, n_tasks;
     const char *xd = x->data;
     char *yd = y->data;
 
-    /* st[d]: the x stride (elements) of y's dim d; unused dims have size 1 */
-    xs[KG_MAX_DIMS - 1] = 1;
-    for (int d = KG_MAX_DIMS - 1; d > 0; d--)
-        xs[d - 1] = xs[d] * (d < x->ndim ? x->shape[d] : 1);
+    /* Dims are right-aligned: n[3] is y's last dim. st[d] is the x stride
+     * (in elements) of y's dim d, ys[d] its y stride. */
+    xs[nd - 1] = 1;
+    for (int d = nd - 1; d > 0; d--)
+        xs[d - 1] = xs[d] * x->shape[d];
     for (int d = 0; d < KG_MAX_DIMS; d++) {
-        st[d] = xs[perm[d]];
-        n[d] = d < y->ndim ? y->shape[d] : 1;
+        n[d] = d < lead ? 1 : y->shape[d - lead];
+        st[d] = d < lead ? 0 : xs[perm[d - lead]];
     }
+    ys[3] = 1;
+    for (int d = 3; d > 0; d--)
+        ys[d - 1] = ys[d] * n[d];
+    if (kg_tensor_numel(y) == 0)
+        return;
+    /* the y dim that walks x contiguously, when it is not the last one */
+    for (int d = 0; d < 3; d++)
+        if (st[d] == 1 && n[d] > 1)
+            ds = d;
 
+    if (ds < 0 || st[3] == 1) {
+        /* the last dim is contiguous in x (or nothing is): plain row copies */
 #pragma omp parallel for num_threads(cpu->n_threads) schedule(static) collapse(2) \
     if (kg_tensor_numel(y) > PAR_MIN)
-    for (int64_t i0 = 0; i0 < n[0]; i0++)
-        for (int64_t i1 = 0; i1 < n[1]; i1++) {
-            char *yr = yd + (size_t)((i0 * n[1] + i1) * n[2] * n[3]) * es;
-            for (int64_t i2 = 0; i2 < n[2]; i2++) {
-                const char *xr = xd + (size_t)(i0 * st[0] + i1 * st[1] + i2 * st[2]) * es;
-                if (es == 4)
+        for (int64_t i0 = 0; i0 < n[0]; i0++)
+            for (int64_t i1 = 0; i1 < n[1]; i1++)
+                for (int64_t i2 = 0; i2 < n[2]; i2++) {
+                    const char *xr = xd + (size_t)(i0 * st[0] + i1 * st[1] + i2 * st[2]) * es;
+                    char *yr = yd + (size_t)(i0 * ys[0] + i1 * ys[1] + i2 * ys[2]) * es;
                     for (int64_t i3 = 0; i3 < n[3]; i3++)
-                        ((float *)yr)[i3] = ((const float *)xr)[i3 * st[3]];
-                else
-                    for (int64_t i3 = 0; i3 < n[3]; i3++)
-                        memcpy(yr + (size_t)i3 * es, xr + (size_t)(i3 * st[3]) * es, es);
-                yr += (size_t)n[3] * es;
-            }
+                        copy_elem(yr + (size_t)i3 * es, xr + (size_t)(i3 * st[3]) * es, es);
+                }
+        return;
+    }
+    /* a transpose between y dims ds and 3: TB x TB blocks, so both the
+     * reads (along ds) and the writes (along 3) stay within a few lines */
+    o0 = ds == 0 ? 1 : 0;
+    o1 = ds == 2 ? 1 : 2;
+    nblk = (n[ds] + TB - 1) / TB;
+    n_tasks = n[o0] * n[o1] * nblk;
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) \
+    if (kg_tensor_numel(y) > PAR_MIN)
+    for (int64_t t = 0; t < n_tasks; t++) {
+        int64_t a = t / (n[o1] * nblk), b = t / nblk % n[o1], i0 = t % nblk * TB;
+        int64_t i1 = n[ds] - i0 < TB ? n[ds] : i0 + TB;
+        const char *xb = xd + (size_t)(a * st[o0] + b * st[o1]) * es;
+        char *yb = yd + (size_t)(a * ys[o0] + b * ys[o1]) * es;
+        for (int64_t j0 = 0; j0 < n[3]; j0 += TB) {
+            int64_t j1 = n[3] - j0 < TB ? n[3] : j0 + TB;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = j0; j < j1; j++)
+                    copy_elem(yb + (size_t)(i * ys[ds] + j) * es, xb + (size_t)(i + j * st[3]) * es,
+                              es);
         }
+    }
 }
 
 /* n elements of float dtype sd at src -> float dtype dd at dst. */
