@@ -174,16 +174,13 @@ static inline void kgt_f16e_fill(kg_backend *be, kg_tensor *y, float value)
     kgt_f16e_out(y);
 }
 
-/* A CPU backend (n_threads as kg_backend_cpu_new) whose op table emulates fp16
- * storage. upsample and permute only move activations, already fp16 values, so
- * they keep the CPU's ops; concat and copy may read a weight (the connector's
- * latent queries), so their results are rounded. */
-static inline kg_status kgt_f16e_backend_new(kg_backend **out, int n_threads, kg_error *err)
+/* Replaces the op table of the CPU backend be with the fp16-storage emulation.
+ * upsample and permute only move activations, already fp16 values, so they keep
+ * the CPU's ops; concat and copy may read a weight (the connector's latent
+ * queries), so their results are rounded. */
+static inline void kgt_f16e_wrap(kg_backend *be)
 {
-    kg_status st = kg_backend_cpu_new(out, n_threads, err);
-    if (st != KG_OK)
-        return st;
-    kgt_f16e_cpu = (*out)->ops;
+    kgt_f16e_cpu = be->ops;
     kgt_f16e_ops = *kgt_f16e_cpu;
     kgt_f16e_ops.name = "cpu-f16-emulated";
     kgt_f16e_ops.upload_f32 = kgt_f16e_upload_f32;
@@ -202,8 +199,16 @@ static inline kg_status kgt_f16e_backend_new(kg_backend **out, int n_threads, kg
     kgt_f16e_ops.embedding = kgt_f16e_embedding;
     kgt_f16e_ops.l2_normalize = kgt_f16e_l2_normalize;
     kgt_f16e_ops.fill = kgt_f16e_fill;
-    (*out)->ops = &kgt_f16e_ops;
-    return KG_OK;
+    be->ops = &kgt_f16e_ops;
+}
+
+/* A CPU backend (n_threads as kg_backend_cpu_new) with the emulating op table. */
+static inline kg_status kgt_f16e_backend_new(kg_backend **out, int n_threads, kg_error *err)
+{
+    kg_status st = kg_backend_cpu_new(out, n_threads, err);
+    if (st == KG_OK)
+        kgt_f16e_wrap(*out);
+    return st;
 }
 
 #endif

@@ -11,7 +11,17 @@
  * measured 1.4e-4 between its own f32 and f64 runs), uint8 images at most 1
  * level off. Guidance <= 1: the official code returns 2n images, the first n
  * unconditional; we return only the n conditional ones (docs/critical-details.md),
- * compared with the golden's second half. Weights: $KG_TINY_MODEL. */
+ * compared with the golden's second half. Weights: $KG_TINY_MODEL.
+ *
+ * KG_TEST_BACKEND picks the backend the api and cancel runs use: cpu (default),
+ * cuda (exit 77 without a device) or cpu-f16 (the CPU backend with the fp16-storage
+ * emulation of tests/f16_emulation.h on the session: the fp16 checks without a GPU).
+ * The fp16 backends cannot reach the fp32 tolerances, so they are checked by NMSE
+ * against the float64 stages instead: every float stage (encoder outputs, noise
+ * predictions, latents, the float image) NMSE <= 1e-3, uint8 images PSNR >= 30 dB
+ * (docs/gpu-parity.md derives both); tokens and timesteps stay exact. They also run
+ * the request on the CPU from the same latents and report the PSNR between the two
+ * backends' images (>= 30 dB). The cli runs always use the CPU. */
 #include <math.h>
 #include <png.h>
 #include <stdio.h>
@@ -19,14 +29,23 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "f16_emulation.h"
 #include "json.h"
 #include "kosmosg.h"
+#include "model.h"
 #include "st_writer.h"
 #include "testutil.h"
 
 #define ATOL 1e-4
 #define RTOL 1e-3
 #define ATOL_LATENTS 5e-4
+#define NMSE_FP16 1e-3
+#define PSNR_FP16 35.0
+
+typedef enum test_backend { TB_CPU, TB_CUDA, TB_CPU_F16 } test_backend;
+
+/* KG_TEST_BACKEND; the fp16 checks replace allclose unless it is the CPU */
+static test_backend tb = TB_CPU;
 
 typedef struct stage {
     char name[64];
@@ -177,6 +196,46 @@ static void set_params(const gcase *c, kg_params *p)
     p->init_latents = c->noise;
 }
 
+/* NMSE of got against the float64 reference, NaN/Inf first. */
+static int compare_nmse(const char *label, const float *got, const double *ref, size_t n)
+{
+    double se = 0.0, sr = 0.0, ma = 0.0, e;
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - ref[i];
+        if (!isfinite(got[i])) {
+            bad++;
+            continue;
+        }
+        se += d * d;
+        sr += ref[i] * ref[i];
+        ma = fabs(d) > ma ? fabs(d) : ma;
+    }
+    if (bad)
+        return kgt_check(0, "%s: %zu of %zu values NaN/Inf", label, bad, n);
+    e = sr > 0.0 ? se / sr : INFINITY;
+    return kgt_check(e <= NMSE_FP16, "%s: NMSE %.3e (<= %.0e), max |diff| %.3e, rms ref %.3e",
+                     label, e, NMSE_FP16, ma, sqrt(sr / (double)(n ? n : 1)));
+}
+
+static void compare(const char *label, const float *got, const double *ref, size_t n, double atol,
+                    double rtol)
+{
+    if (tb == TB_CPU)
+        kgt_compare(label, got, ref, n, atol, rtol);
+    else
+        compare_nmse(label, got, ref, n);
+}
+
+/* PSNR in dB of two uint8 images of n values (INFINITY when identical). */
+static double psnr_u8(const uint8_t *a, const double *b, size_t n)
+{
+    double se = 0.0;
+    for (size_t i = 0; i < n; i++)
+        se += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    return se > 0.0 ? 10.0 * log10(255.0 * 255.0 * (double)n / se) : INFINITY;
+}
+
 /* Compares `got` with golden key (rows [row0, row0 + rows) of its first dim
  * when rows > 0), after an optional NHWC -> NCHW permutation of the golden. */
 static void cmp(const gcase *c, const stages *s, const char *stage_name, const char *key,
@@ -207,10 +266,10 @@ static void cmp(const gcase *c, const stages *s, const char *stage_name, const c
                 for (int64_t y = 0; y < H; y++)
                     for (int64_t x = 0; x < W; x++)
                         t[((b * C + ch) * H + y) * W + x] = sel[((b * H + y) * W + x) * C + ch];
-        kgt_compare(label, got->data, t, cnt, atol, rtol);
+        compare(label, got->data, t, cnt, atol, rtol);
         free(t);
     } else {
-        kgt_compare(label, got->data, sel, cnt, atol, rtol);
+        compare(label, got->data, sel, cnt, atol, rtol);
     }
     free(ref);
 }
@@ -242,6 +301,13 @@ static void cmp_u8(const gcase *c, const uint8_t *got, size_t cnt, const char *k
         return;
     if (n < skip + cnt) {
         kgt_check(0, "%s: %s has %zu values, need %zu", c->name, key, n, skip + cnt);
+        free(ref);
+        return;
+    }
+    if (tb != TB_CPU) {
+        double p = psnr_u8(got, ref + skip, cnt);
+        kgt_check(p >= PSNR_FP16, "%s: %s uint8 image: PSNR %.2f dB (>= %.0f)", c->name, key, p,
+                  PSNR_FP16);
         free(ref);
         return;
     }
@@ -307,18 +373,67 @@ static void compare_stages(const gcase *c, const stages *s, const kg_output *out
     }
 }
 
-static int open_model(kg_model **m, kg_session **s)
+#define SKIP 77
+
+/* 1 when open, 0 on failure, SKIP when the backend has no device. */
+static int open_model(kg_model **m, kg_session **s, test_backend b)
 {
     kg_error err = {0};
     kg_model_options o;
     const char *path = getenv("KG_TINY_MODEL");
+    kg_status st;
     kg_model_options_init(&o);
-    o.backend = KG_BACKEND_CPU;
+    o.backend = b == TB_CUDA ? KG_BACKEND_CUDA : KG_BACKEND_CPU;
+    o.precision = KG_PRECISION_FP16;
     if (!path)
         return kgt_check(0, "KG_TINY_MODEL is set");
-    if (kg_model_open(m, path, &o, &err) != KG_OK || kg_session_new(s, *m, &err) != KG_OK)
-        return kgt_check(0, "open %s: %s", path, err.msg);
+    st = kg_model_open(m, path, &o, &err);
+    if (st == KG_ERR_NO_DEVICE) {
+        printf("SKIP: no CUDA device: %s\n", err.msg);
+        return SKIP;
+    }
+    if (st != KG_OK || kg_session_new(s, *m, &err) != KG_OK)
+        return kgt_check(0, "open %s (%s): %s", path, kg_backend_kind_name(o.backend), err.msg);
+    if (b == TB_CPU_F16)
+        kgt_f16e_wrap((*s)->be); /* the session's backend runs every op of kg_generate */
     return 1;
+}
+
+/* The same request on the CPU from the same latents: PSNR of the fp16 backend's
+ * images against the CPU's. */
+static void compare_with_cpu(const gcase *c, const kg_params *p, const kg_output *out)
+{
+    kg_model *m = NULL;
+    kg_session *s = NULL;
+    kg_output ref = {0};
+    kg_error err = {0};
+    size_t n;
+    double *r = NULL;
+
+    if (open_model(&m, &s, TB_CPU) != 1)
+        goto done;
+    if (!kgt_check(kg_generate(s, p, NULL, NULL, NULL, &ref, &err) == KG_OK,
+                   "%s: CPU kg_generate: %s", c->name, err.msg))
+        goto done;
+    n = (size_t)ref.n * ref.width * ref.height * 3;
+    if (!kgt_check(ref.n == out->n && ref.width == out->width && ref.height == out->height,
+                   "%s: CPU and %s images of the same size", c->name, tb == TB_CUDA ? "CUDA" : "fp16"))
+        goto done;
+    r = malloc(n * sizeof *r);
+    if (!r)
+        goto done;
+    for (size_t i = 0; i < n; i++)
+        r[i] = ref.rgb[i];
+    {
+        double db = psnr_u8(out->rgb, r, n);
+        kgt_check(db >= PSNR_FP16, "%s: %s vs CPU uint8 images from the same latents: PSNR %.2f dB "
+                  "(>= %.0f)", c->name, tb == TB_CUDA ? "CUDA" : "emulated fp16", db, PSNR_FP16);
+    }
+done:
+    free(r);
+    kg_output_free(&ref);
+    kg_session_free(s);
+    kg_model_close(m);
 }
 
 static int run_api(const char *name)
@@ -330,20 +445,23 @@ static int run_api(const char *name)
     kg_output out = {0};
     kg_error err = {0};
     stages st = {0};
-    if (!load_case(&c, name) || !open_model(&m, &s))
+    int rc = 0;
+    if (!load_case(&c, name) || (rc = open_model(&m, &s, tb)) != 1)
         goto done;
     set_params(&c, &p);
     if (!kgt_check(kg_generate(s, &p, NULL, on_dump, &st, &out, &err) == KG_OK, "%s: kg_generate: %s",
                    name, err.msg))
         goto done;
     compare_stages(&c, &st, &out);
+    if (tb != TB_CPU)
+        compare_with_cpu(&c, &p, &out);
 done:
     stages_free(&st);
     kg_output_free(&out);
     kg_session_free(s);
     kg_model_close(m);
     free_case(&c);
-    return kgt_finish();
+    return rc == SKIP ? SKIP : kgt_finish();
 }
 
 static int write_png(const char *path, const kg_image *im)
@@ -454,8 +572,9 @@ static int run_cancel(void)
     cancel_state cs = {0, 2, 0};
     kg_status rc;
     size_t allocs;
+    int open = 0;
 
-    if (!load_case(&c, "two_images_dpms") || !open_model(&m, &s))
+    if (!load_case(&c, "two_images_dpms") || (open = open_model(&m, &s, tb)) != 1)
         goto done;
     set_params(&c, &p);
     p.steps = 40;
@@ -483,11 +602,22 @@ done:
     kg_session_free(s);
     kg_model_close(m);
     free_case(&c);
-    return kgt_finish();
+    return open == SKIP ? SKIP : kgt_finish();
 }
 
 int main(int argc, char **argv)
 {
+    const char *b = getenv("KG_TEST_BACKEND");
+    if (b && *b && strcmp(b, "cpu")) {
+        if (!strcmp(b, "cuda")) {
+            tb = TB_CUDA;
+        } else if (!strcmp(b, "cpu-f16")) {
+            tb = TB_CPU_F16;
+        } else {
+            fprintf(stderr, "KG_TEST_BACKEND must be cpu, cuda or cpu-f16, not '%s'\n", b);
+            return 2;
+        }
+    }
     if (argc >= 3 && !strcmp(argv[1], "api"))
         return run_api(argv[2]);
     if (argc >= 4 && !strcmp(argv[1], "cli"))
