@@ -140,6 +140,7 @@ int main(int argc, char **argv)
         {B_CONV, "conv2d 1280->1280 16x16 3x3 p1", 1280, 1280, 16, 3},
         {B_CONV, "conv2d 1280->1280 8x8 3x3 p1", 1280, 1280, 8, 3},
         {B_CONV, "conv2d 320->320 64x64 1x1", 320, 320, 64, 1},
+        {B_CONV, "conv2d 128->128 256x256 3x3 p1 (VAE)", 128, 128, 256, 3},
         {B_ATTN, "attention self 4096x4096, 8 heads x 40", 4096, 4096, 8, 40},
         {B_ATTN, "attention cross 4096x77, 8 heads x 40", 4096, 77, 8, 40},
         {B_ATTN, "attention self 1024x1024, 8 heads x 80", 1024, 1024, 8, 80},
