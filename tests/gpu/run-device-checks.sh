@@ -257,3 +257,20 @@ fi
 
 set +x
 echo "done in $(elapsed) s; summary in $SUMMARY"
+
+# ------------------ golden e2e cases and the whole-model benchmark on CUDA (docs/gpu-parity.md)
+# test_e2e needs the golden e2e files: $KG_GOLDEN or a carried device-data/golden.
+GOLDEN_DIR=${KG_GOLDEN:-$(ls -d "$ROOT"/device-data/golden 2>/dev/null | head -n 1)}
+if [ -n "$GOLDEN_DIR" ] && [ -n "${KG_TINY_MODEL:-}" ] && [ -e "$GOLDEN_DIR/kosmosg/e2e_two_images_dpms.safetensors" ] &&
+    gcc "${CFLAGS[@]}" -I"$ROOT/tools" "$ROOT/tests/test_e2e.c" "$ROOT/tools/st_writer.c" "$BUILD/testutil.o" \
+        "$BUILD/libkg.a" "${LIBS[@]}" -lpng -o "$BUILD/test_e2e"; then
+    for c in two_images_dpms text_negative_dpms variation_g1_dpms two_images_ddim text_pndm app512_dpms; do
+        step "test_e2e api $c (cuda vs float64 golden)" 90 \
+            env KG_GOLDEN="$GOLDEN_DIR" KG_TINY_MODEL="$KG_TINY_MODEL" KG_TEST_BACKEND=cuda "$BUILD/test_e2e" api "$c"
+    done
+else
+    ROWS+=("| test_e2e on cuda | NOT RUN (needs golden e2e files in \$KG_GOLDEN or device-data/golden, the tiny model, libpng) | - | - | - |")
+fi
+[ -x "$BUILD/kosmosg-bench" ] &&
+    step "kosmosg-bench --component all (cuda)" 150 "$BUILD/kosmosg-bench" --component all --backend cuda --warmup 1 --reps 3
+echo "done in $(elapsed) s; summary in $SUMMARY"
