@@ -205,7 +205,7 @@ if [ "$MODE" = build ]; then
     build
     exit $?
 fi
-step "build (gcc + nvcc sm_$ARCH, $JOBS jobs)" 240 env KG_DEVICE_MODE=build "$0" "$OUT_DIR"
+step "build (gcc + nvcc sm_$ARCH, $JOBS jobs)" 240 env KG_DEVICE_MODE=build bash "$0" "$OUT_DIR"
 
 # ----------------------------------------------------------------- tests
 # the tiny model: $KG_TINY_MODEL, else one carried in device-data/ or a carried build folder
