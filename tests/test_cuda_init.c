@@ -3,9 +3,12 @@
  * Without a device (CI, build machines) creation must fail with
  * KG_ERR_NO_DEVICE, a message, no backend, and no leaked host memory over
  * repeated tries. With a device, creation and release must succeed for
- * every dtype, and invalid arguments must still be rejected. */
+ * every dtype, an impossible allocation must return NULL without a sticky
+ * error, the converting transfers must round-trip across staging chunks,
+ * and invalid arguments must still be rejected. */
 #include <malloc.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda/backend_cuda.h"
@@ -69,6 +72,34 @@ static void with_device(int n)
             kgt_check(p && be->n_allocs == 1 && be->bytes_allocated == (1u << 20), "alloc 1 MiB");
             be->ops->free(be, p);
             kgt_check(be->bytes_allocated == 0, "free returns the bytes");
+        }
+        {
+            /* out of memory is the caller's KG_ERR_NOMEM: NULL, no sticky error */
+            size_t before = be->n_allocs;
+            void *p = be->ops->alloc(be, (size_t)1 << 50);
+            kgt_check(!p && be->n_allocs == before && be->err.code == KG_OK,
+                      "alloc of 1 PiB returns NULL without a sticky error");
+        }
+        {
+            /* f32 round trip through the 8 MiB staging buffers: 3 chunks */
+            int64_t n = 5 << 20;
+            float *h = malloc((size_t)n * sizeof *h), *back = malloc((size_t)n * sizeof *back);
+            kg_tensor t = kg_tensor_1d(be->ops->alloc(be, (size_t)n * kg_dtype_size(dts[i])), dts[i], n);
+            int64_t bad = 0;
+            for (int64_t j = 0; j < n; j++)
+                h[j] = (float)(j % 2049) - 1024.0f; /* integers: exact in f16, bf16 rounds some */
+            be->ops->upload_f32(be, &t, h);
+            be->ops->download_f32(be, back, &t);
+            for (int64_t j = 0; j < n; j++) {
+                float want = dts[i] == KG_BF16 ? kg_bf16_to_f32(kg_f32_to_bf16(h[j])) : h[j];
+                bad += back[j] != want;
+            }
+            kgt_check(t.data && bad == 0 && be->err.code == KG_OK,
+                      "upload_f32/download_f32 of %lld values round-trip (%lld differ)", (long long)n,
+                      (long long)bad);
+            be->ops->free(be, t.data);
+            free(h);
+            free(back);
         }
         kgt_check(be->ops->sync(be) == KG_OK, "sync on an idle backend");
         kg_backend_free(be);
