@@ -96,6 +96,10 @@ void kg_cpu_sgemm_c(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, c
     }
 }
 
+/* Work split of kg_cpu_sgemm (see there). */
+#define PIECES 4
+#define MIN_PIECE 192
+
 void kg_cpu_sgemm_st(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
@@ -114,22 +118,27 @@ void kg_cpu_sgemm(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t 
                   int64_t ldc)
 {
     int nt = cpu->n_threads;
-    /* Split the larger side into one contiguous piece per thread (rows in
-     * multiples of 8, columns in multiples of 16, to keep the tiles whole). */
+    /* Split the larger side into contiguous pieces (rows in multiples of 8,
+     * columns in multiples of 16, to keep the tiles whole): up to PIECES per
+     * thread, handed out dynamically so a thread the OS preempts on a busy
+     * machine does not hold up the rest, but none thinner than MIN_PIECE. */
     int split_m = M >= N || M >= 256;
     int64_t unit = split_m ? 8 : 16;
     int64_t total = split_m ? M : N;
-    int64_t per = ((total + nt - 1) / nt + unit - 1) / unit * unit;
-    if (nt <= 1 || (double)M * N * K < 2e6 || per >= total) {
+    int64_t pieces = total / MIN_PIECE < PIECES * nt ? total / MIN_PIECE : PIECES * nt;
+    int64_t per, n_pieces;
+    if (pieces < nt)
+        pieces = nt;
+    per = ((total + pieces - 1) / pieces + unit - 1) / unit * unit;
+    n_pieces = (total + per - 1) / per;
+    if (nt <= 1 || (double)M * N * K < 2e6 || n_pieces < 2) {
         kg_cpu_sgemm_st(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int t = 0; t < nt; t++) {
-        int64_t s = (int64_t)t * per;
+#pragma omp parallel for num_threads(nt) schedule(dynamic)
+    for (int64_t t = 0; t < n_pieces; t++) {
+        int64_t s = t * per;
         int64_t n = total - s < per ? total - s : per;
-        if (n <= 0)
-            continue;
         if (split_m)
             kg_cpu_sgemm_st(trans_b, n, N, K, alpha, A + s * lda, lda, B, ldb, beta, C + s * ldc,
                             ldc);
