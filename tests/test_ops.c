@@ -117,7 +117,8 @@ static void test_gemm_c(int trans_b, int64_t m, int64_t k, int64_t n, float alph
     int64_t lda = k + 3, ldb = (trans_b ? k : n) + 5, ldc = n + 2;
     float *a = rand_buf((size_t)(m * lda), -1.0, 1.0);
     float *b = rand_buf((size_t)((trans_b ? n : k) * ldb), -1.0, 1.0);
-    float *cm = rand_buf((size_t)(m * ldc), -1.0, 1.0), *got = malloc((size_t)(m * n) * sizeof *got);
+    float *cm = rand_buf((size_t)(m * ldc), -1.0, 1.0);
+    float *got = malloc((size_t)(m * n) * sizeof *got);
     double *ref = dbuf((size_t)(m * n));
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {

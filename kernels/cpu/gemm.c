@@ -12,7 +12,8 @@
 
 /* Register tile of the C kernel: MR rows x NR columns of C in 12 vector
  * accumulators (fits the 16 AVX2 registers with two B vectors and one
- * broadcast). KC x NC is the packed panel of B, 128 KiB, on the stack of the calling thread. */
+ * broadcast). KC x NC is the packed panel of B: 128 KiB on the calling
+ * thread's stack. */
 #define MR 6
 #define NR 16
 #define KC 256
@@ -36,7 +37,8 @@ static void pack_b(int trans_b, const float *B, int64_t ldb, int64_t k0, int64_t
         for (int64_t k = 0; k < kc; k++) {
             float *dst = bp + k * NR;
             for (int64_t j = 0; j < nr; j++)
-                dst[j] = trans_b ? B[(n0 + j0 + j) * ldb + k0 + k] : B[(k0 + k) * ldb + n0 + j0 + j];
+                dst[j] = trans_b ? B[(n0 + j0 + j) * ldb + k0 + k]
+                                 : B[(k0 + k) * ldb + n0 + j0 + j];
             for (int64_t j = nr; j < NR; j++)
                 dst[j] = 0.0f;
         }

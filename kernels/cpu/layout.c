@@ -40,7 +40,8 @@ void kg_cpu_concat(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_te
     na = (size_t)(a->shape[dim] * inner) * es;
     nbb = (size_t)(b->shape[dim] * inner) * es;
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (kg_tensor_numel(y) > PAR_MIN)
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) \
+    if (kg_tensor_numel(y) > PAR_MIN)
     for (int64_t r = 0; r < outer; r++) {
         char *yr = yd + (size_t)r * (na + nbb);
         memcpy(yr, ad + (size_t)r * na, na);
@@ -140,7 +141,9 @@ static void convert(void *dst, kg_dtype dd, const void *src, kg_dtype sd, int64_
     }
 #pragma omp parallel for num_threads(nt) schedule(static) if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
-        float v = sd == KG_F32 ? sf[i] : sd == KG_F16 ? kg_f16_to_f32(sh[i]) : kg_bf16_to_f32(sh[i]);
+        float v = sd == KG_F32   ? sf[i]
+                  : sd == KG_F16 ? kg_f16_to_f32(sh[i])
+                                 : kg_bf16_to_f32(sh[i]);
         if (dd == KG_F32)
             df[i] = v;
         else

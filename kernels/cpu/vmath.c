@@ -29,7 +29,7 @@ __attribute__((target("avx2,fma"))) static inline __m256 exp8(__m256 x)
     const __m256 lo = _mm256_set1_ps(-87.33654f), hi = _mm256_set1_ps(88.72283f);
     __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ), nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
     __m256 x0 = x, n, r, p;
-    __m256i e;
+    __m256i e, e1, e2;
     x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
     n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -45,12 +45,12 @@ __attribute__((target("avx2,fma"))) static inline __m256 exp8(__m256 x)
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     /* n in [-126, 128]: 2^n built in the exponent field; 2^128 is split */
     e = _mm256_cvtps_epi32(n);
-    p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(
-                             _mm256_add_epi32(_mm256_srai_epi32(e, 1), _mm256_set1_epi32(127)), 23)));
-    p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(
-                             _mm256_add_epi32(_mm256_sub_epi32(e, _mm256_srai_epi32(e, 1)),
-                                              _mm256_set1_epi32(127)),
-                             23)));
+    e1 = _mm256_srai_epi32(e, 1);
+    e2 = _mm256_sub_epi32(e, e1);
+    p = _mm256_mul_ps(p, _mm256_castsi256_ps(
+                             _mm256_slli_epi32(_mm256_add_epi32(e1, _mm256_set1_epi32(127)), 23)));
+    p = _mm256_mul_ps(p, _mm256_castsi256_ps(
+                             _mm256_slli_epi32(_mm256_add_epi32(e2, _mm256_set1_epi32(127)), 23)));
     return _mm256_blendv_ps(_mm256_andnot_ps(under, p), x0, nan);
 }
 
