@@ -200,6 +200,7 @@ static void release(kg_cuda *cu)
         cudnnDestroy(cu->dnn);
     if (cu->lt)
         cublasLtDestroy(cu->lt);
+    cudaFree(cu->gn_partials);
     cudaFree(cu->flags_dev);
     cudaFreeHost(cu->flags_host);
     cudaFree(cu->stage_dev);
@@ -336,6 +337,8 @@ kg_status kg_backend_cuda_new(kg_backend **out, int device_id, kg_dtype dtype, k
     RT(cudaMalloc(&cu->stage_dev, KG_CUDA_STAGE_BYTES), "device staging buffer");
     RT(cudaHostAlloc(&cu->stage_host, KG_CUDA_STAGE_BYTES, cudaHostAllocDefault),
        "pinned staging buffer");
+    RT(cudaMalloc((void **)&cu->gn_partials, 2 * KG_CUDA_GN_PARTIALS * sizeof(float)),
+       "group norm partial sums");
     RT(cudaMalloc((void **)&cu->flags_dev, sizeof *cu->flags_dev), "device flags");
     RT(cudaHostAlloc((void **)&cu->flags_host, sizeof *cu->flags_host, cudaHostAllocDefault),
        "pinned flags");

@@ -24,6 +24,9 @@ extern "C" {
 #define KG_CUDA_DNN_WS_BYTES ((size_t)256 << 20)
 /* Pinned host + device staging for the converting f32 transfers. */
 #define KG_CUDA_STAGE_BYTES ((size_t)8 << 20)
+/* Group norm partial sums (floats, each of two arrays) for groups spread
+ * over several blocks; larger requests take the one-block-per-group path. */
+#define KG_CUDA_GN_PARTIALS 65536
 /* Plans cached per shape; a full table still works (the plan is recomputed). */
 #define KG_CUDA_GEMM_PLANS 256
 #define KG_CUDA_CONV_PLANS 128
@@ -71,6 +74,7 @@ typedef struct kg_cuda {
     void *dnn_ws;
     void *stage_host;  /* pinned, KG_CUDA_STAGE_BYTES */
     void *stage_dev;   /* device, KG_CUDA_STAGE_BYTES */
+    float *gn_partials; /* device, 2 * KG_CUDA_GN_PARTIALS: sums, then squared deviations */
     kg_cuda_flags *flags_dev;
     kg_cuda_flags *flags_host; /* pinned */
     cudnnTensorDescriptor_t x_desc, y_desc;
