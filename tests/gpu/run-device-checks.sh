@@ -233,14 +233,6 @@ for t in "$BUILD"/test_cuda_*; do
     [ -x "$t" ] && step "$(basename "$t")" 120 env ${TEST_ENV[@]+"${TEST_ENV[@]}"} "$t"
 done
 
-# ------------------------------------------------------------- benchmark
-if [ -x "$BUILD/kosmosg-bench" ]; then
-    step "kosmosg-bench unet batch 2 (cuda)" 90 "$BUILD/kosmosg-bench" --component unet --batch 2 --backend cuda --warmup 1 --reps 3
-    step "kosmosg-bench vae 64->512 (cuda)" 90 "$BUILD/kosmosg-bench" --component vae --backend cuda --warmup 1 --reps 2
-else
-    ROWS+=("| kosmosg-bench | NOT RUN (no CUDA support in tools/kosmosg-bench.c yet) | - | - | - |")
-fi
-
 # ------------------------------------------------------- compute-sanitizer
 SAN=$(command -v compute-sanitizer || ls "$CUDA_HOME"/bin/compute-sanitizer 2>/dev/null ||
     ls /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -n 1)
