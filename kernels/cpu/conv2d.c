@@ -68,9 +68,9 @@ static int conv_shared(kg_cpu *cpu, const conv_geom *g, int64_t nb, int64_t co, 
         const float *xb = xd + bi * g->ci * g->h * g->w, *col = xb;
         float *yb = yd + bi * co * P;
         if (!direct) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-            for (int t = 0; t < nt; t++)
-                im2col(g, xb, kc * t / nt, kc * (t + 1) / nt, 0, P, cpu->scratch);
+#pragma omp parallel for num_threads(nt) schedule(dynamic)
+            for (int t = 0; t < 4 * nt; t++)
+                im2col(g, xb, kc * t / (4 * nt), kc * (t + 1) / (4 * nt), 0, P, cpu->scratch);
             col = cpu->scratch;
         }
         kg_cpu_sgemm(cpu, 0, co, P, kc, 1.0f, wd, kc, col, P, 0.0f, yb, P);

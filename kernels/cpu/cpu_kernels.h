@@ -3,7 +3,10 @@
  *
  * Threading: every op splits its work with OpenMP over n_threads. BLAS is
  * kept single-threaded and called from inside those OpenMP regions, so the
- * two thread pools never compete for the same cores. */
+ * two thread pools never compete for the same cores. Loops hand out work
+ * dynamically in pieces of a few thousand elements (or a few rows): when
+ * the OS preempts one thread on a busy machine, the other keeps working
+ * instead of waiting at the op's closing barrier for a fixed half. */
 #ifndef KG_CPU_KERNELS_H
 #define KG_CPU_KERNELS_H
 

@@ -15,7 +15,7 @@ void kg_cpu_activation(kg_backend *be, kg_tensor *y, const kg_tensor *x, kg_act 
     const float *xd = x->data;
     float *yd = y->data;
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic) if (n > PAR_MIN)
     for (int64_t t = 0; t < n_chunks; t++) {
         int64_t i0 = t * CHUNK, m = n - i0 < CHUNK ? n - i0 : CHUNK;
         if (act == KG_ACT_GELU)
@@ -33,7 +33,7 @@ void kg_cpu_geglu(kg_backend *be, kg_tensor *y, const kg_tensor *x)
     const float *xd = x->data;
     float *yd = y->data;
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (rows * n > PAR_MIN)
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) if (rows * n > PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *val = xd + r * 2 * n, *gate = val + n;
         float *yr = yd + r * n;
@@ -54,7 +54,7 @@ void kg_cpu_binary(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_te
     if (n == 0 || nb == 0)
         return;
     if (bcast == KG_BCAST_SAME) {
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 8192) if (n > PAR_MIN)
         for (int64_t i = 0; i < n; i++)
             yd[i] = add ? ad[i] + bd[i] : ad[i] * bd[i];
         return;
@@ -63,7 +63,7 @@ void kg_cpu_binary(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_te
     inner = bcast == KG_BCAST_TILE ? nb : n / nb;
     outer = n / inner;
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) if (n > PAR_MIN)
     for (int64_t r = 0; r < outer; r++) {
         const float *ar = ad + r * inner;
         float *yr = yd + r * inner;
@@ -94,11 +94,11 @@ void kg_cpu_axpby(kg_backend *be, kg_tensor *y, float alpha, const kg_tensor *a,
     float *yd = y->data;
 
     if (bd) {
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 8192) if (n > PAR_MIN)
         for (int64_t i = 0; i < n; i++)
             yd[i] = alpha * ad[i] + beta * bd[i];
     } else {
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 8192) if (n > PAR_MIN)
         for (int64_t i = 0; i < n; i++)
             yd[i] = alpha * ad[i];
     }
@@ -110,7 +110,7 @@ void kg_cpu_fill(kg_backend *be, kg_tensor *y, float value)
     int64_t n = kg_tensor_numel(y);
     float *yd = y->data;
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 8192) if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++)
         yd[i] = value;
 }

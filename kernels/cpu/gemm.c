@@ -168,7 +168,7 @@ void kg_cpu_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
     kg_cpu_sgemm(cpu, 1, M, N, K, 1.0f, x->data, K, w->data, K, 0.0f, yd, N);
     if (b) {
         const float *bd = b->data;
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (M * N > 65536)
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) if (M * N > 65536)
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++)
                 yd[i * N + j] += bd[j];

@@ -14,7 +14,8 @@ void kg_cpu_upsample_nearest2x(kg_backend *be, kg_tensor *y, const kg_tensor *x)
     const float *xd = x->data;
     float *yd = y->data;
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (planes * h * w > PAR_MIN)
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) \
+    if (planes * h * w > PAR_MIN)
     for (int64_t r = 0; r < planes * h; r++) {
         const float *xr = xd + r * w;
         float *y0 = yd + r * 4 * w, *y1 = y0 + 2 * w;
@@ -40,7 +41,7 @@ void kg_cpu_concat(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_te
     na = (size_t)(a->shape[dim] * inner) * es;
     nbb = (size_t)(b->shape[dim] * inner) * es;
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) \
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) \
     if (kg_tensor_numel(y) > PAR_MIN)
     for (int64_t r = 0; r < outer; r++) {
         char *yr = yd + (size_t)r * (na + nbb);
@@ -92,7 +93,7 @@ void kg_cpu_permute(kg_backend *be, kg_tensor *y, const kg_tensor *x, const int 
 
     if (ds < 0 || st[3] == 1) {
         /* the last dim is contiguous in x (or nothing is): plain row copies */
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) collapse(2) \
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) collapse(2) \
     if (kg_tensor_numel(y) > PAR_MIN)
         for (int64_t i0 = 0; i0 < n[0]; i0++)
             for (int64_t i1 = 0; i1 < n[1]; i1++)
@@ -110,7 +111,7 @@ void kg_cpu_permute(kg_backend *be, kg_tensor *y, const kg_tensor *x, const int 
     o1 = ds == 2 ? 1 : 2;
     nblk = (n[ds] + TB - 1) / TB;
     n_tasks = n[o0] * n[o1] * nblk;
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) \
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic) \
     if (kg_tensor_numel(y) > PAR_MIN)
     for (int64_t t = 0; t < n_tasks; t++) {
         int64_t a = t / (n[o1] * nblk), b = t / nblk % n[o1], i0 = t % nblk * TB;
@@ -139,7 +140,7 @@ static void convert(void *dst, kg_dtype dd, const void *src, kg_dtype sd, int64_
         memmove(dst, src, (size_t)n * kg_dtype_size(dd));
         return;
     }
-#pragma omp parallel for num_threads(nt) schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 8192) if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         float v = sd == KG_F32   ? sf[i]
                   : sd == KG_F16 ? kg_f16_to_f32(sh[i])

@@ -54,7 +54,7 @@ void kg_cpu_layer_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const k
     const float *xd = x->data, *gd = gamma->data, *bd = beta ? beta->data : NULL;
     float *yd = y->data;
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (rows * d > 16384)
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) if (rows * d > 16384)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = xd + r * d;
         float *yr = yd + r * d;
@@ -79,7 +79,7 @@ void kg_cpu_softmax(kg_backend *be, kg_tensor *y, const kg_tensor *x)
     const float *xd = x->data;
     float *yd = y->data;
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (rows * d > 16384)
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) if (rows * d > 16384)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = xd + r * d;
         float *yr = yd + r * d;
@@ -96,7 +96,7 @@ void kg_cpu_l2_normalize(kg_backend *be, kg_tensor *y, const kg_tensor *x, float
     const float *xd = x->data;
     float *yd = y->data;
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(static) if (rows * d > 16384)
+#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) if (rows * d > 16384)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = xd + r * d;
         float *yr = yd + r * d;
