@@ -437,13 +437,15 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
   GstVideoInfo *infos = g_new0 (GstVideoInfo, MAX (n, 1));
   guint mapped = 0;
   GstKosmosGFilterPad *missing = NULL;
+  gboolean live = GST_CLOCK_TIME_IS_VALID (gst_aggregator_get_latency (agg));
 
   for (l = pads; l; l = l->next) {
     GstKosmosGFilterPad *pad = l->data;
     GstAggregatorPad *aggpad = GST_AGGREGATOR_PAD (pad);
     GstBuffer *buf;
 
-    /* only the newest image counts: older queued ones are stale */
+    /* live: only the newest image counts, older queued ones are stale;
+     * not live: every image is a reference set of its own */
     while ((buf = gst_aggregator_pad_pop_buffer (aggpad))) {
       GstClockTime rt;
 
@@ -458,6 +460,8 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
           && (!GST_CLOCK_TIME_IS_VALID (pts) || rt > pts))
         pts = rt;
       gst_buffer_unref (buf);
+      if (!live)
+        break;
     }
     if (!gst_aggregator_pad_is_eos (aggpad)
         || gst_aggregator_pad_has_buffer (aggpad))
