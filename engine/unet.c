@@ -511,6 +511,10 @@ kg_status kg_unet_forward(kg_ctx *c, const kg_unet *m, kg_tensor *out, const kg_
     char p[96];
     size_t mark;
 
+    if (!timesteps) {
+        kg_backend_fail(c->be, KG_ERR_INVALID_ARG, "unet: no timesteps given");
+        return kg_ctx_status(c, NULL);
+    }
     if (sample->ndim != 4 || sample->shape[1] != cfg->in_channels || H % f || W % f ||
         context->ndim != 3 || context->shape[0] != B ||
         context->shape[2] != cfg->cross_attention_dim || out->ndim != 4 || out->shape[0] != B ||

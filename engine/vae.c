@@ -33,10 +33,22 @@ kg_status kg_vae_config_from_json(kg_vae_config *cfg, const kg_json *j, kg_error
         cfg->n_blocks = 1; /* diffusers' default (64,); SD1.5 sets (128, 256, 512, 512) */
         cfg->block_out_channels[0] = 64;
     }
-    cfg->latent_channels = (int64_t)kg_json_number(kg_json_get(j, "latent_channels"), 4);
-    cfg->out_channels = (int64_t)kg_json_number(kg_json_get(j, "out_channels"), 3);
-    cfg->layers_per_block = (int)kg_json_number(kg_json_get(j, "layers_per_block"), 1);
-    cfg->norm_num_groups = (int)kg_json_number(kg_json_get(j, "norm_num_groups"), 32);
+    {
+        static const struct { const char *key; double dflt; } ints[] = {
+            {"latent_channels", 4}, {"out_channels", 3}, {"layers_per_block", 1},
+            {"norm_num_groups", 32}};
+        double v[4];
+        for (int i = 0; i < 4; i++) {
+            v[i] = kg_json_number(kg_json_get(j, ints[i].key), ints[i].dflt);
+            if (v[i] != floor(v[i]) || v[i] < 1 || v[i] > 1e6)
+                return kg_error_set(err, KG_ERR_FORMAT, "vae config: '%s' is not a positive integer",
+                                    ints[i].key);
+        }
+        cfg->latent_channels = (int64_t)v[0];
+        cfg->out_channels = (int64_t)v[1];
+        cfg->layers_per_block = (int)v[2];
+        cfg->norm_num_groups = (int)v[3];
+    }
 
     s = kg_json_string(kg_json_get(j, "act_fn"));
     if (kg_json_get(j, "act_fn") && (!s || strcmp(s, "silu")))

@@ -38,6 +38,41 @@ static kg_status load(kg_unet *m, kg_backend *be, const kg_st_file *st, kg_error
     return s == KG_OK ? kg_unet_load(m, &cfg, be, st, "", err) : s;
 }
 
+/* Inputs that do not fit the model give a sticky error instead of a crash. */
+static void run_bad_inputs(kg_backend *be, const kg_unet *m, const char *tag)
+{
+    int64_t f = (int64_t)1 << (m->cfg.n_blocks - 1);
+    float t[1] = {500.0f};
+    kg_ctx c;
+    kg_error err = {0};
+    kg_tensor x, cx, out;
+    kg_status s;
+
+    kgt_ctx(&c, be, 8 << 20);
+    x = kg_new4(&c, 1, m->cfg.in_channels, 2 * f + 1, 2 * f);
+    cx = kg_new3(&c, 1, 3, m->cfg.cross_attention_dim);
+    out = kg_new4(&c, 1, m->cfg.out_channels, 2 * f + 1, 2 * f);
+    s = kg_unet_forward(&c, m, &out, &x, t, &cx);
+    kg_ctx_status(&c, &err);
+    kgt_check(s == KG_ERR_SHAPE && strstr(err.msg, "unet:"), "%s: height not a multiple of %lld: %s (%s)",
+              tag, (long long)f, kg_status_name(s), err.msg);
+    kg_ctx_clear_error(&c);
+    kg_reset(&c, 0);
+    x = kg_new4(&c, 1, m->cfg.in_channels, 2 * f, 2 * f);
+    out = kg_new4(&c, 1, m->cfg.out_channels, 2 * f, 2 * f);
+    s = kg_unet_forward(&c, m, &out, &x, NULL, &cx);
+    kg_ctx_status(&c, &err);
+    kgt_check(s == KG_ERR_INVALID_ARG, "%s: no timesteps: %s (%s)", tag, kg_status_name(s), err.msg);
+    kg_ctx_clear_error(&c);
+    cx = kg_new3(&c, 1, 3, m->cfg.cross_attention_dim + 1);
+    s = kg_unet_forward(&c, m, &out, &x, t, &cx);
+    kg_ctx_status(&c, &err);
+    kgt_check(s == KG_ERR_SHAPE, "%s: context width %lld: %s (%s)", tag,
+              (long long)m->cfg.cross_attention_dim + 1, kg_status_name(s), err.msg);
+    kg_ctx_clear_error(&c);
+    kg_ctx_release(&c);
+}
+
 static void run_tag(kg_backend *be, const char *tag)
 {
     char path[128];
@@ -108,6 +143,7 @@ static void run_tag(kg_backend *be, const char *tag)
     }
     kgt_taps_free(&taps);
     kg_ctx_release(&c);
+    run_bad_inputs(be, &m, tag);
 done:
     kg_unet_free(&m, be);
     kg_st_close(w);
