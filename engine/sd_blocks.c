@@ -46,9 +46,10 @@ void kg_sd_resnet_forward(kg_ctx *c, const kg_sd_resnet *r, kg_tensor *out, cons
         kg_linear(c, &p, temb_act, &r->temb_w, &r->temb_b);
         kg_add_spread(c, &h, &h, &p);
     }
-    /* GN2's output can reuse t when the block keeps its width */
-    if (r->in != r->out)
-        t = kg_new4(c, B, r->out, H, W);
+    /* GN1's output is dead after conv1: GN2's output reuses its memory unless the
+     * block widens (at 512x512 in the VAE each such map is 134 MiB per image) */
+    t = r->in >= r->out ? kg_tensor_make(t.data, t.dtype, 4, (int64_t[]){B, r->out, H, W})
+                        : kg_new4(c, B, r->out, H, W);
     kg_group_norm_silu(c, &t, &h, &r->norm2_w, &r->norm2_b, r->groups, r->eps);
     kg_conv2d(c, out, &t, &r->conv2_w, &r->conv2_b, 1, 1);
     if (r->has_shortcut) {
