@@ -84,8 +84,9 @@ static int is_float(kg_dtype dt)
 /* stages whose NMSE must reach the goal: the encoder and the first step */
 static int gated(const char *name)
 {
+    /* latents.init is float noise uploaded to fp16 storage: rounded, so not exact */
     static const char *prefixes[] = {"preprocess.", "clip.", "connector.", "cond", "uncond",
-                                     "eps.uncond.0", "eps.cond.0"};
+                                     "eps.uncond.0", "eps.cond.0", "latents.init"};
     for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++)
         if (!strncmp(name, prefixes[i], strlen(prefixes[i])))
             return 1;
@@ -96,7 +97,7 @@ static void compare_stage(const char *name, const kg_tensor *g, const kg_tensor 
 {
     size_t n = (size_t)kg_tensor_numel(c), bad = 0, diff = 0;
     double se = 0.0, sr = 0.0, nmse;
-    int exact = !is_float(c->dtype) || !strcmp(name, "latents.init") || !strcmp(name, "timesteps");
+    int exact = !is_float(c->dtype) || !strcmp(name, "timesteps");
 
     if (!kgt_check(kg_tensor_same_shape(g, c) && (size_t)kg_tensor_numel(g) == n,
                    "%s: same shape on both backends", name))
