@@ -462,38 +462,47 @@ static void transformer_forward(kg_ctx *c, const kg_unet_config *cfg,
     kg_reset(c, mark);
 }
 
-/* One up block into out (allocated by the caller), its scratch released. */
+/* One up block into out (allocated by the caller). Resnet and attention outputs
+ * alternate between two maps and each concatenation is released right after its
+ * resnet, so the block's scratch does not grow with its layers. */
 static void up_block_forward(kg_ctx *c, const kg_unet *m, int i, kg_tensor *out,
                              const kg_tensor *x, kg_tensor *skips, int *ns,
                              const kg_tensor *temb_act, const kg_tensor *context)
 {
     const kg_unet_block *b = &m->up[i];
-    int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3];
+    int64_t B = x->shape[0], C = b->resnets[0].out, H = x->shape[2], W = x->shape[3];
     size_t mark = kg_mark(c);
-    kg_tensor h = *x;
+    kg_tensor buf[2];
+    const kg_tensor *h = x;
+    int next = 0;
     char p[96];
 
+    buf[0] = kg_new4(c, B, C, H, W);
+    buf[1] = kg_new4(c, B, C, H, W);
     for (int l = 0; l < b->n_layers; l++) {
-        const kg_sd_resnet *r = &b->resnets[l];
         const kg_tensor *skip = &skips[--*ns];
-        kg_tensor cat = kg_new4(c, B, h.shape[1] + skip->shape[1], H, W);
-        kg_tensor y = kg_new4(c, B, r->out, H, W);
-        kg_concat(c, &cat, &h, skip, 1);
-        kg_sd_resnet_forward(c, r, &y, &cat, temb_act);
-        kg_tap(c, &y, "up_blocks.%d.resnets.%d", i, l);
-        h = y;
+        kg_tensor *dst = &buf[next];
+        size_t m2 = kg_mark(c);
+        kg_tensor cat = kg_new4(c, B, h->shape[1] + skip->shape[1], H, W);
+        kg_concat(c, &cat, h, skip, 1);
+        kg_sd_resnet_forward(c, &b->resnets[l], dst, &cat, temb_act);
+        kg_reset(c, m2);
+        kg_tap(c, dst, "up_blocks.%d.resnets.%d", i, l);
+        h = dst;
+        next ^= 1;
         if (b->has_attn) {
-            y = kg_new4(c, B, r->out, H, W);
+            dst = &buf[next];
             snprintf(p, sizeof p, "up_blocks.%d.attentions.%d", i, l);
-            transformer_forward(c, &m->cfg, &b->attns[l], &y, &h, context, p);
-            h = y;
+            transformer_forward(c, &m->cfg, &b->attns[l], dst, h, context, p);
+            h = dst;
+            next ^= 1;
         }
     }
     if (b->has_resample) {
-        kg_sd_upsample_forward(c, out, &h, &b->resample_w, &b->resample_b);
+        kg_sd_upsample_forward(c, out, h, &b->resample_w, &b->resample_b);
         kg_tap(c, out, "up_blocks.%d.upsamplers.0", i);
     } else {
-        kg_copy(c, out, &h);
+        kg_copy(c, out, h);
     }
     kg_tap(c, out, "up_blocks.%d", i);
     kg_reset(c, mark);
