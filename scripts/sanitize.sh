@@ -24,7 +24,7 @@ ninja -C "$dir"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-export KG_STRESS_CYCLES=${KG_STRESS_CYCLES:-200}
+export KG_STRESS_CYCLES=${KG_STRESS_CYCLES:-200} KG_STRESS_GST_N=${KG_STRESS_GST_N:-20}
 export GST_REGISTRY_FORK=no
 skip=(--no-suite fuzz)
 if [ "${KG_SANITIZE_GST:-0}" != 1 ]; then
