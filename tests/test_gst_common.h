@@ -19,7 +19,7 @@
 #define TEST_SINK_CAPS "video/x-raw,width=64,height=64"
 #define META_NAME "KosmosGGenerationMeta"
 
-static const gchar *
+G_GNUC_UNUSED static const gchar *
 tiny_model (void)
 {
   const gchar *p = g_getenv ("KG_TINY_MODEL");
@@ -29,7 +29,7 @@ tiny_model (void)
 }
 
 /* A floating-free element with the test defaults and a bus of its own. */
-static GstElement *
+G_GNUC_UNUSED static GstElement *
 make_element (const gchar * factory, const gchar * prompt, guint steps,
     GstBus ** bus)
 {
@@ -48,7 +48,7 @@ make_element (const gchar * factory, const gchar * prompt, guint steps,
 }
 
 /* Deterministic test picture: every byte a function of (x, y, channel). */
-static GstBuffer *
+G_GNUC_UNUSED static GstBuffer *
 make_ref (GstVideoFormat fmt, gint w, gint h, guint salt, GstVideoInfo * info)
 {
   GstVideoFrame frame;
@@ -72,7 +72,7 @@ make_ref (GstVideoFormat fmt, gint w, gint h, guint salt, GstVideoInfo * info)
   return buf;
 }
 
-static gchar *
+G_GNUC_UNUSED static gchar *
 caps_string (const GstVideoInfo * info)
 {
   GstCaps *caps = gst_video_info_to_caps (info);
@@ -82,7 +82,7 @@ caps_string (const GstVideoInfo * info)
   return s;
 }
 
-static void
+G_GNUC_UNUSED static void
 set_src_caps (GstHarness * h, const GstVideoInfo * info)
 {
   gchar *s = caps_string (info);
@@ -91,7 +91,7 @@ set_src_caps (GstHarness * h, const GstVideoInfo * info)
   g_free (s);
 }
 
-static kg_pixel_format
+G_GNUC_UNUSED static kg_pixel_format
 kg_format_of (GstVideoFormat f)
 {
   switch (f) {
@@ -114,7 +114,7 @@ kg_format_of (GstVideoFormat f)
 
 /* kg_generate on the same inputs, as the reference for the element's
  * bytes: n_images reference buffers with their infos. */
-static void
+G_GNUC_UNUSED static void
 engine_generate (const gchar * prompt, GstBuffer ** refs,
     const GstVideoInfo * infos, gint n_images, gint width, gint height,
     gint num_images, kg_output * out)
@@ -161,7 +161,7 @@ engine_generate (const gchar * prompt, GstBuffer ** refs,
 }
 
 /* Asserts buf holds image index of out, in RGB or RGBA (alpha 255). */
-static void
+G_GNUC_UNUSED static void
 assert_same_image (GstBuffer * buf, GstCaps * caps, const kg_output * out,
     gint index)
 {
@@ -192,7 +192,7 @@ assert_same_image (GstBuffer * buf, GstCaps * caps, const kg_output * out,
   fail_unless_equals_int (diff, 0);
 }
 
-static GstStructure *
+G_GNUC_UNUSED static GstStructure *
 meta_of (GstBuffer * buf)
 {
   GstCustomMeta *meta = gst_buffer_get_custom_meta (buf, META_NAME);
@@ -203,7 +203,7 @@ meta_of (GstBuffer * buf)
 
 /* The next element message named name (others of that kind are skipped
  * only when skip is TRUE), or NULL after timeout seconds. */
-static GstMessage *
+G_GNUC_UNUSED static GstMessage *
 pop_element_message (GstBus * bus, const gchar * name, gdouble timeout)
 {
   gint64 end = g_get_monotonic_time () + (gint64) (timeout * G_USEC_PER_SEC);
@@ -233,7 +233,7 @@ pop_element_message (GstBus * bus, const gchar * name, gdouble timeout)
 
 /* The first error on the bus within timeout seconds; domain/code checked,
  * and its text must contain needle. */
-static void
+G_GNUC_UNUSED static void
 assert_error (GstBus * bus, GQuark domain, gint code, const gchar * needle)
 {
   GstMessage *msg = gst_bus_timed_pop_filtered (bus, 120 * GST_SECOND,
@@ -255,7 +255,7 @@ assert_error (GstBus * bus, GQuark domain, gint code, const gchar * needle)
   gst_message_unref (msg);
 }
 
-static void
+G_GNUC_UNUSED static void
 assert_no_error (GstBus * bus)
 {
   GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
@@ -269,7 +269,7 @@ assert_no_error (GstBus * bus)
   }
 }
 
-static void
+G_GNUC_UNUSED static void
 release_element (GstElement * e, GstBus * bus)
 {
   gst_element_set_state (e, GST_STATE_NULL);

@@ -1,0 +1,70 @@
+#!/bin/sh
+# gst-launch-smoke.sh - the user-facing pipelines, run with gst-launch-1.0 on
+# the tiny model: image variation (one PNG), two-image mixing, text only.
+# Each must end normally and write a valid PNG of the requested size.
+# Env: KG_TINY_MODEL, GST_PLUGIN_PATH (the build's gst dir), GST_REGISTRY.
+set -eu
+
+model=${KG_TINY_MODEL:?KG_TINY_MODEL is not set}
+dir=$(mktemp -d "${TMPDIR:-/tmp}/kosmosg-smoke.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+
+# Checks that $1 is a PNG of $2 x $3 pixels (signature + IHDR).
+check_png() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import struct, sys, zlib
+path, w, h = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = open(path, 'rb').read()
+assert data[:8] == b'\x89PNG\r\n\x1a\n', f'{path}: not a PNG'
+length, kind = struct.unpack('>I4s', data[8:16])
+assert kind == b'IHDR', f'{path}: first chunk {kind!r}'
+iw, ih = struct.unpack('>II', data[16:24])
+assert zlib.crc32(data[12:16 + length]) == struct.unpack('>I', data[16 + length:20 + length])[0], 'IHDR crc'
+assert (iw, ih) == (w, h), f'{path}: {iw}x{ih}, expected {w}x{h}'
+assert data.rstrip(b'\0').endswith(b'IEND\xaeB`\x82'), f'{path}: no IEND'
+print(f'ok: {path} is a {iw}x{ih} PNG')
+PY
+}
+
+run() {
+    echo "gst-launch-1.0 $*"
+    gst-launch-1.0 -q "$@"
+}
+
+run videotestsrc num-buffers=1 ! video/x-raw,format=RGB,width=96,height=72 ! pngenc ! \
+    filesink location="$dir/a.png"
+run videotestsrc pattern=ball num-buffers=1 ! video/x-raw,format=RGBA,width=80,height=120 ! \
+    pngenc ! filesink location="$dir/b.png"
+
+# image variation: one reference
+run filesrc location="$dir/a.png" ! pngdec ! \
+    kosmosgfilter model-location="$model" backend=cpu prompt="<i> in the snow" \
+        num-inference-steps=2 seed=1 ! \
+    video/x-raw,width=64,height=64 ! pngenc ! filesink location="$dir/variation.png"
+check_png "$dir/variation.png" 64 64
+
+# two-image mixing: sink_0 and sink_1 bound to the two placeholders
+run kosmosgfilter name=k model-location="$model" backend=cpu prompt="<i> wearing <i>" \
+        num-inference-steps=2 seed=2 ! \
+    video/x-raw,width=64,height=128 ! pngenc ! filesink location="$dir/mix.png" \
+    filesrc location="$dir/a.png" ! pngdec ! k.sink_0 \
+    filesrc location="$dir/b.png" ! pngdec ! k.sink_1
+check_png "$dir/mix.png" 64 128
+
+# text only: kosmosgsrc, and kosmosgfilter without sink pads
+run kosmosgsrc model-location="$model" backend=cpu prompt="a red bicycle" num-inference-steps=2 ! \
+    video/x-raw,width=64,height=64 ! pngenc ! filesink location="$dir/text.png"
+check_png "$dir/text.png" 64 64
+run kosmosgfilter model-location="$model" backend=cpu prompt="a red bicycle" num-inference-steps=2 ! \
+    video/x-raw,width=64,height=64 ! pngenc ! filesink location="$dir/text2.png"
+check_png "$dir/text2.png" 64 64
+
+# a refused size fails the pipeline with the element's message
+if timeout 120 gst-launch-1.0 -q filesrc location="$dir/a.png" ! pngdec ! \
+        kosmosgfilter model-location="$model" backend=cpu prompt="<i>" ! \
+        video/x-raw,width=250,height=64 ! fakesink > "$dir/err.txt" 2>&1; then
+    echo "FAIL: 250x64 output was accepted"; exit 1
+fi
+grep -q "Unsupported output size 250x64" "$dir/err.txt" || { cat "$dir/err.txt"; exit 1; }
+echo "ok: 250x64 refused"
+echo "gst-launch smoke: all passed"
