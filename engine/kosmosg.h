@@ -51,6 +51,9 @@ kg_backend_kind kg_model_backend(const kg_model *m);
 /* Why KG_BACKEND_AUTO fell back to the CPU (the CUDA init error), or NULL. */
 const char *kg_model_fallback_reason(const kg_model *m);
 const char *kg_backend_kind_name(kg_backend_kind k);
+/* Output width and height must be multiples of this (64 for SD1.5: the VAE's
+ * factor 8 times the U-Net's three halvings). */
+int kg_model_size_multiple(const kg_model *m);
 
 kg_status kg_session_new(kg_session **out, kg_model *m, kg_error *err);
 void kg_session_free(kg_session *s);

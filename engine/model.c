@@ -200,6 +200,11 @@ fail:
     return st;
 }
 
+int kg_model_size_multiple(const kg_model *m)
+{
+    return m->size_multiple;
+}
+
 const char *kg_model_fallback_reason(const kg_model *m)
 {
     return m->fallback_reason[0] ? m->fallback_reason : NULL;

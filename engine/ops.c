@@ -81,7 +81,8 @@ static int64_t last(const kg_tensor *t)
 
 static int64_t rows(const kg_tensor *t)
 {
-    return kg_tensor_numel(t) / last(t);
+    int64_t l = last(t);
+    return l ? kg_tensor_numel(t) / l : 0;
 }
 
 /* ------------------------------------------------------------------ context */
@@ -105,13 +106,19 @@ void kg_ctx_release(kg_ctx *c)
 kg_status kg_ctx_reserve(kg_ctx *c, size_t bytes, kg_error *err)
 {
     if (bytes > c->arena_cap) {
-        void *mem = c->be->ops->alloc(c->be, bytes);
-        if (!mem)
+        /* free first: old and new arena together would double the peak */
+        void *mem;
+        if (c->arena_mem)
+            c->be->ops->free(c->be, c->arena_mem);
+        c->arena_mem = NULL;
+        c->arena_cap = 0;
+        mem = c->be->ops->alloc(c->be, bytes);
+        if (!mem) {
+            kg_arena_init(&c->arena, NULL, 0);
             return kg_error_set(err, KG_ERR_NOMEM,
                                 "%s backend: cannot allocate a %.1f MiB activation arena",
                                 c->be->ops->name, (double)bytes / (1 << 20));
-        if (c->arena_mem)
-            c->be->ops->free(c->be, c->arena_mem);
+        }
         c->arena_mem = mem;
         c->arena_cap = bytes;
     }

@@ -463,6 +463,17 @@ static kg_status prepare(kg_session *s, const kg_params *p, request *r, kg_error
         kg_error_prefix(err, "negative prompt");
         return st;
     }
+    {
+        /* MLLM positions run 2..T+1 in its sinusoid table, the aligner's learned ones too */
+        int64_t cap = m->mllm.cfg.max_positions < m->aligner.cfg.positions - 2
+                          ? m->mllm.cfg.max_positions
+                          : m->aligner.cfg.positions - 2;
+        if ((int64_t)r->src.n > cap || (int64_t)r->neg.n > cap)
+            return kg_error_set(err, KG_ERR_PROMPT,
+                                "%s too long: %zu tokens, this model takes at most %lld",
+                                (int64_t)r->src.n > cap ? "prompt" : "negative prompt",
+                                (int64_t)r->src.n > cap ? r->src.n : r->neg.n, (long long)cap);
+    }
     r->src_pad = pad_mask(&r->src);
     r->neg_pad = pad_mask(&r->neg);
     r->pixels = malloc((p->n_images ? (size_t)p->n_images : 1) * px * sizeof(float));

@@ -66,9 +66,9 @@ kg_status kg_prompt_encode_n(const kg_tokenizer *tok, const char *prompt, size_t
     found = count_placeholders(prompt, end);
     if (found != n_images)
         return kg_error_set(err, KG_ERR_PROMPT,
-                            "the prompt has %lld \"<i>\" placeholder%s but %lld image%s were given",
+                            "the prompt has %lld \"<i>\" placeholder%s but %lld image%s given",
                             (long long)found, found == 1 ? "" : "s", (long long)n_images,
-                            n_images == 1 ? "" : "s");
+                            n_images == 1 ? " was" : "s were");
     const int32_t boi = kg_tokenizer_symbol_id(tok, "<image>");
     const int32_t eoi = kg_tokenizer_symbol_id(tok, "</image>");
     if (boi == KG_TOK_UNK || eoi == KG_TOK_UNK)

@@ -578,6 +578,16 @@ gst_kosmosg_engine_generate (GstKosmosGEngine * e,
     return GST_FLOW_ERROR;
   }
 
+  {
+    gint mult = kg_model_size_multiple (gst_kosmosg_model_get (e->model));
+    if (width % mult || height % mult) {
+      GST_ELEMENT_ERROR (e->element, CORE, NEGOTIATION,
+          ("Unsupported output size %dx%d for this model", width, height),
+          ("width and height must be multiples of %d", mult));
+      return GST_FLOW_NOT_NEGOTIATED;
+    }
+  }
+
   kg_params_init (&p);
   p.prompt = s->prompt;
   p.negative_prompt = s->negative_prompt;
@@ -598,15 +608,6 @@ gst_kosmosg_engine_generate (GstKosmosGEngine * e,
   if (st == KG_ERR_CANCELLED) {
     GST_DEBUG_OBJECT (e->element, "generation cancelled: %s", err.msg);
     return GST_FLOW_FLUSHING;
-  }
-  if (st == KG_ERR_INVALID_ARG && (width % 8 || height % 8
-          || g_str_has_prefix (err.msg, "output size"))) {
-    /* kg_generate knows the sizes the U-Net can halve at every level; the
-     * caps only guarantee multiples of 8. */
-    GST_ELEMENT_ERROR (e->element, CORE, NEGOTIATION,
-        ("Unsupported output size %dx%d for this model", width, height),
-        ("%s", err.msg));
-    return GST_FLOW_NOT_NEGOTIATED;
   }
   if (st != KG_OK) {
     post_generate_error (e, &err, width, height);

@@ -129,6 +129,14 @@ static void bad_requests(const char *path)
     p.num_images = 1;
     p.prompt = NULL;
     EXPECT(KG_ERR_INVALID_ARG, "prompt", "no prompt");
+    {
+        static char longp[8000];
+        for (int i = 0; i < 2000; i++)
+            memcpy(longp + 3 * i, " ab", 3);
+        memcpy(longp + 6000, " <i>", 5);
+        p.prompt = longp;
+        EXPECT(KG_ERR_PROMPT, "prompt too long", "a 2000-word prompt");
+    }
     p.prompt = "<i> in the snow";
     kg_error_clear(&err);
     kgt_check(kg_generate(s, &p, NULL, NULL, NULL, &out, &err) == KG_OK && out.n == 1 && out.rgb,
