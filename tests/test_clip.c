@@ -10,24 +10,10 @@
 #define ATOL 1e-4
 #define RTOL 1e-3
 
-/* Parses the JSON config stored under `key` in a file's metadata. */
-static kg_json *meta_json(const kg_st_file *f, const char *key)
-{
-    const char *s = kg_st_metadata(f, key);
-    kg_json *j = NULL;
-    kg_error err = {0};
-    if (!kgt_check(s != NULL, "%s: metadata %s present", kg_st_path(f), key))
-        return NULL;
-    if (!kgt_check(kg_json_parse(&j, s, strlen(s), key, &err) == KG_OK, "parse %s: %s", key,
-                   err.msg))
-        return NULL;
-    return j;
-}
-
 /* The model file's config must describe the golden's model. */
 static void check_config(const kg_clip_config *cfg, const kg_st_file *g)
 {
-    kg_json *j = meta_json(g, "config");
+    kg_json *j = kgt_meta_json(g, "config");
     kg_clip_config gc;
     kg_error err = {0};
     if (!j)
@@ -89,7 +75,7 @@ int main(void)
         goto done;
     if (!kgt_check(kg_st_open(&st, path, &err) == KG_OK, "open %s: %s", path, err.msg))
         goto done;
-    j = meta_json(st, "kg.config.clip");
+    j = kgt_meta_json(st, "kg.config.clip");
     if (!j || !kgt_check(kg_clip_config_from_json(&cfg, j, &err) == KG_OK, "clip config: %s",
                          err.msg[0] ? err.msg : "ok"))
         goto done;

@@ -14,22 +14,6 @@
 #define ATOL 1e-4
 #define RTOL 1e-3
 
-static kg_st_file *open_model(void)
-{
-    const char *path = getenv("KG_TINY_MODEL");
-    kg_st_file *st = NULL;
-    kg_error err = {0};
-    if (!path || !*path) {
-        kgt_check(0, "KG_TINY_MODEL is set (path of the converted tiny model)");
-        return NULL;
-    }
-    if (kg_st_open(&st, path, &err) != KG_OK) {
-        kgt_check(0, "open %s: %s", path, err.msg);
-        return NULL;
-    }
-    return st;
-}
-
 static int load_model(kg_mllm *m, kg_backend *be, const kg_st_file *st)
 {
     const char *text = kg_st_metadata(st, "kg.config.mllm");
@@ -161,7 +145,7 @@ int main(void)
 {
     static const char *cases[] = {"two_images", "text", "null", "padded"};
     kg_backend *be = kgt_cpu_backend();
-    kg_st_file *st = open_model();
+    kg_st_file *st = kgt_tiny_model();
     kg_st_file *g = kgt_golden_open("kosmosg/mllm.safetensors");
     kg_mllm m;
 

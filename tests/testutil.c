@@ -1,6 +1,8 @@
 /* testutil.c - see testutil.h. Tests may exit(); library code may not. */
 #include "testutil.h"
 
+#include "json.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -91,6 +93,35 @@ kg_st_file *kgt_golden_open(const char *rel)
         return NULL;
     }
     return f;
+}
+
+kg_st_file *kgt_tiny_model(void)
+{
+    const char *path = getenv("KG_TINY_MODEL");
+    kg_st_file *st = NULL;
+    kg_error err = {0};
+    if (!path || !*path) {
+        kgt_check(0, "KG_TINY_MODEL is set (path of the converted tiny model)");
+        return NULL;
+    }
+    if (kg_st_open(&st, path, &err) != KG_OK) {
+        kgt_check(0, "open %s: %s", path, err.msg);
+        return NULL;
+    }
+    return st;
+}
+
+kg_json *kgt_meta_json(const kg_st_file *f, const char *key)
+{
+    const char *s = kg_st_metadata(f, key);
+    kg_json *j = NULL;
+    kg_error err = {0};
+    if (!kgt_check(s != NULL, "%s: metadata %s present", kg_st_path(f), key))
+        return NULL;
+    if (!kgt_check(kg_json_parse(&j, s, strlen(s), key, &err) == KG_OK, "parse %s: %s", key,
+                   err.msg))
+        return NULL;
+    return j;
 }
 
 static double elem(const kg_st_tensor *t, size_t i)

@@ -30,6 +30,14 @@ const char *kgt_golden_path(const char *rel);
 /* Opens a golden safetensors file; on failure prints why and returns NULL. */
 kg_st_file *kgt_golden_open(const char *rel);
 
+/* Opens the converted tiny model at $KG_TINY_MODEL; NULL (and a failure
+ * counted) when unset or unreadable. */
+kg_st_file *kgt_tiny_model(void);
+
+/* Parses the JSON stored under `key` in a file's __metadata__; NULL (and a
+ * failure counted) when absent or malformed. Free with kg_json_free. */
+struct kg_json *kgt_meta_json(const kg_st_file *f, const char *key);
+
 /* Reads any float tensor (F32/F16/BF16/F64) or integer tensor as doubles /
  * floats; malloc'd, NULL (and a failure counted) when missing. *n = numel. */
 double *kgt_read_f64(const kg_st_file *f, const char *name, size_t *n);
