@@ -40,22 +40,6 @@ kg_status kg_aligner_config_from_json(kg_aligner_config *cfg, const kg_json *j, 
     return KG_OK;
 }
 
-static void load_ffn(kg_aligner_ffn *f, kg_loader *L, const kg_aligner_config *cfg,
-                     const char *layer)
-{
-    const int64_t d[1] = {cfg->dim}, h[1] = {cfg->ffn};
-    const int64_t fc1[2] = {cfg->ffn, cfg->dim}, fc2[2] = {cfg->dim, cfg->ffn};
-
-    kg_load(L, &f->ln_w, 1, d, "%s.final_layer_norm.weight", layer);
-    kg_load(L, &f->ln_b, 1, d, "%s.final_layer_norm.bias", layer);
-    kg_load(L, &f->fc1_w, 2, fc1, "%s.ffn.fc1.weight", layer);
-    kg_load(L, &f->fc1_b, 1, h, "%s.ffn.fc1.bias", layer);
-    kg_load(L, &f->mid_ln_w, 1, h, "%s.ffn.ffn_layernorm.weight", layer);
-    kg_load(L, &f->mid_ln_b, 1, h, "%s.ffn.ffn_layernorm.bias", layer);
-    kg_load(L, &f->fc2_w, 2, fc2, "%s.ffn.fc2.weight", layer);
-    kg_load(L, &f->fc2_b, 1, d, "%s.ffn.fc2.bias", layer);
-}
-
 static void load_layer(kg_aligner_layer *ly, kg_loader *L, const kg_aligner_config *cfg,
                        const char *stack, int64_t i, int cross)
 {
@@ -74,7 +58,7 @@ static void load_layer(kg_aligner_layer *ly, kg_loader *L, const kg_aligner_conf
         kg_load(L, &ly->cross_ln_b, 1, d, "%s.encoder_attn_layer_norm.bias", layer);
         kg_mha_load(&ly->cross, L, path, cfg->dim, (int)cfg->heads, 0, cfg->ln_eps);
     }
-    load_ffn(&ly->ffn, L, cfg, layer);
+    kg_ffn_load(&ly->ffn, L, layer, cfg->dim, cfg->ffn, cfg->ln_eps);
 }
 
 static kg_status load_weights(void *model, kg_loader *L)
@@ -128,23 +112,6 @@ void kg_aligner_free(kg_aligner *m, kg_backend *be)
     free(m->enc);
     free(m->dec);
     memset(m, 0, sizeof *m);
-}
-
-/* x += fc2(LN_mid(gelu(fc1(LN(x))))) */
-static void ffn_block(kg_ctx *c, const kg_aligner_ffn *f, const kg_aligner_config *cfg,
-                      kg_tensor *x)
-{
-    size_t mark = kg_mark(c);
-    kg_tensor h = kg_new3(c, x->shape[0], x->shape[1], cfg->dim);
-    kg_tensor u = kg_new3(c, x->shape[0], x->shape[1], cfg->ffn);
-
-    kg_layer_norm(c, &h, x, &f->ln_w, &f->ln_b, cfg->ln_eps);
-    kg_linear(c, &u, &h, &f->fc1_w, &f->fc1_b);
-    kg_gelu(c, &u, &u);
-    kg_layer_norm(c, &u, &u, &f->mid_ln_w, &f->mid_ln_b, cfg->ln_eps);
-    kg_linear(c, &h, &u, &f->fc2_w, &f->fc2_b);
-    kg_add(c, x, x, &h);
-    kg_reset(c, mark);
 }
 
 /* x += MHA(LN(x), kv) with kv = LN(x) itself for self-attention (kv NULL) */
@@ -207,7 +174,7 @@ void kg_aligner_forward(kg_ctx *c, const kg_aligner *m, kg_tensor *out, const kg
     for (int64_t i = 0; i < cfg->enc_layers; i++) {
         const kg_aligner_layer *ly = &m->enc[i];
         attn_block(c, &ly->attn, &ly->attn_ln_w, &ly->attn_ln_b, cfg->ln_eps, &e, NULL, key_pad);
-        ffn_block(c, &ly->ffn, cfg, &e);
+        kg_ffn_forward(c, &ly->ffn, &e);
         kg_tap(c, &e, "encoder_proj.layers.%lld", (long long)i);
     }
     kg_layer_norm(c, &e, &e, &m->enc_ln_w, &m->enc_ln_b, cfg->ln_eps);
@@ -223,7 +190,7 @@ void kg_aligner_forward(kg_ctx *c, const kg_aligner *m, kg_tensor *out, const kg
         attn_block(c, &ly->attn, &ly->attn_ln_w, &ly->attn_ln_b, cfg->ln_eps, out, NULL, NULL);
         attn_block(c, &ly->cross, &ly->cross_ln_w, &ly->cross_ln_b, cfg->ln_eps, out, &e,
                    key_pad);
-        ffn_block(c, &ly->ffn, cfg, out);
+        kg_ffn_forward(c, &ly->ffn, out);
         kg_tap(c, out, "encoder.layers.%lld", (long long)i);
     }
     kg_layer_norm(c, out, out, &m->dec_ln_w, &m->dec_ln_b, cfg->ln_eps);

@@ -16,6 +16,7 @@
 
 #include "backend.h"
 #include "json.h"
+#include "ffn.h"
 #include "mha.h"
 #include "ops.h"
 #include "safetensors.h"
@@ -39,17 +40,6 @@ typedef struct kg_aligner_config {
 kg_status kg_aligner_config_from_json(kg_aligner_config *cfg, const kg_json *j, kg_error *err);
 
 /* Pre-LN FFN with sub-LN: x + fc2(LN_mid(gelu(fc1(LN(x))))). */
-typedef struct kg_aligner_ffn {
-    kg_tensor ln_w;     /* [d]     <layer>.final_layer_norm.weight */
-    kg_tensor ln_b;     /* [d]     <layer>.final_layer_norm.bias */
-    kg_tensor fc1_w;    /* [F, d]  <layer>.ffn.fc1.weight */
-    kg_tensor fc1_b;    /* [F]     <layer>.ffn.fc1.bias */
-    kg_tensor mid_ln_w; /* [F]     <layer>.ffn.ffn_layernorm.weight */
-    kg_tensor mid_ln_b; /* [F]     <layer>.ffn.ffn_layernorm.bias */
-    kg_tensor fc2_w;    /* [d, F]  <layer>.ffn.fc2.weight */
-    kg_tensor fc2_b;    /* [d]     <layer>.ffn.fc2.bias */
-} kg_aligner_ffn;
-
 typedef struct kg_aligner_layer {
     kg_tensor attn_ln_w;  /* [d]  <layer>.self_attn_layer_norm.weight */
     kg_tensor attn_ln_b;  /* [d]  <layer>.self_attn_layer_norm.bias */
@@ -57,7 +47,7 @@ typedef struct kg_aligner_layer {
     kg_tensor cross_ln_w; /* [d]  <layer>.encoder_attn_layer_norm.weight (decoder only) */
     kg_tensor cross_ln_b; /* [d]  <layer>.encoder_attn_layer_norm.bias (decoder only) */
     kg_mha cross;         /*      <layer>.encoder_attn.{q,k,v,out}_proj (decoder only) */
-    kg_aligner_ffn ffn;
+    kg_ffn ffn;           /*      <layer>.final_layer_norm, <layer>.ffn.* */
 } kg_aligner_layer;
 
 typedef struct kg_aligner {

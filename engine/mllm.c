@@ -55,9 +55,8 @@ static kg_status load_weights(void *model, kg_loader *L)
 {
     kg_mllm *m = model;
     const kg_mllm_config *cfg = &m->cfg;
-    const int64_t d[1] = {cfg->dim}, f[1] = {cfg->ffn};
+    const int64_t d[1] = {cfg->dim};
     const int64_t emb[2] = {cfg->vocab, cfg->dim};
-    const int64_t fc1[2] = {cfg->ffn, cfg->dim}, fc2[2] = {cfg->dim, cfg->ffn};
 
     kg_load(L, &m->embed, 2, emb, "embed_tokens.weight");
     for (int64_t i = 0; i < cfg->layers; i++) {
@@ -67,14 +66,8 @@ static kg_status load_weights(void *model, kg_loader *L)
         kg_load(L, &ly->attn_ln_w, 1, d, "layers.%lld.self_attn_layer_norm.weight", (long long)i);
         kg_load(L, &ly->attn_ln_b, 1, d, "layers.%lld.self_attn_layer_norm.bias", (long long)i);
         kg_mha_load(&ly->attn, L, path, cfg->dim, (int)cfg->heads, 1, cfg->ln_eps);
-        kg_load(L, &ly->ffn_ln_w, 1, d, "layers.%lld.final_layer_norm.weight", (long long)i);
-        kg_load(L, &ly->ffn_ln_b, 1, d, "layers.%lld.final_layer_norm.bias", (long long)i);
-        kg_load(L, &ly->fc1_w, 2, fc1, "layers.%lld.ffn.fc1.weight", (long long)i);
-        kg_load(L, &ly->fc1_b, 1, f, "layers.%lld.ffn.fc1.bias", (long long)i);
-        kg_load(L, &ly->mid_ln_w, 1, f, "layers.%lld.ffn.ffn_layernorm.weight", (long long)i);
-        kg_load(L, &ly->mid_ln_b, 1, f, "layers.%lld.ffn.ffn_layernorm.bias", (long long)i);
-        kg_load(L, &ly->fc2_w, 2, fc2, "layers.%lld.ffn.fc2.weight", (long long)i);
-        kg_load(L, &ly->fc2_b, 1, d, "layers.%lld.ffn.fc2.bias", (long long)i);
+        snprintf(path, sizeof path, "layers.%lld", (long long)i);
+        kg_ffn_load(&ly->ffn, L, path, cfg->dim, cfg->ffn, cfg->ln_eps);
     }
     kg_load(L, &m->ln_w, 1, d, "layer_norm.weight");
     kg_load(L, &m->ln_b, 1, d, "layer_norm.bias");
@@ -214,18 +207,12 @@ void kg_mllm_forward(kg_ctx *c, const kg_mllm *m, kg_tensor *out, const int32_t 
     for (int64_t i = 0; i < cfg->layers; i++) {
         const kg_mllm_layer *ly = &m->layers[i];
         kg_tensor h = kg_new3(c, B, T, cfg->dim);
-        kg_tensor f = kg_new3(c, B, T, cfg->ffn);
 
         kg_layer_norm(c, &h, out, &ly->attn_ln_w, &ly->attn_ln_b, cfg->ln_eps);
         kg_mha_forward(c, &ly->attn, &h, &h, &h, NULL, 1);
         kg_add(c, out, out, &h);
 
-        kg_layer_norm(c, &h, out, &ly->ffn_ln_w, &ly->ffn_ln_b, cfg->ln_eps);
-        kg_linear(c, &f, &h, &ly->fc1_w, &ly->fc1_b);
-        kg_gelu(c, &f, &f);
-        kg_layer_norm(c, &f, &f, &ly->mid_ln_w, &ly->mid_ln_b, cfg->ln_eps);
-        kg_linear(c, &h, &f, &ly->fc2_w, &ly->fc2_b);
-        kg_add(c, out, out, &h);
+        kg_ffn_forward(c, &ly->ffn, out);
         kg_tap(c, out, "layers.%lld", (long long)i);
         kg_reset(c, mark);
     }

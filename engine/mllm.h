@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "ffn.h"
 #include "json.h"
 #include "mha.h"
 #include "ops.h"
@@ -39,14 +40,7 @@ typedef struct kg_mllm_layer {
     kg_tensor attn_ln_w; /* [D]     layers.i.self_attn_layer_norm.weight */
     kg_tensor attn_ln_b; /* [D]     layers.i.self_attn_layer_norm.bias */
     kg_mha attn;         /*         layers.i.self_attn.{q,k,v,out}_proj, .inner_attn_ln */
-    kg_tensor ffn_ln_w;  /* [D]     layers.i.final_layer_norm.weight (pre-FFN) */
-    kg_tensor ffn_ln_b;  /* [D]     layers.i.final_layer_norm.bias */
-    kg_tensor fc1_w;     /* [F, D]  layers.i.ffn.fc1.weight */
-    kg_tensor fc1_b;     /* [F]     layers.i.ffn.fc1.bias */
-    kg_tensor mid_ln_w;  /* [F]     layers.i.ffn.ffn_layernorm.weight (sub-LN) */
-    kg_tensor mid_ln_b;  /* [F]     layers.i.ffn.ffn_layernorm.bias */
-    kg_tensor fc2_w;     /* [D, F]  layers.i.ffn.fc2.weight */
-    kg_tensor fc2_b;     /* [D]     layers.i.ffn.fc2.bias */
+    kg_ffn ffn;          /*         layers.i.final_layer_norm, layers.i.ffn.{fc1,ffn_layernorm,fc2} */
 } kg_mllm_layer;
 
 typedef struct kg_mllm {

@@ -311,10 +311,18 @@ gst_kosmosg_fixate_src_caps (GstCaps * caps)
 }
 
 gboolean
-gst_kosmosg_check_output_info (GstElement * element, const GstVideoInfo * info)
+gst_kosmosg_output_info_from_caps (GstElement * element, GstCaps * caps,
+    GstVideoInfo * info)
 {
-  gint w = GST_VIDEO_INFO_WIDTH (info), h = GST_VIDEO_INFO_HEIGHT (info);
+  gint w, h;
 
+  if (!gst_video_info_from_caps (info, caps)) {
+    GST_ELEMENT_ERROR (element, CORE, NEGOTIATION, ("Unusable output caps"),
+        ("%" GST_PTR_FORMAT, caps));
+    return FALSE;
+  }
+  w = GST_VIDEO_INFO_WIDTH (info);
+  h = GST_VIDEO_INFO_HEIGHT (info);
   if (w % 8 == 0 && h % 8 == 0)
     return TRUE;
   GST_ELEMENT_ERROR (element, CORE, NEGOTIATION,

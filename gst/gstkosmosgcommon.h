@@ -102,9 +102,10 @@ void gst_kosmosg_settings_get (const GstKosmosGSettings * s,
 /* 512x512 (or the nearest size downstream allows), framerate 0/1, first
  * format. Takes caps, returns fixed caps. */
 GstCaps *gst_kosmosg_fixate_src_caps (GstCaps * caps);
-/* FALSE after posting CORE/NEGOTIATION when the size is not usable. */
-gboolean gst_kosmosg_check_output_info (GstElement * element,
-    const GstVideoInfo * info);
+/* Parses caps into info; FALSE after posting CORE/NEGOTIATION when they are
+ * unusable or the size is not a multiple of 8. */
+gboolean gst_kosmosg_output_info_from_caps (GstElement * element,
+    GstCaps * caps, GstVideoInfo * info);
 
 void gst_kosmosg_meta_register (void);
 

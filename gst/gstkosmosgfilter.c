@@ -586,12 +586,7 @@ gst_kosmosg_filter_negotiated_src_caps (GstAggregator * agg, GstCaps * caps)
   GstKosmosGFilter *self = GST_KOSMOSG_FILTER (agg);
   GstVideoInfo info;
 
-  if (!gst_video_info_from_caps (&info, caps)) {
-    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Unusable output caps"),
-        ("%" GST_PTR_FORMAT, caps));
-    return FALSE;
-  }
-  if (!gst_kosmosg_check_output_info (GST_ELEMENT (self), &info))
+  if (!gst_kosmosg_output_info_from_caps (GST_ELEMENT (self), caps, &info))
     return FALSE;
   self->out_info = info;
   return GST_AGGREGATOR_CLASS (parent_class)->negotiated_src_caps (agg, caps);
@@ -641,8 +636,8 @@ text_only_negotiate (GstKosmosGFilter * self)
     return FALSE;
   }
   caps = gst_kosmosg_fixate_src_caps (caps);
-  if (!gst_video_info_from_caps (&self->out_info, caps)
-      || !gst_kosmosg_check_output_info (GST_ELEMENT (self), &self->out_info)) {
+  if (!gst_kosmosg_output_info_from_caps (GST_ELEMENT (self), caps,
+          &self->out_info)) {
     gst_caps_unref (caps);
     return FALSE;
   }

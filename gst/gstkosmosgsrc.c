@@ -154,12 +154,7 @@ gst_kosmosg_src_set_caps (GstBaseSrc * bsrc, GstCaps * caps)
   GstKosmosGSrc *self = GST_KOSMOSG_SRC (bsrc);
   GstVideoInfo info;
 
-  if (!gst_video_info_from_caps (&info, caps)) {
-    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Unusable output caps"),
-        ("%" GST_PTR_FORMAT, caps));
-    return FALSE;
-  }
-  if (!gst_kosmosg_check_output_info (GST_ELEMENT (self), &info))
+  if (!gst_kosmosg_output_info_from_caps (GST_ELEMENT (self), caps, &info))
     return FALSE;
   self->out_info = info;
   return TRUE;
