@@ -6,6 +6,7 @@
 #ifndef KG_STATUS_H
 #define KG_STATUS_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 typedef enum kg_status {
@@ -51,5 +52,11 @@ void kg_error_prefix(kg_error *err, const char *fmt, ...)
     ;
 
 void kg_error_clear(kg_error *err);
+
+/* Copies src into dst (size bytes); a longer text loses its middle, replaced by "...", cut at
+ * UTF-8 character boundaries: the start (what failed) and the end (why) survive a long path.
+ * dst may be src. kg_error_set and kg_error_prefix shorten their messages this way. */
+void kg_elide_middle(char *dst, size_t size, const char *src);
+void kg_vformat_elided(char *dst, size_t size, const char *fmt, va_list ap);
 
 #endif
