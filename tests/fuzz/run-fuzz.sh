@@ -4,7 +4,7 @@
 # copy of its seed corpus (tests/fuzz/corpus_<target>/).
 #
 # usage: tests/fuzz/run-fuzz.sh [TARGET] [SECONDS]
-#   TARGET: safetensors (default), model, spm, tokenizer, prompt, image
+#   TARGET: safetensors (default), model, spm, tokenizer, prompt, image, cli
 #   SECONDS: fuzzing time, default 60 (a lone number is taken as SECONDS
 #   for the safetensors target, as before)
 # Environment: CLANG (default clang); KG_GOLDEN (default ../shared/golden
@@ -54,6 +54,13 @@ tokenizer)
 prompt)
     srcs="$e/prompt.c $e/tokenizer.c $e/spm_model.c $e/status.c $e/tensor.c"
     maxlen=1024 dict=$here/text.dict ;;
+cli)
+    # kosmosg-generate's parser; it calls the engine for defaults and scheduler names, so the
+    # engine comes along (without coverage tracing: only the parser is explored)
+    srcs="$root/tools/cli_args.c $(sed -n "s|^ *'\([a-z0-9_]*\.c\)',.*|$e/\1|p" "$e/meson.build")
+$(sed -n "s|^ *'\([a-z0-9_]*\.c\)',.*|$root/kernels/cpu/\1|p" "$root/kernels/cpu/meson.build")"
+    nocmp="$nocmp $(sed -n "s|^ *'\([a-z0-9_]*\.c\)',.*|\1|p" "$e/meson.build" "$root/kernels/cpu/meson.build" | grep -v '^status.c$' | tr '\n' ' ')"
+    maxlen=2048 dict=$here/cli.dict ;;
 image)
     srcs="$e/image.c $e/status.c $e/tensor.c"
     nocmp="$nocmp image.c fuzz_image.c"
@@ -81,7 +88,7 @@ if ! printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return
 fi
 
 # Objects are compiled two at a time (the model target needs the whole engine).
-flags="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -I$e -I$root/kernels -I$here"
+flags="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -I$e -I$root/kernels -I$root/tools -I$here"
 mkdir "$work/obj"
 for s in "$here/fuzz_$target.c" $srcs; do
     extra=-DKG_FUZZ_TRACE_CMP=1
