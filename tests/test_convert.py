@@ -520,6 +520,151 @@ class Malicious(Base):
         self.assertFalse(os.path.exists(marker), "pickled os.system ran")
 
 
+SD_GOLD = os.path.join(GOLDEN, "sd")
+LDM_MAP = os.path.join(HERE, "golden-gen", "ldm_tiny4_map.json")
+
+
+def save_file(tensors, path):
+    """Minimal float32 safetensors writer (the venv's safetensors package is not on Debian's python)."""
+    hdr, off, blobs = {}, 0, []
+    for k, v in tensors.items():
+        b = v.detach().to(torch.float32).numpy().astype("<f4").tobytes()
+        hdr[k] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
+        off += len(b)
+        blobs.append(b)
+    h = json.dumps(hdr).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+class SingleFile(Base):
+    """SD1.5 as one file in the original LDM layout. The file is built from the golden diffusers weights
+    of unet_tiny4 / vae_tiny4 (SD1.5 topology) with the key map diffusers 0.21.4's own converter gave
+    (tests/golden-gen/gen_ldm_map.py), so the converter's ldm.py is checked against diffusers."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        with open(LDM_MAP) as f:
+            m = json.load(f)
+        cls.umeta, cls.unet, _, _ = read_st(os.path.join(SD_GOLD, "unet_tiny4.weights.safetensors"))
+        cls.vmeta, cls.vae, _, _ = read_st(os.path.join(SD_GOLD, "vae_tiny4.weights.safetensors"))
+        ldm = collections.OrderedDict()
+        for lk, dk in m["unet_tiny4"].items():
+            ldm[lk] = torch.from_numpy(cls.unet[dk].copy())
+        for lk, dk in m["vae_tiny4_decoder"].items():
+            a = cls.vae[dk].copy()
+            if lk.split(".")[-2] in ("q", "k", "v", "proj_out") and ".attn_1." in lk and a.ndim == 2:
+                a = a.reshape(a.shape + (1, 1))  # LDM keeps them as 1x1 convs
+            ldm[lk] = torch.from_numpy(a)
+        # what else a single file carries: the VAE encoder, the CLIP text encoder, EMA copies
+        ldm["first_stage_model.encoder.conv_in.weight"] = torch.zeros(32, 3, 3, 3)
+        ldm["first_stage_model.quant_conv.weight"] = torch.zeros(8, 8, 1, 1)
+        ldm["cond_stage_model.transformer.text_model.final_layer_norm.weight"] = torch.zeros(32)
+        ldm["model_ema.decay"] = torch.tensor(0.9999)
+        cls.ldm = ldm
+        cls.ckpt_path = os.path.join(cls.tmp, "tiny4_ldm.ckpt")
+        torch.save({"state_dict": ldm, "global_step": 1}, cls.ckpt_path)
+        cls.st_path = os.path.join(cls.tmp, "tiny4_ldm.safetensors")
+        save_file({k: v.contiguous() for k, v in ldm.items()}, cls.st_path)
+        unet_only = {k: v for k, v in ldm.items() if k.startswith("model.diffusion_model.")}
+        cls.unet_only = os.path.join(cls.tmp, "tiny4_unet_ldm.safetensors")
+        save_file({k: v.contiguous() for k, v in unet_only.items()}, cls.unet_only)
+
+    def check_sd(self, path, unet=True, vae=True):
+        meta, out, _, _ = read_st(path)
+        cmp = []
+        if unet:
+            cmp += [("diffusion_unet.unet." + k, v) for k, v in self.unet.items()]
+        if vae:
+            cmp += [("vae.vae." + k, v) for k, v in self.vae.items()]
+        have = [k for k in out if k.startswith("diffusion_unet.unet.")] if unet else []
+        self.assertEqual(sorted(have), sorted("diffusion_unet.unet." + k for k in self.unet) if unet else [])
+        bad = [k for k, v in cmp if k not in out or out[k].shape != v.shape or not np.array_equal(out[k], v)]
+        print("  %s: %d U-Net/VAE tensors compared exactly with the diffusers folder, %d differ"
+              % (os.path.basename(path), len(cmp), len(bad)))
+        self.assertEqual(bad, [])
+        cfg = json.loads(meta["kg.config.unet"])
+        gold = json.loads(self.umeta["config"])
+        if unet:
+            for key in ("block_out_channels", "layers_per_block", "down_block_types", "up_block_types",
+                        "cross_attention_dim", "attention_head_dim", "in_channels", "out_channels"):
+                self.assertEqual(cfg[key], gold[key], key)
+        return meta, out
+
+    def test_single_file_sd15(self):
+        """--sd15 FILE (.ckpt with state_dict and .safetensors): U-Net and VAE decoder come out as exactly
+        the diffusers folder's tensors (checkpoint without U-Net/VAE, as with a plain SD1.5 base)."""
+        state = {k: v for k, v in self.fp32_state.items() if not k.startswith(("vae.vae.", "diffusion_unet."))}
+        ck = self.save_ckpt("nosd_single.pt", state)
+        for src in (self.ckpt_path, self.st_path):
+            out = self.path("single_%s.safetensors" % os.path.basename(src).replace(".", "_"))
+            r = convert(out, ckpt=ck, sd15=src, dtype="fp32")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("LDM U-Net, 684 tensors", r.stdout)
+            meta, _ = self.check_sd(out)
+            self.assertEqual(json.loads(meta["kg.config.vae"])["block_out_channels"], [32, 32, 64, 64])
+            self.assertEqual(json.loads(meta["kg.config.scheduler"])["beta_schedule"], "scaled_linear")
+
+    def test_unet_override(self):
+        """--unet FILE replaces the U-Net the checkpoint brings (the checkpoint has one)."""
+        out = self.path("override.safetensors")
+        r = convert(out, dtype="fp32", extra=TINY_HEADS + ["--unet", self.unet_only])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.check_sd(out, vae=False)
+
+    def test_swap_unet_in_model_file(self):
+        """--model FILE --unet SRC: a new file renamed into place; a reader holding the old file open
+        still sees the old bytes, every non-U-Net tensor and the tokenizer are unchanged."""
+        base = self.path("swap.safetensors")
+        r = convert(base, dtype="fp32")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        _, before, _, _ = read_st(base)
+        held = open(base, "rb")
+        ino = os.fstat(held.fileno()).st_ino
+        old_bytes = os.path.getsize(base)
+        r = subprocess.run([sys.executable, CONVERT, "--model", base, "--unet", self.unet_only],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotEqual(os.stat(base).st_ino, ino, "model file modified in place")
+        self.assertEqual(os.fstat(held.fileno()).st_size, old_bytes)
+        held.close()
+        self.assertFalse(os.path.exists(base + ".tmp"))
+        meta, after = self.check_sd(base, vae=False)
+        same = [k for k in before if not k.startswith("diffusion_unet.")]
+        self.assertEqual([k for k in same if not np.array_equal(before[k], after[k])], [])
+        self.assertEqual(len(json.loads(meta["kg.sources"])["unet_swaps"]), 1)
+
+    def test_swap_refuses_bad_unet(self):
+        """A U-Net file with a stray key, or a U-Net of another width, names the culprit; the model file
+        is untouched."""
+        base = self.path("swap_bad.safetensors")
+        self.assertEqual(convert(base, dtype="fp32").returncode, 0)
+        st = os.stat(base)
+        bad = {k: v.contiguous() for k, v in self.ldm.items() if k.startswith("model.diffusion_model.")}
+        bad["model.diffusion_model.input_blocks.1.0.in_layers.7.weight"] = torch.zeros(3)
+        p = self.path("stray.safetensors")
+        save_file(bad, p)
+        r = subprocess.run([sys.executable, CONVERT, "--model", base, "--unet", p],
+                           capture_output=True, text=True, timeout=120)
+        print("  stray key: %s" % r.stderr.strip())
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("model.diffusion_model.input_blocks.1.0.in_layers.7.weight", r.stderr)
+        wide = {k: v.contiguous() for k, v in self.ldm.items() if k.startswith("model.diffusion_model.")}
+        for k in list(wide):
+            if k.endswith("attn2.to_k.weight") or k.endswith("attn2.to_v.weight"):
+                wide[k] = torch.zeros(wide[k].shape[0], 48)
+        p = self.path("wide.safetensors")
+        save_file(wide, p)
+        r = subprocess.run([sys.executable, CONVERT, "--model", base, "--unet", p],
+                           capture_output=True, text=True, timeout=120)
+        print("  other cross width: %s" % r.stderr.strip())
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cross_attention_dim 48", r.stderr)
+        self.assertEqual(os.stat(base).st_ino, st.st_ino)
+        self.assertEqual(os.stat(base).st_mtime_ns, st.st_mtime_ns)
+
+
 if __name__ == "__main__":
     result = unittest.main(verbosity=2, exit=False).result
     failed = len(result.failures) + len(result.errors)

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from . import FORMAT_VERSION, layout
+from . import FORMAT_VERSION, layout, ldm
 from .errors import ConvertError
 from .ptload import Archive, LazyTensor, plain
 from .stio import SafetensorsFile, write_safetensors
@@ -123,7 +123,74 @@ class Sources:
                            "sha256": sha256_file(path)})
 
 
-def load_sd15(src, folder):
+def open_single_file(path):
+    """name -> tensor of a single-file checkpoint (.safetensors, or a torch .ckpt whose state dict
+    may sit under 'state_dict')."""
+    if path.endswith(".safetensors"):
+        return SafetensorsFile(path).tensors
+    obj = Archive(path).load()
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ConvertError("%s: expected a state dict" % path)
+    return {k: v for k, v in obj.items() if isinstance(v, LazyTensor)}
+
+
+def vae_entry(key, t):
+    # LDM (and old diffusers) files store the VAE mid attention's projections as 1x1 convs;
+    # diffusers keeps Linear [C, C]
+    if ldm.is_vae_attn_conv(key, t.shape):
+        return Derived(t, t.shape[:2], lambda a: a.reshape(a.shape[:2]))
+    return t
+
+
+def load_single_unet(tensors, path, heads):
+    """(config, {diffusers key: tensor}) of the LDM U-Net in a single-file checkpoint."""
+    umap = ldm.unet_map(tensors.keys())
+    cfg = ldm.unet_config(lambda k: tuple(tensors[k].shape), umap, heads)
+    log("  %s: LDM U-Net, %d tensors, blocks %s, %d layers per block"
+        % (path, len(umap), cfg["block_out_channels"], cfg["layers_per_block"]))
+    return cfg, {dk: tensors[lk] for lk, dk in umap.items()}
+
+
+def load_sd15_single(src, path, heads):
+    """SD1.5 (or a fine-tune) as one file in the original LDM layout (`model.diffusion_model.*`,
+    `first_stage_model.*`), mapped as diffusers' convert_from_ckpt does (tools/kosmosg_convert/ldm.py)."""
+    src.add_file("sd15 single file", path)
+    label = os.path.basename(path)
+    tensors = open_single_file(path)
+    ucfg, unet = load_single_unet(tensors, path, heads)
+    vmap, vskipped = ldm.vae_map(tensors.keys())
+    vcfg = ldm.vae_config(lambda k: tuple(tensors[k].shape), vmap)
+    for dk, t in unet.items():
+        src.merged[layout.UNET + dk] = Entry(t, label)
+    renamed = 0
+    for lk, dk in vmap.items():
+        t = vae_entry(dk, tensors[lk])
+        renamed += t is not tensors[lk]
+        src.merged[layout.VAE + dk] = Entry(t, label)
+    rest = [k for k in tensors if not k.startswith((ldm.UNET_PREFIX, ldm.VAE_PREFIX))]
+    log("  %s: VAE decoder %d tensors (%d encoder tensors not needed); %d other tensors not used "
+        "(text encoder, EMA, ...)" % (path, len(vmap), len(vskipped), len(rest)))
+    return {"unet": ucfg, "vae": vcfg, "scheduler": dict(ldm.SD15_SCHEDULER)}, renamed
+
+
+def load_unet_source(path, heads):
+    """(config, {diffusers key: tensor}, label) of a U-Net given as a diffusers unet folder
+    (config.json + weights) or a single LDM-layout file (a full checkpoint or the U-Net alone)."""
+    if os.path.isdir(path):
+        cfg = read_json(os.path.join(path, "config.json"))
+        wpath = find_weights(path)
+        return cfg, open_weights(wpath), wpath
+    if not os.path.isfile(path):
+        raise ConvertError("U-Net source %s does not exist" % path)
+    cfg, unet = load_single_unet(open_single_file(path), path, heads)
+    return cfg, unet, path
+
+
+def load_sd15(src, folder, heads=8):
+    if os.path.isfile(folder):
+        return load_sd15_single(src, folder, heads)
     if not os.path.isdir(folder):
         raise ConvertError("SD1.5 folder %s does not exist" % folder)
     for sub in ("unet", "vae", "scheduler"):
@@ -284,12 +351,22 @@ def parse_args(argv):
         prog="kosmosg-convert",
         description="Convert the official Kosmos-G release (checkpoint_final.pt + SD1.5 diffusers folder + "
                     "tokenizer files) into one self-contained .safetensors model file for kosmosg-gst.")
-    ap.add_argument("--checkpoint", required=True, help="Kosmos-G checkpoint_final.pt (fairseq, torch zip)")
-    ap.add_argument("--sd15", required=True, metavar="DIR",
-                    help="Stable Diffusion 1.5 in diffusers layout (unet/, vae/, scheduler/)")
-    ap.add_argument("--spm", required=True, help="Kosmos-G data/sentencepiece.bpe.model")
-    ap.add_argument("--dict", required=True, help="Kosmos-G data/dict.txt")
-    ap.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    ap.add_argument("--checkpoint", help="Kosmos-G checkpoint_final.pt (fairseq, torch zip)")
+    ap.add_argument("--sd15", metavar="DIR|FILE",
+                    help="Stable Diffusion 1.5 (or a fine-tune) in diffusers layout (unet/, vae/, scheduler/), "
+                         "or as one .safetensors/.ckpt file in the original LDM layout")
+    ap.add_argument("--spm", help="Kosmos-G data/sentencepiece.bpe.model")
+    ap.add_argument("--dict", help="Kosmos-G data/dict.txt")
+    ap.add_argument("--unet", metavar="DIR|FILE",
+                    help="an SD1.5 U-Net fine-tune (diffusers unet folder, or an LDM-layout single file) "
+                         "that replaces the U-Net of the checkpoint / SD1.5 folder; with --model: of that "
+                         "model file")
+    ap.add_argument("--model", metavar="FILE",
+                    help="swap the U-Net (--unet) of this existing model file instead of converting: writes "
+                         "-o (default: FILE itself) as a new file renamed into place when complete")
+    ap.add_argument("--unet-heads", type=int, default=8,
+                    help="attention heads of a single-file U-Net (not stored in the file; SD1.5: 8)")
+    ap.add_argument("-o", "--output", help="model file to write (.safetensors)")
     ap.add_argument("--dtype", choices=sorted(OUT_DTYPES), default="fp16",
                     help="storage precision of the weights (default fp16)")
     ap.add_argument("--mllm-heads", type=int, default=None,
@@ -300,13 +377,25 @@ def parse_args(argv):
     ap.add_argument("--aligner-heads", type=int, default=None,
                     help="AlignerNet attention heads (not stored in checkpoints; default 12)")
     ap.add_argument("-q", "--quiet", action="store_true", help="print errors only")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.model:
+        if not args.unet:
+            ap.error("--model needs --unet (the U-Net to swap in)")
+        bad = [f for f in ("checkpoint", "sd15", "spm", "dict") if getattr(args, f)]
+        if bad:
+            ap.error("--model swaps a U-Net only; --%s does not apply" % bad[0])
+        args.output = args.output or args.model
+    else:
+        missing = [f for f in ("checkpoint", "sd15", "spm", "dict", "output") if not getattr(args, f)]
+        if missing:
+            ap.error("the following arguments are required: --%s" % missing[0])
+    return args
 
 
 def run(args):
     src = Sources()
     log("reading SD1.5 folder %s" % args.sd15)
-    configs, renamed = load_sd15(src, args.sd15)
+    configs, renamed = load_sd15(src, args.sd15, args.unet_heads)
     log("reading checkpoint %s" % args.checkpoint)
     sd15_keys = set(src.merged)
     ckpt, model = load_checkpoint(src, args.checkpoint)
@@ -317,6 +406,15 @@ def run(args):
             overridden += 1
         src.merged[k] = Entry(t, "checkpoint")
     log("  %d checkpoint tensors replace the SD1.5 folder's" % overridden)
+    if args.unet:
+        # a U-Net fine-tune replaces whatever U-Net the checkpoint and the SD1.5 files brought
+        log("reading U-Net %s" % args.unet)
+        configs["unet"], unet, label = load_unet_source(args.unet, args.unet_heads)
+        src.add_file("unet", label)
+        for k in [k for k in src.merged if k.startswith(layout.UNET)]:
+            del src.merged[k]
+        for k, t in unet.items():
+            src.merged[layout.UNET + k] = Entry(t, os.path.basename(label))
     consumed = split_clip_in_proj(src)
     spm = check_spm(args.spm)
     dict_bytes, dict_lines = check_dict(args.dict)
@@ -445,11 +543,66 @@ def run(args):
     log("wrote %s: %d tensors, %s bytes" % (args.output, len(entries), "{:,}".format(size)))
 
 
+def swap_unet(args):
+    """Replace the U-Net of an existing model file. The new file is written beside the output and
+    renamed over it only when complete, so a process that has the old file mapped keeps reading the
+    old (unlinked) file and the model file is never modified in place."""
+    model = SafetensorsFile(args.model)
+    meta = dict(model.metadata)
+    if meta.get("kg.format_version") != FORMAT_VERSION:
+        raise ConvertError("%s: not a kosmosg-convert model file of format %s (kg.format_version %r)"
+                           % (args.model, FORMAT_VERSION, meta.get("kg.format_version")))
+    dtype = meta.get("kg.dtype")
+    if dtype not in OUT_DTYPES:
+        raise ConvertError("%s: unknown kg.dtype %r" % (args.model, dtype))
+    out_dtype, out_np = OUT_DTYPES[dtype]
+    log("reading U-Net %s" % args.unet)
+    cfg, unet, label = load_unet_source(args.unet, args.unet_heads)
+    for k, shape in layout.unet(cfg):
+        t = unet.get(k[len(layout.UNET):])
+        if t is None:
+            raise ConvertError("%s: missing tensor '%s' (expected shape %s)" % (label, k[len(layout.UNET):],
+                                                                               list(shape)))
+        if tuple(t.shape) != tuple(shape):
+            raise ConvertError("%s: tensor '%s' has shape %s, expected %s" % (label, k[len(layout.UNET):],
+                                                                             list(t.shape), list(shape)))
+        if t.dtype not in FLOAT_DTYPES:
+            raise ConvertError("%s: tensor '%s' has dtype %s, expected a float tensor"
+                               % (label, k[len(layout.UNET):], t.dtype))
+    old = json.loads(meta["kg.config.unet"])
+    aligner = json.loads(meta.get("kg.config.aligner", "{}"))
+    if int(cfg.get("cross_attention_dim", -1)) != int(aligner.get("dim", cfg.get("cross_attention_dim", -1))):
+        raise ConvertError("%s: cross_attention_dim %s does not match the model's AlignerNet width %s (not an "
+                           "SD1.5 U-Net?)" % (label, cfg.get("cross_attention_dim"), aligner.get("dim")))
+    expected = layout.unet(cfg)
+    entries = []
+    for name, t in model.tensors.items():
+        if not name.startswith(layout.UNET):
+            entries.append((name, t.dtype, tuple(t.shape), t.read))
+    for k, shape in expected:
+        t = unet[k[len(layout.UNET):]]
+        entries.append((k, out_dtype, tuple(shape),
+                        lambda t=t, k=k: convert_array(t.read(), t.dtype, out_np, k)))
+    sources = json.loads(meta.get("kg.sources", "{}"))
+    sources.setdefault("unet_swaps", []).append(
+        {"path": label, "size": os.path.getsize(label) if os.path.isfile(label) else None,
+         "sha256": sha256_file(label) if os.path.isfile(label) else None,
+         "previous_block_out_channels": old.get("block_out_channels")})
+    meta["kg.sources"] = json.dumps(sources, separators=(",", ":"))
+    meta["kg.config.unet"] = json.dumps(cfg, separators=(",", ":"))
+    log("writing %s (%s): %d U-Net tensors swapped in" % (args.output, dtype, len(expected)))
+    size = write_safetensors(args.output, entries, meta)
+    log("wrote %s: %d tensors, %s bytes" % (args.output, len(entries), "{:,}".format(size)))
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     QUIET[0] = args.quiet
     try:
-        run(args)
+        if args.model:
+            swap_unet(args)
+        else:
+            run(args)
     except ConvertError as e:
         print("kosmosg-convert: error: %s" % e, file=sys.stderr)
         return 1
