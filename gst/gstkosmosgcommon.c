@@ -612,7 +612,14 @@ gst_kosmosg_engine_generate (GstKosmosGEngine * e,
 
   GST_DEBUG_OBJECT (e->element, "generating %ux %dx%d, %u steps, %d images: "
       "\"%s\"", s->num_images, width, height, s->steps, n_images, s->prompt);
+  if (!g_atomic_int_compare_and_exchange (&e->busy, 0, 1)) {
+    GST_ELEMENT_ERROR (e->element, CORE, FAILED,
+        ("Internal error: a second generation started while one runs"),
+        ("one kg_session never runs two generations at once"));
+    return GST_FLOW_ERROR;
+  }
   st = kg_generate (e->session, &p, on_progress, NULL, &ctx, out, &err);
+  g_atomic_int_set (&e->busy, 0);
   if (st == KG_ERR_CANCELLED) {
     GST_DEBUG_OBJECT (e->element, "generation cancelled: %s", err.msg);
     return GST_FLOW_FLUSHING;

@@ -116,6 +116,9 @@ typedef struct
   kg_session *session;
   /* kg_params.cancel points here: set from any thread, read between steps */
   volatile gint cancel;
+  /* 1 while kg_generate runs: a session never runs two generations at once,
+   * and the elements' threading guarantees it; this catches a regression */
+  volatile gint busy;
   /* running estimate of one generation, 0 before the first; protected by
    * the element's object lock */
   GstClockTime estimate;

@@ -17,8 +17,11 @@
  * the pads' `index` property). A pad keeps its last image after EOS, so still
  * images work: a new generation starts whenever a new set of references or a
  * new prompt arrives, and the element sends EOS after the last generation
- * once every pad is EOS. With no sink pad at all it generates one batch from
- * the prompt alone and then sends EOS.
+ * once every pad is EOS. With no sink pad and a prompt without placeholders
+ * when it starts (READY->PAUSED), it generates one batch from the prompt
+ * alone and then sends EOS (text-only mode); with placeholders and no pad
+ * yet, it waits for the pads (decodebin and uridecodebin add them after
+ * PAUSED).
  *
  * The output size comes from the caps (512x512 unless downstream asks for
  * another size that is a multiple of 8 and that the model can make).
@@ -178,13 +181,23 @@ struct _GstKosmosGFilter
   guint generated_serial;       /* settings.prompt_serial of the last generation */
   GstClockTime last_pts;
 
-  /* bumped by every FLUSH_START: a generation that saw it change drops its
-   * result even when the flush ended before the cancel flag was read */
+  /* bumped by every FLUSH_START and text-only seek: a generation that saw
+   * it change drops its result even when the flush ended before the cancel
+   * flag was read */
   volatile gint flush_seq;
 
-  /* zero sink pads: GstAggregator only aggregates once a sink pad has data,
-   * so a prompt-only generation runs on a thread of its own */
-  GThread *text_thread;
+  /* Text-only mode: no sink pad and a prompt without placeholders when the
+   * src pad activates. GstAggregator only aggregates once a sink pad has
+   * data, so for that activation the src pad's task runs text_only_loop
+   * instead of the aggregator's loop: both only ever run on that one task,
+   * so nothing can start a second generation on the session meanwhile. */
+  gboolean text_only;           /* object lock; set while the src pad is active */
+  /* src pad stream lock */
+  GstSegment text_segment;
+  gboolean text_started;        /* stream-start and caps pushed */
+  gboolean text_need_segment;
+  guint32 text_seqnum;
+  GstPadActivateModeFunction agg_src_activate_mode;
 };
 
 enum
@@ -340,7 +353,8 @@ output_duration (const GstVideoInfo * info)
 }
 
 /* Runs one generation and pushes its images; pts is the running time of
- * the newest reference. The frames stay mapped by the caller. */
+ * the newest reference. The frames stay mapped by the caller. A generation
+ * cancelled by a flush or a stop returns GST_FLOW_FLUSHING. */
 static GstFlowReturn
 generate_and_push (GstKosmosGFilter * self, const kg_image * images,
     gint n_images, GstClockTime pts, gboolean text_only)
@@ -375,7 +389,7 @@ generate_and_push (GstKosmosGFilter * self, const kg_image * images,
     GST_DEBUG_OBJECT (self, "generation cancelled by a flush or stop");
     kg_output_free (&out);
     gst_kosmosg_settings_clear (&s);
-    return GST_FLOW_OK;
+    return GST_FLOW_FLUSHING;
   }
   if (ret != GST_FLOW_OK) {
     gst_kosmosg_settings_clear (&s);
@@ -514,6 +528,11 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
       GST_OBJECT_UNLOCK (pad);
     }
     ret = generate_and_push (self, images, (gint) n, pts, FALSE);
+    /* the aggregator stops its task by itself when a flush or a stop
+     * cancelled the generation; FLUSHING here would mark the pads flushing
+     * even after a flush that is already over */
+    if (ret == GST_FLOW_FLUSHING)
+      ret = GST_FLOW_OK;
   } else if (all_eos && missing) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED,
         ("Pad %s reached end-of-stream without a reference image",
@@ -617,59 +636,215 @@ gst_kosmosg_filter_stop (GstAggregator * agg)
   return TRUE;
 }
 
-/* Negotiates and pushes the sticky events itself: the aggregator's src task
- * holds the src pad's stream lock while it waits for (absent) sink data. */
-static gboolean
-text_only_negotiate (GstKosmosGFilter * self)
-{
-  GstPad *srcpad = GST_AGGREGATOR (self)->srcpad;
-  GstCaps *templ = gst_pad_get_pad_template_caps (srcpad);
-  GstCaps *caps = gst_pad_peer_query_caps (srcpad, templ);
-  GstSegment segment;
-  gchar *stream_id;
+/* ---- text-only mode (see the instance struct) ---- */
 
-  gst_caps_unref (templ);
-  if (gst_caps_is_empty (caps)) {
+static gboolean
+want_text_only (GstKosmosGFilter * self)
+{
+  gboolean ret;
+
+  GST_OBJECT_LOCK (self);
+  ret = GST_ELEMENT (self)->sinkpads == NULL
+      && gst_kosmosg_count_placeholders (self->settings.prompt) == 0;
+  GST_OBJECT_UNLOCK (self);
+  return ret;
+}
+
+static gboolean
+is_text_only (GstKosmosGFilter * self)
+{
+  gboolean ret;
+
+  GST_OBJECT_LOCK (self);
+  ret = self->text_only;
+  GST_OBJECT_UNLOCK (self);
+  return ret;
+}
+
+/* Stream-start and caps once per activation, a segment after every seek:
+ * the aggregator's own negotiation only runs from its loop. */
+static gboolean
+text_only_push_events (GstKosmosGFilter * self)
+{
+  GstPad *srcpad = GST_AGGREGATOR_SRC_PAD (self);
+  GstEvent *ev;
+
+  if (!self->text_started) {
+    GstCaps *templ = gst_pad_get_pad_template_caps (srcpad);
+    GstCaps *caps = gst_pad_peer_query_caps (srcpad, templ);
+    gchar *stream_id;
+
+    gst_caps_unref (templ);
+    if (gst_caps_is_empty (caps)) {
+      gst_caps_unref (caps);
+      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+          ("Downstream accepts none of the output formats"), (NULL));
+      return FALSE;
+    }
+    caps = gst_kosmosg_fixate_src_caps (caps);
+    if (!gst_kosmosg_output_info_from_caps (GST_ELEMENT (self), caps,
+            &self->out_info)) {
+      gst_caps_unref (caps);
+      return FALSE;
+    }
+    stream_id = gst_pad_create_stream_id (srcpad, GST_ELEMENT (self), "text");
+    gst_pad_push_event (srcpad, gst_event_new_stream_start (stream_id));
+    g_free (stream_id);
+    if (!gst_pad_push_event (srcpad, gst_event_new_caps (caps))) {
+      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+          ("Downstream refused %" GST_PTR_FORMAT, caps), (NULL));
+      gst_caps_unref (caps);
+      return FALSE;
+    }
     gst_caps_unref (caps);
-    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
-        ("Downstream accepts none of the output formats"), (NULL));
-    return FALSE;
+    self->text_started = TRUE;
   }
-  caps = gst_kosmosg_fixate_src_caps (caps);
-  if (!gst_kosmosg_output_info_from_caps (GST_ELEMENT (self), caps,
-          &self->out_info)) {
-    gst_caps_unref (caps);
-    return FALSE;
+  if (self->text_need_segment) {
+    ev = gst_event_new_segment (&self->text_segment);
+    gst_event_set_seqnum (ev, self->text_seqnum);
+    gst_pad_push_event (srcpad, ev);
+    self->text_need_segment = FALSE;
   }
-  stream_id = gst_pad_create_stream_id (srcpad, GST_ELEMENT (self), "text");
-  gst_pad_push_event (srcpad, gst_event_new_stream_start (stream_id));
-  g_free (stream_id);
-  if (!gst_pad_push_event (srcpad, gst_event_new_caps (caps))) {
-    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
-        ("Downstream refused %" GST_PTR_FORMAT, caps), (NULL));
-    gst_caps_unref (caps);
-    return FALSE;
-  }
-  gst_caps_unref (caps);
-  gst_segment_init (&segment, GST_FORMAT_TIME);
-  gst_pad_push_event (srcpad, gst_event_new_segment (&segment));
   return TRUE;
 }
 
-static gpointer
-text_only_thread (gpointer data)
+/* The src pad's task in text-only mode: one batch, then EOS and pause. A
+ * seek restarts it. */
+static void
+text_only_loop (gpointer data)
 {
   GstKosmosGFilter *self = data;
-  GstPad *srcpad = GST_AGGREGATOR (self)->srcpad;
+  GstPad *srcpad = GST_AGGREGATOR_SRC_PAD (self);
+  gint seq = g_atomic_int_get (&self->flush_seq);
   GstFlowReturn ret = GST_FLOW_NOT_NEGOTIATED;
+  GstEvent *eos;
 
-  if (text_only_negotiate (self))
-    ret = generate_and_push (self, NULL, 0, 0, TRUE);
-  if (ret == GST_FLOW_OK || ret == GST_FLOW_EOS)
-    gst_pad_push_event (srcpad, gst_event_new_eos ());
-  else if (ret == GST_FLOW_NOT_LINKED || ret < GST_FLOW_EOS)
+  if (text_only_push_events (self)) {
+    self->last_pts = self->text_segment.start;
+    ret = generate_and_push (self, NULL, 0, self->text_segment.start, TRUE);
+  }
+  if (ret == GST_FLOW_FLUSHING || g_atomic_int_get (&self->flush_seq) != seq) {
+    /* a seek (which restarts the task) or a stop */
+    gst_pad_pause_task (srcpad);
+    return;
+  }
+  if (ret == GST_FLOW_NOT_LINKED || ret < GST_FLOW_EOS)
     GST_ELEMENT_FLOW_ERROR (self, ret);
-  return NULL;
+  eos = gst_event_new_eos ();
+  gst_event_set_seqnum (eos, self->text_seqnum);
+  gst_pad_push_event (srcpad, eos);
+  gst_pad_pause_task (srcpad);
+}
+
+/* A seek on a generator: cancel the generation in progress between two
+ * steps, then generate again from the current settings, the new image
+ * stamped at the seek position in a new segment (also after EOS). */
+static gboolean
+text_only_seek (GstKosmosGFilter * self, GstEvent * event)
+{
+  GstPad *srcpad = GST_AGGREGATOR_SRC_PAD (self);
+  gdouble rate;
+  GstFormat format;
+  GstSeekFlags flags;
+  GstSeekType start_type, stop_type;
+  gint64 start, stop;
+  guint32 seqnum = gst_event_get_seqnum (event);
+  gboolean flush, ok = FALSE;
+  GstEvent *ev;
+
+  gst_event_parse_seek (event, &rate, &format, &flags, &start_type, &start,
+      &stop_type, &stop);
+  gst_event_unref (event);
+  if (format != GST_FORMAT_TIME || rate <= 0.0) {
+    GST_DEBUG_OBJECT (self, "refusing a %s seek at rate %f",
+        gst_format_get_name (format), rate);
+    return FALSE;
+  }
+  flush = (flags & GST_SEEK_FLAG_FLUSH) != 0;
+  if (flush) {
+    ev = gst_event_new_flush_start ();
+    gst_event_set_seqnum (ev, seqnum);
+    gst_pad_push_event (srcpad, ev);
+  }
+  g_atomic_int_inc (&self->flush_seq);
+  gst_kosmosg_engine_set_cancel (&self->engine, TRUE);
+  /* returns once the task is out of kg_generate (the next step boundary) */
+  gst_pad_pause_task (srcpad);
+
+  GST_PAD_STREAM_LOCK (srcpad);
+  if (flush) {
+    ev = gst_event_new_flush_stop (TRUE);
+    gst_event_set_seqnum (ev, seqnum);
+    gst_pad_push_event (srcpad, ev);
+  }
+  gst_kosmosg_engine_set_cancel (&self->engine, FALSE);
+  if (gst_segment_do_seek (&self->text_segment, rate, format, flags,
+          start_type, start, stop_type, stop, NULL)) {
+    self->text_need_segment = TRUE;
+    self->text_seqnum = seqnum;
+    ok = TRUE;
+  }
+  /* a deactivated pad stays flushing: then the stop wins */
+  if (is_text_only (self) && !GST_PAD_IS_FLUSHING (srcpad))
+    ok = gst_pad_start_task (srcpad, text_only_loop, self, NULL) && ok;
+  GST_PAD_STREAM_UNLOCK (srcpad);
+  return ok;
+}
+
+static gboolean
+gst_kosmosg_filter_src_activate_mode (GstPad * pad, GstObject * parent,
+    GstPadMode mode, gboolean active)
+{
+  GstKosmosGFilter *self = GST_KOSMOSG_FILTER (parent);
+
+  if (active && mode == GST_PAD_MODE_PUSH && want_text_only (self)) {
+    GST_DEBUG_OBJECT (self, "no sink pad and no placeholder: text-only");
+    GST_OBJECT_LOCK (self);
+    self->text_only = TRUE;
+    GST_OBJECT_UNLOCK (self);
+    gst_segment_init (&self->text_segment, GST_FORMAT_TIME);
+    self->text_started = FALSE;
+    self->text_need_segment = TRUE;
+    self->text_seqnum = gst_util_seqnum_next ();
+    gst_kosmosg_engine_set_cancel (&self->engine, FALSE);
+    return gst_pad_start_task (pad, text_only_loop, self, NULL);
+  }
+  if (!active && is_text_only (self)) {
+    gboolean ok;
+
+    gst_kosmosg_engine_set_cancel (&self->engine, TRUE);
+    ok = gst_pad_stop_task (pad);
+    GST_OBJECT_LOCK (self);
+    self->text_only = FALSE;
+    GST_OBJECT_UNLOCK (self);
+    return ok;
+  }
+  return self->agg_src_activate_mode (pad, parent, mode, active);
+}
+
+static gboolean
+gst_kosmosg_filter_src_event (GstAggregator * agg, GstEvent * event)
+{
+  GstKosmosGFilter *self = GST_KOSMOSG_FILTER (agg);
+
+  if (GST_EVENT_TYPE (event) == GST_EVENT_SEEK && is_text_only (self))
+    return text_only_seek (self, event);
+  return GST_AGGREGATOR_CLASS (parent_class)->src_event (agg, event);
+}
+
+static GstPad *
+gst_kosmosg_filter_request_new_pad (GstElement * element,
+    GstPadTemplate * templ, const gchar * name, const GstCaps * caps)
+{
+  GstPad *pad = GST_ELEMENT_CLASS (parent_class)->request_new_pad (element,
+      templ, name, caps);
+
+  if (pad && is_text_only (GST_KOSMOSG_FILTER (element)))
+    GST_ELEMENT_WARNING (element, CORE, PAD,
+        ("Pad %s is used from the next start: kosmosgfilter is generating "
+            "from the prompt alone, as it had no sink pad when it started",
+            GST_PAD_NAME (pad)), (NULL));
+  return pad;
 }
 
 static GstStateChangeReturn
@@ -694,7 +869,7 @@ gst_kosmosg_filter_change_state (GstElement * element,
       break;
     }
     case GST_STATE_CHANGE_PAUSED_TO_READY:
-      /* before chaining up: deactivating the src pad waits for aggregate() */
+      /* before chaining up: deactivating the src pad waits for its task */
       gst_kosmosg_engine_set_cancel (&self->engine, TRUE);
       break;
     default:
@@ -704,18 +879,7 @@ gst_kosmosg_filter_change_state (GstElement * element,
   ret = GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
 
   switch (transition) {
-    case GST_STATE_CHANGE_READY_TO_PAUSED:
-      if (ret != GST_STATE_CHANGE_FAILURE && !element->sinkpads) {
-        gst_kosmosg_engine_set_cancel (&self->engine, FALSE);
-        self->text_thread = g_thread_new ("kosmosg-text", text_only_thread,
-            self);
-      }
-      break;
     case GST_STATE_CHANGE_PAUSED_TO_READY:
-      if (self->text_thread) {
-        g_thread_join (self->text_thread);
-        self->text_thread = NULL;
-      }
       gst_kosmosg_engine_set_cancel (&self->engine, FALSE);
       break;
     case GST_STATE_CHANGE_READY_TO_NULL:
@@ -750,6 +914,9 @@ gst_kosmosg_filter_class_init (GstKosmosGFilterClass * klass)
 
   element_class->change_state =
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_change_state);
+  element_class->request_new_pad =
+      GST_DEBUG_FUNCPTR (gst_kosmosg_filter_request_new_pad);
+  agg_class->src_event = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_src_event);
   agg_class->aggregate = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_aggregate);
   agg_class->sink_event = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_sink_event);
   agg_class->fixate_src_caps =
@@ -767,7 +934,13 @@ gst_kosmosg_filter_class_init (GstKosmosGFilterClass * klass)
 static void
 gst_kosmosg_filter_init (GstKosmosGFilter * self)
 {
+  GstPad *srcpad = GST_AGGREGATOR_SRC_PAD (self);
+
   gst_kosmosg_settings_init (&self->settings);
   gst_kosmosg_engine_init (&self->engine, GST_ELEMENT (self));
   gst_video_info_init (&self->out_info);
+  gst_segment_init (&self->text_segment, GST_FORMAT_TIME);
+  self->agg_src_activate_mode = GST_PAD_ACTIVATEMODEFUNC (srcpad);
+  gst_pad_set_activatemode_function (srcpad,
+      GST_DEBUG_FUNCPTR (gst_kosmosg_filter_src_activate_mode));
 }

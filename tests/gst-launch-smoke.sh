@@ -1,6 +1,7 @@
 #!/bin/sh
 # gst-launch-smoke.sh - the user-facing pipelines, run with gst-launch-1.0 on
-# the tiny model: image variation (one PNG), two-image mixing, text only.
+# the tiny model: image variation (one PNG, also through uridecodebin whose
+# pad appears after PAUSED), two-image mixing, text only.
 # Each must end normally and write a valid PNG of the requested size.
 # Env: KG_TINY_MODEL, GST_PLUGIN_PATH (the build's gst dir), GST_REGISTRY.
 set -eu
@@ -42,6 +43,14 @@ run filesrc location="$dir/a.png" ! pngdec ! \
         num-inference-steps=2 seed=1 ! \
     video/x-raw,width=64,height=64 ! pngenc ! filesink location="$dir/variation.png"
 check_png "$dir/variation.png" 64 64
+
+# the reference pad appears after PAUSED (uridecodebin's pads are dynamic):
+# the filter waits for it instead of refusing the placeholder
+run uridecodebin uri="file://$dir/a.png" ! \
+    kosmosgfilter model-location="$model" backend=cpu prompt="<i> in the snow" \
+        num-inference-steps=2 seed=1 ! \
+    video/x-raw,width=64,height=64 ! pngenc ! filesink location="$dir/uridecode.png"
+check_png "$dir/uridecode.png" 64 64
 
 # two-image mixing: sink_0 and sink_1 bound to the two placeholders
 run kosmosgfilter name=k model-location="$model" backend=cpu prompt="<i> wearing <i>" \

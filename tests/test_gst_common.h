@@ -113,11 +113,11 @@ kg_format_of (GstVideoFormat f)
 }
 
 /* kg_generate on the same inputs, as the reference for the element's
- * bytes: n_images reference buffers with their infos. */
+ * bytes: n_images reference buffers with their infos, steps steps. */
 G_GNUC_UNUSED static void
-engine_generate (const gchar * prompt, GstBuffer ** refs,
+engine_generate_steps (const gchar * prompt, GstBuffer ** refs,
     const GstVideoInfo * infos, gint n_images, gint width, gint height,
-    gint num_images, kg_output * out)
+    gint num_images, gint steps, kg_output * out)
 {
   kg_model_options opt;
   kg_model *m = NULL;
@@ -146,7 +146,7 @@ engine_generate (const gchar * prompt, GstBuffer ** refs,
   p.prompt = prompt;
   p.images = images;
   p.n_images = n_images;
-  p.steps = TEST_STEPS;
+  p.steps = steps;
   p.guidance_scale = 6.0f;
   p.seed = TEST_SEED;
   p.num_images = num_images;
@@ -158,6 +158,16 @@ engine_generate (const gchar * prompt, GstBuffer ** refs,
     gst_video_frame_unmap (&frames[i]);
   kg_session_free (s);
   kg_model_close (m);
+}
+
+/* The same with TEST_STEPS steps. */
+G_GNUC_UNUSED static void
+engine_generate (const gchar * prompt, GstBuffer ** refs,
+    const GstVideoInfo * infos, gint n_images, gint width, gint height,
+    gint num_images, kg_output * out)
+{
+  engine_generate_steps (prompt, refs, infos, n_images, width, height,
+      num_images, TEST_STEPS, out);
 }
 
 /* Asserts buf holds image index of out, in RGB or RGBA (alpha 255). */

@@ -1,0 +1,281 @@
+/* test_gst_pipeline.c - kosmosgfilter in whole pipelines on the real engine
+ * (CPU backend, tiny model, 64x64): the threading of the text-only mode (a
+ * pad requested during a text-only generation never starts a second
+ * generation on the session), reference pads that appear after PAUSED. The
+ * pipelines use appsrc/appsink through their action signals. */
+#include "test_gst_common.h"
+
+typedef struct
+{
+  GstElement *pipeline;
+  GstElement *filter;
+  GstElement *sink;
+  GstBus *bus;
+} Pipe;
+
+/* kosmosgfilter name=f <props> ! capsfilter 64x64 ! appsink */
+static void
+pipe_start (Pipe * p, const gchar * props, gboolean play)
+{
+  gchar *desc = g_strdup_printf ("kosmosgfilter name=f model-location=\"%s\" "
+      "backend=cpu seed=%d %s ! " TEST_SINK_CAPS " ! appsink name=out "
+      "sync=false", tiny_model (), TEST_SEED, props);
+  GError *err = NULL;
+
+  p->pipeline = gst_parse_launch (desc, &err);
+  fail_unless (p->pipeline != NULL, "%s: %s", desc, err ? err->message : "");
+  g_free (desc);
+  p->filter = gst_bin_get_by_name (GST_BIN (p->pipeline), "f");
+  p->sink = gst_bin_get_by_name (GST_BIN (p->pipeline), "out");
+  p->bus = gst_element_get_bus (p->pipeline);
+  if (play)
+    gst_element_set_state (p->pipeline, GST_STATE_PLAYING);
+}
+
+static void
+pipe_stop (Pipe * p)
+{
+  fail_unless_equals_int (gst_element_set_state (p->pipeline, GST_STATE_NULL),
+      GST_STATE_CHANGE_SUCCESS);
+  gst_object_unref (p->filter);
+  gst_object_unref (p->sink);
+  gst_bus_set_flushing (p->bus, TRUE);
+  gst_object_unref (p->bus);
+  gst_object_unref (p->pipeline);
+}
+
+/* An appsrc holding one reference image (then EOS), linked to a newly
+ * requested sink pad of the filter while the pipeline runs. */
+static GstPad *
+add_reference (Pipe * p, GstBuffer * ref, const GstVideoInfo * info)
+{
+  GstElement *src = gst_element_factory_make ("appsrc", NULL);
+  GstCaps *caps = gst_video_info_to_caps (info);
+  GstPad *sinkpad, *srcpad;
+  GstFlowReturn ret = GST_FLOW_ERROR;
+
+  fail_unless (src != NULL);
+  g_object_set (src, "caps", caps, "format", GST_FORMAT_TIME, NULL);
+  gst_caps_unref (caps);
+  gst_bin_add (GST_BIN (p->pipeline), src);
+  sinkpad = gst_element_request_pad_simple (p->filter, "sink_%u");
+  fail_unless (sinkpad != NULL);
+  srcpad = gst_element_get_static_pad (src, "src");
+  fail_unless_equals_int (gst_pad_link (srcpad, sinkpad), GST_PAD_LINK_OK);
+  gst_object_unref (srcpad);
+  fail_unless (gst_element_sync_state_with_parent (src));
+  g_signal_emit_by_name (src, "push-buffer", ref, &ret);
+  fail_unless_equals_int (ret, GST_FLOW_OK);
+  g_signal_emit_by_name (src, "end-of-stream", &ret);
+  return sinkpad;
+}
+
+static GstSample *
+pull_sample (Pipe * p, gdouble timeout)
+{
+  GstSample *sample = NULL;
+
+  g_signal_emit_by_name (p->sink, "try-pull-sample",
+      (GstClockTime) (timeout * GST_SECOND), &sample);
+  return sample;
+}
+
+/* Bus messages until EOS (fails on an error or after timeout seconds):
+ * the kosmosg-progress steps in order, the number of kosmosg-done, and
+ * the warnings' texts joined. */
+typedef struct
+{
+  gint steps[4096];
+  gint n_steps;
+  gint n_done;
+  GString *warnings;
+  gchar *done_prompt;
+} BusLog;
+
+static void
+collect_until_eos (Pipe * p, BusLog * log, gdouble timeout)
+{
+  gint64 end = g_get_monotonic_time () + (gint64) (timeout * G_USEC_PER_SEC);
+
+  log->warnings = g_string_new (NULL);
+  for (;;) {
+    gint64 left = end - g_get_monotonic_time ();
+    GstMessage *msg;
+
+    fail_unless (left > 0, "no EOS within %.0f s", timeout);
+    msg = gst_bus_timed_pop_filtered (p->bus, left * GST_USECOND,
+        GST_MESSAGE_EOS | GST_MESSAGE_ERROR | GST_MESSAGE_WARNING |
+        GST_MESSAGE_ELEMENT);
+    fail_unless (msg != NULL, "no EOS within %.0f s", timeout);
+    switch (GST_MESSAGE_TYPE (msg)) {
+      case GST_MESSAGE_EOS:
+        gst_message_unref (msg);
+        return;
+      case GST_MESSAGE_ERROR:{
+        GError *e = NULL;
+        gchar *dbg = NULL;
+
+        gst_message_parse_error (msg, &e, &dbg);
+        fail ("unexpected error: %s (%s)", e->message, dbg);
+        break;
+      }
+      case GST_MESSAGE_WARNING:{
+        GError *e = NULL;
+
+        gst_message_parse_warning (msg, &e, NULL);
+        GST_INFO ("warning: %s", e->message);
+        g_string_append_printf (log->warnings, "%s\n", e->message);
+        g_error_free (e);
+        break;
+      }
+      default:{
+        const GstStructure *s = gst_message_get_structure (msg);
+        guint step = 0;
+
+        if (gst_structure_has_name (s, "kosmosg-progress")
+            && gst_structure_get_uint (s, "step", &step)
+            && log->n_steps < (gint) G_N_ELEMENTS (log->steps))
+          log->steps[log->n_steps++] = (gint) step;
+        if (gst_structure_has_name (s, "kosmosg-done")) {
+          log->n_done++;
+          g_free (log->done_prompt);
+          log->done_prompt = g_strdup (gst_structure_get_string (s,
+                  "prompt"));
+        }
+        break;
+      }
+    }
+    gst_message_unref (msg);
+  }
+}
+
+static void
+buslog_clear (BusLog * log)
+{
+  if (log->warnings)
+    g_string_free (log->warnings, TRUE);
+  g_free (log->done_prompt);
+}
+
+static void
+wait_first_step (Pipe * p)
+{
+  GstMessage *msg = pop_element_message (p->bus, "kosmosg-progress", 120);
+
+  fail_unless (msg != NULL, "no kosmosg-progress");
+  gst_message_unref (msg);
+}
+
+/* Issue 18: a pad requested (and fed, with a prompt that now has a
+ * placeholder) while the text-only generation runs. Before the fix the
+ * aggregator generated on the same session at the same time (ASan:
+ * memcpy-param-overlap; release: shape errors or wrong pixels). Now the
+ * text-only image comes out exactly as kg_generate makes it, the steps of
+ * one generation only, a warning names the pad, then EOS. */
+#define RACE_STEPS 60
+
+GST_START_TEST (test_pad_requested_during_text_only)
+{
+  Pipe p;
+  BusLog log = { 0 };
+  GstVideoInfo info;
+  GstBuffer *ref = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 21, &info);
+  GstSample *sample;
+  GstPad *pad;
+  kg_output want = { 0 };
+  gchar *props = g_strdup_printf ("prompt=\"a red bicycle\" "
+      "num-inference-steps=%d", RACE_STEPS);
+
+  pipe_start (&p, props, TRUE);
+  wait_first_step (&p);
+  g_object_set (p.filter, "prompt", "<i> on a beach", NULL);
+  pad = add_reference (&p, ref, &info);
+
+  sample = pull_sample (&p, 120);
+  fail_unless (sample != NULL, "no text-only image");
+  collect_until_eos (&p, &log, 120);
+  GST_INFO ("%d progress messages after the first, %d done", log.n_steps,
+      log.n_done);
+  /* one generation: steps 2..RACE_STEPS once each, in order */
+  fail_unless_equals_int (log.n_steps, RACE_STEPS - 1);
+  for (gint i = 0; i < log.n_steps; i++)
+    fail_unless_equals_int (log.steps[i], i + 2);
+  fail_unless_equals_int (log.n_done, 1);
+  fail_unless_equals_string (log.done_prompt, "a red bicycle");
+  fail_unless (strstr (log.warnings->str, GST_PAD_NAME (pad)) != NULL,
+      "no warning names %s: %s", GST_PAD_NAME (pad), log.warnings->str);
+
+  engine_generate_steps ("a red bicycle", NULL, NULL, 0, TEST_SIZE,
+      TEST_SIZE, 1, RACE_STEPS, &want);
+  assert_same_image (gst_sample_get_buffer (sample),
+      gst_sample_get_caps (sample), &want, 0);
+
+  kg_output_free (&want);
+  gst_sample_unref (sample);
+  gst_object_unref (pad);
+  gst_buffer_unref (ref);
+  buslog_clear (&log);
+  g_free (props);
+  pipe_stop (&p);
+}
+
+GST_END_TEST;
+
+/* Issue 16 (1): a prompt with a placeholder and no sink pad yet, as with
+ * uridecodebin/decodebin whose pads appear after PAUSED: the filter waits
+ * for the pad instead of refusing "1 placeholder but 0 reference images". */
+GST_START_TEST (test_pad_after_paused)
+{
+  Pipe p;
+  BusLog log = { 0 };
+  GstVideoInfo info;
+  GstBuffer *ref = make_ref (GST_VIDEO_FORMAT_RGB, 40, 24, 22, &info);
+  GstSample *sample;
+  GstPad *pad;
+  GstMessage *msg;
+  kg_output want = { 0 };
+  gchar *props = g_strdup_printf ("prompt=\"<i> in the snow\" "
+      "num-inference-steps=%d", TEST_STEPS);
+
+  pipe_start (&p, props, TRUE);
+  /* nothing to do yet: no error, no image */
+  msg = gst_bus_timed_pop_filtered (p.bus, GST_SECOND / 2,
+      GST_MESSAGE_ERROR | GST_MESSAGE_EOS);
+  fail_unless (msg == NULL, "%s before the reference pad appeared",
+      GST_MESSAGE_TYPE_NAME (msg));
+  fail_unless (pull_sample (&p, 0.1) == NULL);
+
+  pad = add_reference (&p, ref, &info);
+  sample = pull_sample (&p, 120);
+  fail_unless (sample != NULL, "no image after the pad appeared");
+  collect_until_eos (&p, &log, 120);
+  fail_unless_equals_int (log.n_done, 1);
+  engine_generate ("<i> in the snow", &ref, &info, 1, TEST_SIZE, TEST_SIZE, 1,
+      &want);
+  assert_same_image (gst_sample_get_buffer (sample),
+      gst_sample_get_caps (sample), &want, 0);
+
+  kg_output_free (&want);
+  gst_sample_unref (sample);
+  gst_object_unref (pad);
+  gst_buffer_unref (ref);
+  buslog_clear (&log);
+  g_free (props);
+  pipe_stop (&p);
+}
+
+GST_END_TEST;
+
+static Suite *
+kosmosg_pipeline_suite (void)
+{
+  Suite *s = suite_create ("kosmosg-pipeline");
+  TCase *tc = tcase_create ("general");
+
+  suite_add_tcase (s, tc);
+  tcase_add_test (tc, test_pad_requested_during_text_only);
+  tcase_add_test (tc, test_pad_after_paused);
+  return s;
+}
+
+GST_CHECK_MAIN (kosmosg_pipeline);
