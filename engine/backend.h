@@ -103,8 +103,15 @@ struct kg_backend {
     kg_error err;            /* sticky: the first failure wins until cleared */
 };
 
-/* The CPU reference backend: fp32, n_threads <= 0 picks the core count. */
+/* The CPU reference backend: fp32, n_threads <= 0 picks the core count (at most
+ * KG_CPU_MAX_THREADS). The environment variable KOSMOSG_CPU_ISA=base|avx2|avx512
+ * caps the instruction set its kernels (and oneDNN's, process-wide) use. */
+#define KG_CPU_MAX_THREADS 1024
 kg_status kg_backend_cpu_new(kg_backend **out, int n_threads, kg_error *err);
+
+/* One line naming what a CPU backend dispatches to: threads, our kernels' ISA,
+ * the GEMM library and its JIT ISA. Returns snprintf's count. */
+int kg_backend_cpu_describe(kg_backend *be, char *buf, size_t n);
 
 /* Releases the backend and everything it allocated. NULL is fine. */
 void kg_backend_free(kg_backend *be);

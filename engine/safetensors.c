@@ -419,8 +419,9 @@ kg_status kg_st_open(kg_st_file **out, const char *path, kg_error *err)
             f->map = NULL;
             close(fd);
             kg_st_close(f);
-            return kg_error_set(err, KG_ERR_IO, "%s: cannot mmap %lld bytes: %s", path,
-                                (long long)st.st_size, strerror(e));
+            return kg_error_set(err, e == ENOMEM ? KG_ERR_NOMEM : KG_ERR_IO,
+                                "%s: cannot mmap %lld bytes: %s", path, (long long)st.st_size,
+                                strerror(e));
         }
         f->base = f->map;
         f->len = f->map_len;

@@ -110,8 +110,9 @@ static void test_linear(kg_ctx *c, int64_t m, int64_t k, int64_t n, int bias)
     kg_reset(c, mark);
 }
 
-/* The fallback GEMM, with strides larger than the matrices and beta != 0. */
-static void test_gemm_c(int trans_b, int64_t m, int64_t k, int64_t n, float alpha, float beta)
+/* The fallback GEMM, with strides larger than the matrices and beta != 0, in
+ * its AVX2 (where the CPU has it) and baseline versions. */
+static void test_gemm_c(kg_cpu_isa isa, int trans_b, int64_t m, int64_t k, int64_t n, float alpha, float beta)
 {
     char name[96];
     int64_t lda = k + 3, ldb = (trans_b ? k : n) + 5, ldc = n + 2;
@@ -127,10 +128,12 @@ static void test_gemm_c(int trans_b, int64_t m, int64_t k, int64_t n, float alph
                 acc += (double)a[i * lda + q] * (trans_b ? b[j * ldb + q] : b[q * ldb + j]);
             ref[i * n + j] = alpha * acc + beta * (double)cm[i * ldc + j];
         }
-    kg_cpu_sgemm_c(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, cm, ldc);
+    kg_cpu fake = {.n_threads = 1, .isa = isa};
+    kg_cpu_sgemm_c(&fake, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, cm, ldc);
     for (int64_t i = 0; i < m; i++)
         memcpy(got + i * n, cm + i * ldc, (size_t)n * sizeof *got);
-    snprintf(name, sizeof name, "C gemm%s %lldx%lldx%lld alpha %g beta %g", trans_b ? " B^T" : "",
+    snprintf(name, sizeof name, "C gemm (%s)%s %lldx%lldx%lld alpha %g beta %g",
+             isa == KG_CPU_ISA_BASE ? "base" : "avx2", trans_b ? " B^T" : "",
              (long long)m, (long long)k, (long long)n, alpha, beta);
     kgt_compare(name, got, ref, (size_t)(m * n), ATOL, RTOL);
     free(a);
@@ -887,6 +890,29 @@ static void threads_suite(int n_threads)
     kg_backend_free(be);
 }
 
+/* KOSMOSG_CPU_ISA, when set, must show in what the backend dispatches: our kernels'
+ * level and oneDNN's JIT ISA (the isa-* runs of the golden suites rely on it). */
+static void test_isa_cap(kg_backend *be)
+{
+    const char *cap = getenv("KOSMOSG_CPU_ISA");
+    const kg_cpu *cpu = kg_cpu_of(be);
+    char line[256];
+    kg_backend_cpu_describe(be, line, sizeof line);
+    printf("dispatch: %s (KOSMOSG_CPU_ISA=%s)\n", line, cap ? cap : "");
+    if (!cap)
+        return;
+    if (!strcmp(cap, "avx2")) {
+        kgt_check(cpu->isa <= KG_CPU_ISA_AVX2, "own kernels capped at avx2 (isa %d)", (int)cpu->isa);
+        kgt_check(!strstr(line, "avx512"), "no AVX-512 kernel dispatched under the avx2 cap: %s",
+                  line);
+    } else if (!strcmp(cap, "base")) {
+        kgt_check(cpu->isa == KG_CPU_ISA_BASE, "own kernels at the baseline (isa %d)",
+                  (int)cpu->isa);
+        kgt_check(!strstr(line, "avx") && !strstr(line, "AVX"),
+                  "no AVX kernel dispatched under the base cap: %s", line);
+    }
+}
+
 int main(void)
 {
     kg_backend *be = kgt_cpu_backend();
@@ -896,12 +922,18 @@ int main(void)
     allocs = be->n_allocs;
 
     printf("-- CPU backend with the default thread count\n");
+    test_isa_cap(be);
     compute_suite(&c);
-    test_gemm_c(0, 1, 1, 1, 1.0f, 0.0f);
-    test_gemm_c(0, 7, 23, 25, 1.0f, 0.0f);
-    test_gemm_c(1, 13, 300, 37, 0.5f, 1.0f);
-    test_gemm_c(0, 77, 768, 150, 1.0f, -0.5f);
-    test_gemm_c(1, 64, 520, 300, 1.0f, 0.0f); /* several K and N panels */
+    for (int isa = KG_CPU_ISA_BASE; isa <= KG_CPU_ISA_AVX2; isa++) {
+        if (isa == KG_CPU_ISA_AVX2 && !(__builtin_cpu_supports("avx2") &&
+                                        __builtin_cpu_supports("fma")))
+            break;
+        test_gemm_c(isa, 0, 1, 1, 1, 1.0f, 0.0f);
+        test_gemm_c(isa, 0, 7, 23, 25, 1.0f, 0.0f);
+        test_gemm_c(isa, 1, 13, 300, 37, 0.5f, 1.0f);
+        test_gemm_c(isa, 0, 77, 768, 150, 1.0f, -0.5f);
+        test_gemm_c(isa, 1, 64, 520, 300, 1.0f, 0.0f); /* several K and N panels */
+    }
 
     test_group_norm(&c, 3, (int64_t[]){1, 64, 23}, 32, 1e-5f, 1);
     test_group_norm(&c, 4, (int64_t[]){1, 64, 64, 64}, 32, 1e-5f, 0); /* 8192-element groups */

@@ -366,8 +366,11 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0); /* progress lines show up when piped */
 
     if (!strcmp(backend, "cpu")) {
+        char line[256];
         if (kg_backend_cpu_new(&be, threads, &err) != KG_OK)
             die("%s", err.msg);
+        kg_backend_cpu_describe(be, line, sizeof line);
+        printf("DISPATCH cpu backend: %s\n", line);
     } else if (!strcmp(backend, "cuda")) {
 #ifdef KG_HAVE_CUDA
         kg_dtype dt = !strcmp(dtype, "f32") ? KG_F32 : !strcmp(dtype, "bf16") ? KG_BF16 : KG_F16;

@@ -30,6 +30,16 @@ typedef struct attn_geom {
     int causal;
 } attn_geom;
 
+typedef struct attn_job {
+    const kg_cpu *cpu;
+    const attn_geom *g;
+    int n_heads;
+    int64_t n_items, qb;
+    const float *q, *k, *v;
+    const unsigned char *pad;
+    float *o;
+} attn_job;
+
 #ifdef KG_ATTN_X86
 
 #define FR 6   /* query rows per register tile: 12 accumulators + 3 */
@@ -118,7 +128,7 @@ __attribute__((target("avx2,fma"))) static void tile_values(const float *s, cons
  * head's first column, pad at the item's key mask. The key loop is outside
  * the tile loop so a step's K and V panels are read from L2 by every tile
  * of the item; each row keeps its running max m, sum l and output acc. */
-static void fused_item(const attn_geom *g, const float *q, const float *kt, const float *vpk,
+static void fused_item(const kg_cpu *cpu, const attn_geom *g, const float *q, const float *kt, const float *vpk,
                        const unsigned char *pad, float *o, int64_t i0, int64_t i1, float *work)
 {
     float *m = work, *l = m + FQ, *acc = l + FQ, *s = acc + FQ * g->hv;
@@ -161,7 +171,7 @@ static void fused_item(const attn_geom *g, const float *q, const float *kt, cons
                             sr[j] = -INFINITY;
                 for (int64_t j = lim; j < kb; j++)
                     sr[j] = -INFINITY;
-                mx = kg_cpu_max(sr, kb);
+                mx = kg_cpu_max(cpu, sr, kb);
                 if (mx < m[t + r])
                     mx = m[t + r];
                 if (mx == -INFINITY) {
@@ -169,7 +179,7 @@ static void fused_item(const attn_geom *g, const float *q, const float *kt, cons
                     continue;
                 }
                 alpha = expf(m[t + r] - mx);
-                l[t + r] = l[t + r] * alpha + kg_cpu_exp_shift_sum(sr, sr, kb, mx);
+                l[t + r] = l[t + r] * alpha + kg_cpu_exp_shift_sum(cpu, sr, sr, kb, mx);
                 m[t + r] = mx;
                 if (alpha != 1.0f)
                     for (int64_t e = 0; e < g->hv; e++)
@@ -185,37 +195,83 @@ static void fused_item(const attn_geom *g, const float *q, const float *kt, cons
     }
 }
 
-static void attention_fused(kg_cpu *cpu, const attn_geom *g, int64_t nb, int n_heads,
-                            const float *qd, const float *kd, const float *vd,
-                            const unsigned char *pad, float *od)
+static void fused_work_item(void *ctx, int64_t t, int tid)
 {
-    int64_t ldkt = (g->lk + 15) / 16 * 16, n_items = (g->lq + FQ - 1) / FQ;
-
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic)
-    for (int64_t t = 0; t < nb * n_heads * n_items; t++) {
-        int64_t bi = t / (n_heads * n_items), h = t / n_items % n_heads;
-        int64_t i0 = t % n_items * FQ, i1 = g->lq - i0 < FQ ? g->lq : i0 + FQ;
-        int64_t kend = g->causal ? i1 : g->lk;
-        const float *kp = kd + bi * g->lk * g->dq + h * g->hq;
-        const float *vp = vd + bi * g->lk * g->dv + h * g->hv;
-        float *kt = kg_cpu_scratch(cpu, kg_cpu_thread_id()), *vpk = kt + g->hq * ldkt;
-        /* pack the keys this item can see (layouts: tile_scores, tile_values) */
-        for (int64_t j = 0; j < (kend + 15) / 16 * 16; j++)
-            for (int64_t d = 0; d < g->hq; d++)
-                kt[(j >> 4) * g->hq * 16 + d * 16 + (j & 15)] = j < kend ? kp[j * g->dq + d] : 0.0f;
-        for (int64_t e0 = 0; e0 < g->hv; e0 += 16) {
-            int64_t w = g->hv - e0 >= 16 ? 16 : 8;
-            float *panel = vpk + e0 * g->lk;
-            for (int64_t j = 0; j < kend; j++)
-                for (int64_t e = 0; e < w; e++)
-                    panel[j * w + e] = vp[j * g->dv + e0 + e];
-        }
-        fused_item(g, qd + bi * g->lq * g->dq + h * g->hq, kt, vpk, pad ? pad + bi * g->lk : NULL,
-                   od + bi * g->lq * g->dv + h * g->hv, i0, i1, vpk + g->hv * ldkt);
+    const attn_job *j = ctx;
+    const attn_geom *g = j->g;
+    int n_heads = j->n_heads;
+    int64_t n_items = j->n_items, ldkt = (g->lk + 15) / 16 * 16;
+    int64_t bi = t / (n_heads * n_items), h = t / n_items % n_heads;
+    int64_t i0 = t % n_items * FQ, i1 = g->lq - i0 < FQ ? g->lq : i0 + FQ;
+    int64_t kend = g->causal ? i1 : g->lk;
+    const float *kp = j->k + bi * g->lk * g->dq + h * g->hq;
+    const float *vp = j->v + bi * g->lk * g->dv + h * g->hv;
+    float *kt = kg_cpu_scratch(j->cpu, tid), *vpk = kt + g->hq * ldkt;
+    /* pack the keys this item can see (layouts: tile_scores, tile_values) */
+    for (int64_t jj = 0; jj < (kend + 15) / 16 * 16; jj++)
+        for (int64_t d = 0; d < g->hq; d++)
+            kt[(jj >> 4) * g->hq * 16 + d * 16 + (jj & 15)] = jj < kend ? kp[jj * g->dq + d] : 0.0f;
+    for (int64_t e0 = 0; e0 < g->hv; e0 += 16) {
+        int64_t w = g->hv - e0 >= 16 ? 16 : 8;
+        float *panel = vpk + e0 * g->lk;
+        for (int64_t jj = 0; jj < kend; jj++)
+            for (int64_t e = 0; e < w; e++)
+                panel[jj * w + e] = vp[jj * g->dv + e0 + e];
     }
+    fused_item(j->cpu, g, j->q + bi * g->lq * g->dq + h * g->hq, kt, vpk,
+               j->pad ? j->pad + bi * g->lk : NULL, j->o + bi * g->lq * g->dv + h * g->hv, i0,
+               i1, vpk + g->hv * ldkt);
 }
 
 #endif
+
+static void gemm_block_item(void *ctx, int64_t t, int tid)
+{
+    const attn_job *j = ctx;
+    const attn_geom *g = j->g;
+    int n_heads = j->n_heads, causal = g->causal;
+    int64_t n_blocks = j->n_items, qb = j->qb, lq = g->lq, lk = g->lk, dq = g->dq, dv = g->dv;
+    int64_t hq = g->hq, hv = g->hv;
+    float scale = g->scale;
+    const kg_cpu *cpu = j->cpu;
+    int64_t bi = t / (n_heads * n_blocks), h = t / n_blocks % n_heads;
+    int64_t i0 = t % n_blocks * qb, rows = lq - i0 < qb ? lq - i0 : qb;
+    /* causal: keys past the block's last query are masked anyway */
+    int64_t nk = causal ? i0 + rows : lk;
+    const float *qp = j->q + (bi * lq + i0) * dq + h * hq;
+    const float *kp = j->k + bi * lk * dq + h * hq;
+    const float *vp = j->v + bi * lk * dv + h * hv;
+    const unsigned char *pb = j->pad ? j->pad + bi * lk : NULL;
+    float *op = j->o + (bi * lq + i0) * dv + h * hv;
+    float *s = kg_cpu_scratch(cpu, tid);
+
+    float inv[Q_BLOCK];
+    kg_cpu_sgemm_st(cpu, 1, rows, nk, hq, scale, qp, dq, kp, dq, 0.0f, s, nk);
+    for (int64_t r = 0; r < rows; r++) {
+        float *sr = s + r * nk;
+        int64_t lim = causal ? i0 + r + 1 : nk;
+        float mx;
+        if (pb)
+            for (int64_t jj = 0; jj < lim; jj++)
+                if (pb[jj])
+                    sr[jj] = -INFINITY;
+        for (int64_t jj = lim; jj < nk; jj++)
+            sr[jj] = 0.0f;
+        mx = kg_cpu_max(cpu, sr, lim);
+        if (mx == -INFINITY) {
+            for (int64_t jj = 0; jj < lim; jj++)
+                sr[jj] = 0.0f;
+            inv[r] = 0.0f;
+            continue;
+        }
+        inv[r] = 1.0f / kg_cpu_exp_shift_sum(cpu, sr, sr, lim, mx);
+    }
+    /* normalise the [rows, dv] output instead of the [rows, nk] weights */
+    kg_cpu_sgemm_st(cpu, 0, rows, hv, nk, 1.0f, s, nk, vp, dv, 0.0f, op, dv);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t e = 0; e < hv; e++)
+            op[r * dv + e] *= inv[r];
+}
 
 void kg_cpu_attention(kg_backend *be, kg_tensor *o, const kg_tensor *q, const kg_tensor *k,
                       const kg_tensor *v, const kg_tensor *key_pad, int n_heads, float scale,
@@ -230,6 +286,7 @@ void kg_cpu_attention(kg_backend *be, kg_tensor *o, const kg_tensor *q, const kg
     const float *qd = q->data, *kd = k->data, *vd = v->data;
     const unsigned char *pad = key_pad ? key_pad->data : NULL;
     float *od = o->data;
+    attn_geom g = {lq, lk, dq, dv, hq, hv, scale, causal};
 
     if (lk == 0) {
         /* no keys: every row is fully masked */
@@ -238,13 +295,10 @@ void kg_cpu_attention(kg_backend *be, kg_tensor *o, const kg_tensor *q, const kg
         return;
     }
 #ifdef KG_ATTN_X86
-    {
-        attn_geom g = {lq, lk, dq, dv, hq, hv, scale, causal};
-        if (hv % 8 == 0 && fused_floats(&g) <= cpu->scratch_floats_per_thread &&
-            __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-            attention_fused(cpu, &g, nb, n_heads, qd, kd, vd, pad, od);
-            return;
-        }
+    if (hv % 8 == 0 && fused_floats(&g) <= cpu->scratch_floats_per_thread && kg_cpu_avx2(cpu)) {
+        attn_job j = {cpu, &g, n_heads, (lq + FQ - 1) / FQ, 0, qd, kd, vd, pad, od};
+        kg_pool_run(cpu->pool, nb * n_heads * j.n_items, fused_work_item, &j);
+        return;
     }
 #endif
     if (qb < 1) {
@@ -258,44 +312,9 @@ void kg_cpu_attention(kg_backend *be, kg_tensor *o, const kg_tensor *q, const kg
         qb = lq;
     n_blocks = (lq + qb - 1) / qb;
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic)
-    for (int64_t t = 0; t < nb * n_heads * n_blocks; t++) {
-        int64_t bi = t / (n_heads * n_blocks), h = t / n_blocks % n_heads;
-        int64_t i0 = t % n_blocks * qb, rows = lq - i0 < qb ? lq - i0 : qb;
-        /* causal: keys past the block's last query are masked anyway */
-        int64_t nk = causal ? i0 + rows : lk;
-        const float *qp = qd + (bi * lq + i0) * dq + h * hq;
-        const float *kp = kd + bi * lk * dq + h * hq;
-        const float *vp = vd + bi * lk * dv + h * hv;
-        const unsigned char *pb = pad ? pad + bi * lk : NULL;
-        float *op = od + (bi * lq + i0) * dv + h * hv;
-        float *s = kg_cpu_scratch(cpu, kg_cpu_thread_id());
-
-        float inv[Q_BLOCK];
-        kg_cpu_sgemm_st(1, rows, nk, hq, scale, qp, dq, kp, dq, 0.0f, s, nk);
-        for (int64_t r = 0; r < rows; r++) {
-            float *sr = s + r * nk;
-            int64_t lim = causal ? i0 + r + 1 : nk;
-            float mx;
-            if (pb)
-                for (int64_t j = 0; j < lim; j++)
-                    if (pb[j])
-                        sr[j] = -INFINITY;
-            for (int64_t j = lim; j < nk; j++)
-                sr[j] = 0.0f;
-            mx = kg_cpu_max(sr, lim);
-            if (mx == -INFINITY) {
-                for (int64_t j = 0; j < lim; j++)
-                    sr[j] = 0.0f;
-                inv[r] = 0.0f;
-                continue;
-            }
-            inv[r] = 1.0f / kg_cpu_exp_shift_sum(sr, sr, lim, mx);
-        }
-        /* normalise the [rows, dv] output instead of the [rows, nk] weights */
-        kg_cpu_sgemm_st(0, rows, hv, nk, 1.0f, s, nk, vp, dv, 0.0f, op, dv);
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t e = 0; e < hv; e++)
-                op[r * dv + e] *= inv[r];
+    {
+        attn_job j = {cpu, &g, n_heads, n_blocks, qb, qd, kd, vd, pad, od};
+        kg_pool_run(cpu->pool, nb * n_heads * n_blocks, gemm_block_item, &j);
     }
+    kg_cpu_gemm_status(be, "attention");
 }

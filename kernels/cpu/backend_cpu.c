@@ -1,32 +1,23 @@
-/* backend_cpu.c - the CPU reference backend: fp32, host memory, OpenMP.
+/* backend_cpu.c - the CPU reference backend: fp32, host memory, our own
+ * worker pool (pool.c), oneDNN's GEMM.
  *
  * The op table points at the kernels in the other files of this folder;
- * this file owns creation, memory and the fixed scratch buffer. */
+ * this file owns creation, memory, the fixed scratch buffer and the choice
+ * of instruction set. */
 #include "cpu_kernels.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-#if defined(KG_HAVE_BLAS)
-#include <cblas.h>
+#if defined(KG_HAVE_DNNL)
+#include <oneapi/dnnl/dnnl.h>
 #endif
 
 /* Each allocation carries its size in a header so free() can keep
  * bytes_allocated exact; the header keeps the payload 64-byte aligned. */
 #define KG_CPU_ALIGN 64
-
-int kg_cpu_thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 static void *cpu_alloc(kg_backend *be, size_t nbytes)
 {
@@ -64,8 +55,10 @@ static kg_status cpu_sync(kg_backend *be)
 static void cpu_destroy(kg_backend *be)
 {
     kg_cpu *cpu = kg_cpu_of(be);
-    if (cpu)
+    if (cpu) {
+        kg_pool_free(cpu->pool);
         free(cpu->scratch);
+    }
     free(cpu);
     free(be);
 }
@@ -101,11 +94,106 @@ static const kg_backend_ops cpu_ops = {
 
 static int core_count(void)
 {
-#ifdef _OPENMP
-    return omp_get_num_procs();
-#else
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
+}
+
+static const char *isa_name(kg_cpu_isa isa)
+{
+    switch (isa) {
+    case KG_CPU_ISA_AVX512: return "avx512";
+    case KG_CPU_ISA_AVX2: return "avx2";
+    case KG_CPU_ISA_BASE: return "base";
+    }
+    return "?";
+}
+
+/* What this CPU can do, from cpuid (and the OS's register saving, which
+ * __builtin_cpu_supports checks): never from a list of CPU models. */
+static kg_cpu_isa detect_isa(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("fma"))
+        return KG_CPU_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return KG_CPU_ISA_AVX2;
+#endif
+    return KG_CPU_ISA_BASE;
+}
+
+#if defined(KG_HAVE_DNNL)
+static const char *dnnl_isa_name(dnnl_cpu_isa_t isa)
+{
+    switch ((int)isa) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+    }
+}
+#endif
+
+/* KOSMOSG_CPU_ISA=base|avx2|avx512 caps the instruction set, for our kernels
+ * and for oneDNN (process-wide: oneDNN takes its cap once, before its first
+ * kernel), so every path can be tested on one machine. */
+static kg_status apply_isa_cap(kg_cpu *cpu, kg_error *err)
+{
+    const char *cap = getenv("KOSMOSG_CPU_ISA");
+    kg_cpu_isa want;
+    cpu->isa = detect_isa();
+    if (!cap || !*cap)
+        return KG_OK;
+    if (!strcmp(cap, "base"))
+        want = KG_CPU_ISA_BASE;
+    else if (!strcmp(cap, "avx2"))
+        want = KG_CPU_ISA_AVX2;
+    else if (!strcmp(cap, "avx512"))
+        want = KG_CPU_ISA_AVX512;
+    else
+        return kg_error_set(err, KG_ERR_INVALID_ARG,
+                            "KOSMOSG_CPU_ISA=%.40s: expected base, avx2 or avx512", cap);
+    if (want < cpu->isa)
+        cpu->isa = want;
+#if defined(KG_HAVE_DNNL)
+    {
+        dnnl_cpu_isa_t d = want == KG_CPU_ISA_BASE   ? dnnl_cpu_isa_sse41
+                           : want == KG_CPU_ISA_AVX2 ? dnnl_cpu_isa_avx2
+                                                     : dnnl_cpu_isa_avx512_core_bf16;
+        if (dnnl_set_max_cpu_isa(d) != dnnl_success &&
+            (int)(dnnl_get_effective_cpu_isa() & ~d) != 0)
+            return kg_error_set(err, KG_ERR_INVALID_ARG,
+                                "KOSMOSG_CPU_ISA=%s cannot take effect: oneDNN already runs at %s "
+                                "in this process",
+                                cap, dnnl_isa_name(dnnl_get_effective_cpu_isa()));
+    }
+#endif
+    return KG_OK;
+}
+
+int kg_backend_cpu_describe(kg_backend *be, char *buf, size_t n)
+{
+    const kg_cpu *cpu = kg_cpu_of(be);
+#if defined(KG_HAVE_DNNL)
+    const dnnl_version_t *v = dnnl_version();
+    return snprintf(buf, n,
+                    "%d threads (own pool, no OpenMP spin); ISA level %s; own kernels %s; GEMM: "
+                    "oneDNN %d.%d.%d sgemm, JIT ISA %s",
+                    cpu->n_threads, isa_name(cpu->isa),
+                    kg_cpu_avx2(cpu) ? "AVX2+FMA" : "scalar C", v->major, v->minor, v->patch,
+                    dnnl_isa_name(dnnl_get_effective_cpu_isa()));
+#else
+    return snprintf(buf, n, "%d threads (own pool, no OpenMP spin); ISA level %s; own kernels %s; "
+                    "GEMM: %s",
+                    cpu->n_threads, isa_name(cpu->isa), kg_cpu_avx2(cpu) ? "AVX2+FMA" : "scalar C",
+                    kg_cpu_gemm_name(cpu));
 #endif
 }
 
@@ -114,25 +202,35 @@ kg_status kg_backend_cpu_new(kg_backend **out, int n_threads, kg_error *err)
     kg_backend *be = NULL;
     kg_cpu *cpu = NULL;
     void *scratch = NULL;
+    kg_status st;
     if (!out)
         return kg_error_set(err, KG_ERR_INVALID_ARG, "cpu backend: out is NULL");
     *out = NULL;
+    if (n_threads > KG_CPU_MAX_THREADS)
+        return kg_error_set(err, KG_ERR_INVALID_ARG,
+                            "cpu backend: %d threads requested, at most %d supported", n_threads,
+                            KG_CPU_MAX_THREADS);
     be = calloc(1, sizeof *be);
     cpu = calloc(1, sizeof *cpu);
-    if (!be || !cpu || posix_memalign(&scratch, KG_CPU_ALIGN, KG_CPU_SCRATCH_BYTES) != 0)
+    if (!be || !cpu || posix_memalign(&scratch, KG_CPU_ALIGN, KG_CPU_SCRATCH_BYTES) != 0) {
+        st = kg_error_set(err, KG_ERR_NOMEM, "cpu backend: cannot allocate %zu MiB of scratch",
+                          KG_CPU_SCRATCH_BYTES >> 20);
         goto fail;
+    }
     cpu->n_threads = n_threads > 0 ? n_threads : core_count();
-#ifndef _OPENMP
-    cpu->n_threads = 1;
-#endif
     cpu->scratch = scratch;
+    scratch = NULL;
     cpu->scratch_floats_per_thread =
         KG_CPU_SCRATCH_BYTES / sizeof(float) / (size_t)cpu->n_threads / 16 * 16;
-#if defined(KG_HAVE_BLAS) && defined(OPENBLAS_VERSION)
-    /* Our OpenMP regions do the splitting; a threaded BLAS inside them
-     * would oversubscribe the cores. */
-    openblas_set_num_threads(1);
-#endif
+    st = apply_isa_cap(cpu, err);
+    if (st != KG_OK)
+        goto fail;
+    st = kg_cpu_gemm_init(cpu, err);
+    if (st != KG_OK)
+        goto fail;
+    st = kg_pool_new(&cpu->pool, cpu->n_threads, err);
+    if (st != KG_OK)
+        goto fail;
     be->ops = &cpu_ops;
     be->impl = cpu;
     be->act_dtype = KG_F32;
@@ -141,8 +239,9 @@ kg_status kg_backend_cpu_new(kg_backend **out, int n_threads, kg_error *err)
     return KG_OK;
 fail:
     free(scratch);
+    if (cpu)
+        free(cpu->scratch);
     free(cpu);
     free(be);
-    return kg_error_set(err, KG_ERR_NOMEM, "cpu backend: cannot allocate %zu MiB of scratch",
-                        KG_CPU_SCRATCH_BYTES >> 20);
+    return st;
 }

@@ -54,6 +54,19 @@ static void im2col(const conv_geom *g, const float *x, int64_t r0, int64_t r1, i
     }
 }
 
+typedef struct im2col_job {
+    const conv_geom *g;
+    const float *xb;
+    int64_t kc, P, parts;
+    float *col;
+} im2col_job;
+
+static void im2col_part(void *ctx, int64_t t, int tid)
+{
+    const im2col_job *j = ctx;
+    im2col(j->g, j->xb, j->kc * t / j->parts, j->kc * (t + 1) / j->parts, 0, j->P, j->col);
+}
+
 /* Few output positions (deep U-Net levels, 8x8 .. 16x16): one im2col of the
  * whole item, filled by all threads, then a GEMM split over output channels. */
 static int conv_shared(kg_cpu *cpu, const conv_geom *g, int64_t nb, int64_t co, const float *xd,
@@ -68,9 +81,8 @@ static int conv_shared(kg_cpu *cpu, const conv_geom *g, int64_t nb, int64_t co, 
         const float *xb = xd + bi * g->ci * g->h * g->w, *col = xb;
         float *yb = yd + bi * co * P;
         if (!direct) {
-#pragma omp parallel for num_threads(nt) schedule(dynamic)
-            for (int t = 0; t < 4 * nt; t++)
-                im2col(g, xb, kc * t / (4 * nt), kc * (t + 1) / (4 * nt), 0, P, cpu->scratch);
+            im2col_job j = {g, xb, kc, P, 4 * nt, cpu->scratch};
+            kg_pool_run(cpu->pool, j.parts, im2col_part, &j);
             col = cpu->scratch;
         }
         kg_cpu_sgemm(cpu, 0, co, P, kc, 1.0f, wd, kc, col, P, 0.0f, yb, P);
@@ -80,6 +92,36 @@ static int conv_shared(kg_cpu *cpu, const conv_geom *g, int64_t nb, int64_t co, 
                     yb[o * P + j] += bd[o];
     }
     return 1;
+}
+
+typedef struct conv_job {
+    const kg_cpu *cpu;
+    const conv_geom *g;
+    int64_t co, P, kc, pc, per_item;
+    int direct;
+    const float *xd, *wd, *bd;
+    float *yd;
+} conv_job;
+
+static void conv_chunk(void *ctx, int64_t t, int tid)
+{
+    const conv_job *c = ctx;
+    const conv_geom *g = c->g;
+    int64_t bi = t / c->per_item, p0 = t % c->per_item * c->pc, P = c->P, co = c->co;
+    int64_t n = P - p0 < c->pc ? P - p0 : c->pc;
+    const float *xb = c->xd + bi * g->ci * g->h * g->w;
+    float *yb = c->yd + bi * co * P + p0;
+    if (c->direct) {
+        kg_cpu_sgemm_st(c->cpu, 0, co, n, c->kc, 1.0f, c->wd, c->kc, xb + p0, P, 0.0f, yb, P);
+    } else {
+        float *col = kg_cpu_scratch(c->cpu, tid);
+        im2col(g, xb, 0, c->kc, p0, n, col);
+        kg_cpu_sgemm_st(c->cpu, 0, co, n, c->kc, 1.0f, c->wd, c->kc, col, n, 0.0f, yb, P);
+    }
+    if (c->bd)
+        for (int64_t o = 0; o < co; o++)
+            for (int64_t j = 0; j < n; j++)
+                yb[o * P + j] += c->bd[o];
 }
 
 void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
@@ -103,8 +145,10 @@ void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
             yd[i] = bd ? bd[i / P % co] : 0.0f;
         return;
     }
-    if (nt > 1 && nb * P < nt * MIN_COLS && conv_shared(cpu, &g, nb, co, xd, wd, bd, yd))
+    if (nt > 1 && nb * P < nt * MIN_COLS && conv_shared(cpu, &g, nb, co, xd, wd, bd, yd)) {
+        kg_cpu_gemm_status(be, "conv2d");
         return;
+    }
     if (!direct && fit < 1) {
         kg_backend_fail(be, KG_ERR_NOMEM, "conv2d: a %lld-row im2col column exceeds the scratch",
                         (long long)kc);
@@ -125,22 +169,9 @@ void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
         pc = P;
     per_item = (P + pc - 1) / pc;
 
-#pragma omp parallel for num_threads(nt) schedule(dynamic)
-    for (int64_t t = 0; t < nb * per_item; t++) {
-        int64_t bi = t / per_item, p0 = t % per_item * pc;
-        int64_t n = P - p0 < pc ? P - p0 : pc;
-        const float *xb = xd + bi * g.ci * g.h * g.w;
-        float *yb = yd + bi * co * P + p0;
-        if (direct) {
-            kg_cpu_sgemm_st(0, co, n, kc, 1.0f, wd, kc, xb + p0, P, 0.0f, yb, P);
-        } else {
-            float *col = kg_cpu_scratch(cpu, kg_cpu_thread_id());
-            im2col(&g, xb, 0, kc, p0, n, col);
-            kg_cpu_sgemm_st(0, co, n, kc, 1.0f, wd, kc, col, n, 0.0f, yb, P);
-        }
-        if (bd)
-            for (int64_t o = 0; o < co; o++)
-                for (int64_t j = 0; j < n; j++)
-                    yb[o * P + j] += bd[o];
+    {
+        conv_job c = {cpu, &g, co, P, kc, pc, per_item, direct, xd, wd, bd, yd};
+        kg_pool_run(cpu->pool, nb * per_item, conv_chunk, &c);
     }
+    kg_cpu_gemm_status(be, "conv2d");
 }

@@ -1,17 +1,22 @@
 /* cpu_kernels.h - private to the CPU backend: its state and the op functions
  * that backend_cpu.c puts in the table, one file per op family.
  *
- * Threading: every op splits its work with OpenMP over n_threads. BLAS is
- * kept single-threaded and called from inside those OpenMP regions, so the
- * two thread pools never compete for the same cores. Loops hand out work
- * dynamically in pieces of a few thousand elements (or a few rows): when
- * the OS preempts one thread on a busy machine, the other keeps working
- * instead of waiting at the op's closing barrier for a fixed half. */
+ * Threading: every op splits its work into items that the backend's own
+ * worker pool (pool.c) hands out dynamically, a few per thread: when the OS
+ * preempts one thread on a busy machine, the others keep working instead of
+ * waiting at the op's end for a fixed share. The pool's idle threads sleep
+ * (no OpenMP: see pool.c). oneDNN's GEMM runs one call per work item, single
+ * threaded, inside those items.
+ *
+ * Instruction sets: cpu->isa is what the CPU supports (cpuid, never a list of
+ * CPU models), capped by KOSMOSG_CPU_ISA; every kernel with a vector path
+ * checks it, and the cap is passed to oneDNN (dnnl_set_max_cpu_isa). */
 #ifndef KG_CPU_KERNELS_H
 #define KG_CPU_KERNELS_H
 
 #include <stddef.h>
 #include <stdint.h>
+
 
 #include "backend.h"
 
@@ -20,10 +25,35 @@
  * blocks) so each chunk fits a thread's share. */
 #define KG_CPU_SCRATCH_BYTES ((size_t)64 << 20)
 
+/* Instruction-set levels our dispatch distinguishes (x86-64). */
+typedef enum kg_cpu_isa {
+    KG_CPU_ISA_BASE = 0,   /* SSE2: scalar C kernels, oneDNN at SSE4.1 at most */
+    KG_CPU_ISA_AVX2 = 1,   /* AVX2 + FMA */
+    KG_CPU_ISA_AVX512 = 2, /* AVX-512 F/BW/VL/DQ (oneDNN's avx512_core) */
+} kg_cpu_isa;
+
+/* pool.c: fn(ctx, item, tid) for item in [0, n_items), tid in [0, n_threads)
+ * identifying the running thread (0 is the caller). */
+typedef struct kg_pool kg_pool;
+typedef void (*kg_pool_fn)(void *ctx, int64_t item, int tid);
+kg_status kg_pool_new(kg_pool **out, int n_threads, kg_error *err);
+void kg_pool_free(kg_pool *p);
+/* Runs every item and returns when all are done; not re-entrant. */
+void kg_pool_run(kg_pool *p, int64_t n_items, kg_pool_fn fn, void *ctx);
+/* Sets the calling thread's OpenMP thread count to 1 (oneDNN then runs
+ * sequentially in it) and returns the previous value for kg_cpu_omp_restore. */
+int kg_cpu_omp_single(void);
+void kg_cpu_omp_restore(int saved);
+
 typedef struct kg_cpu {
     int n_threads;
+    kg_cpu_isa isa;
+    kg_pool *pool;
     float *scratch;
     size_t scratch_floats_per_thread;
+    /* set by any thread whose oneDNN call failed (it cannot get memory);
+     * the op turns it into the backend's sticky error (kg_cpu_gemm_status) */
+    _Atomic int gemm_failed;
 } kg_cpu;
 
 static inline kg_cpu *kg_cpu_of(kg_backend *be)
@@ -31,35 +61,52 @@ static inline kg_cpu *kg_cpu_of(kg_backend *be)
     return (kg_cpu *)be->impl;
 }
 
-/* Scratch region of OpenMP thread `tid`. */
+/* Scratch region of pool thread `tid`. */
 static inline float *kg_cpu_scratch(const kg_cpu *cpu, int tid)
 {
     return cpu->scratch + (size_t)tid * cpu->scratch_floats_per_thread;
 }
 
-int kg_cpu_thread_id(void);
+static inline int kg_cpu_avx2(const kg_cpu *cpu)
+{
+    return cpu->isa >= KG_CPU_ISA_AVX2;
+}
+
+/* Flat loops over n elements: items of `chunk` elements, inline below
+ * `par_min` elements where waking the pool costs more than it saves.
+ * fn(ctx, i0, i1, tid) handles elements [i0, i1). */
+typedef void (*kg_range_fn)(void *ctx, int64_t i0, int64_t i1, int tid);
+void kg_cpu_parallel_range(const kg_cpu *cpu, int64_t n, int64_t chunk, int64_t par_min,
+                           kg_range_fn fn, void *ctx);
 
 /* vmath.c - vectorised row loops (AVX2 picked at run time).
  * y = exp(x - shift), returning the sum of y (y may alias x). */
-float kg_cpu_exp_shift_sum(float *y, const float *x, int64_t n, float shift);
+float kg_cpu_exp_shift_sum(const kg_cpu *cpu, float *y, const float *x, int64_t n, float shift);
 /* v = x sc + sh; y = v sigmoid(a v): SiLU (a = 1), QuickGELU (a = 1.702) */
-void kg_cpu_silu_affine(float *y, const float *x, int64_t n, float a, float sc, float sh);
+void kg_cpu_silu_affine(const kg_cpu *cpu, float *y, const float *x, int64_t n, float a, float sc,
+                        float sh);
 /* y = gelu(x) (exact erf form), times m when m is not NULL (GEGLU) */
-void kg_cpu_gelu_mul(float *y, const float *x, const float *m, int64_t n);
+void kg_cpu_gelu_mul(const kg_cpu *cpu, float *y, const float *x, const float *m, int64_t n);
 /* max of x (n >= 1); -inf when every element is -inf */
-float kg_cpu_max(const float *x, int64_t n);
+float kg_cpu_max(const kg_cpu *cpu, const float *x, int64_t n);
 
 /* gemm.c - row-major C[M, N] = alpha A[M, K] op(B) + beta C, op(B) = B[K, N]
  * (trans_b = 0) or B[N, K]^T (trans_b = 1). The _st form runs on the calling
  * thread (BLAS or the _c kernel); kg_cpu_sgemm splits M or N over the
  * backend's threads. */
-void kg_cpu_sgemm_c(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+void kg_cpu_sgemm_c(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-void kg_cpu_sgemm_st(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+void kg_cpu_sgemm_st(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void kg_cpu_sgemm(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                   int64_t ldc);
+/* At backend creation: has oneDNN generate its GEMM kernels (see gemm.c). */
+kg_status kg_cpu_gemm_init(kg_cpu *cpu, kg_error *err);
+/* After an op's GEMMs: KG_ERR_NOMEM on the backend, naming the op, if one failed. */
+void kg_cpu_gemm_status(kg_backend *be, const char *op);
+/* What the GEMM dispatches to, e.g. "oneDNN 2.6.3 sgemm, avx512_core" (static string). */
+const char *kg_cpu_gemm_name(const kg_cpu *cpu);
 void kg_cpu_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
                    const kg_tensor *b);
 

@@ -1,13 +1,28 @@
 /* gemm.c - the one matrix multiply the linear, conv and attention kernels
- * share: OpenBLAS (single-threaded, called from our OpenMP regions) when
- * built with KG_HAVE_BLAS, else a cache-blocked C kernel. The C kernel is
- * always compiled so the tests check it in BLAS builds too. */
+ * share: oneDNN's sgemm (JIT kernels picked by the CPU's instruction set, up
+ * to the ISA cap; one single-threaded call per work item of our pool) when
+ * built with KG_HAVE_DNNL, else a cache-blocked C kernel with an AVX2 and a
+ * baseline version. The C kernel is always compiled so the tests check it in
+ * oneDNN builds too.
+ *
+ * Why not OpenBLAS (the first version used it): Debian's 0.3.21 picks its
+ * kernel from a list of CPU models, so it ran the SSE3 PRESCOTT kernel on a
+ * Sapphire Rapids Xeon (3x slower), and under a memory limit it loops forever
+ * in its buffer allocation instead of failing. oneDNN dispatches on cpuid
+ * features and returns dnnl_out_of_memory. */
 #include "cpu_kernels.h"
 
 #include <string.h>
 
-#if defined(KG_HAVE_BLAS)
-#include <cblas.h>
+#include <stdatomic.h>
+#include <stdio.h>
+
+#if defined(KG_HAVE_DNNL)
+#include <sys/mman.h>
+
+#include <oneapi/dnnl/dnnl.h>
+
+#define KG_DNNL_JIT_HEADROOM (64 << 20)
 #endif
 
 /* Register tile of the C kernel: MR rows x NR columns of C in 12 vector
@@ -21,10 +36,8 @@
 
 typedef float v8f __attribute__((vector_size(32), aligned(4)));
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define KG_GEMM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define KG_GEMM_CLONES
+#if defined(__GNUC__) && defined(__x86_64__)
+#define KG_GEMM_X86 1
 #endif
 
 /* Packs op(B)[k0:k0+kc, n0:n0+nc] as NR-wide column strips, k-major,
@@ -46,9 +59,10 @@ static void pack_b(int trans_b, const float *B, int64_t ldb, int64_t k0, int64_t
     }
 }
 
-KG_GEMM_CLONES
-void kg_cpu_sgemm_c(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+/* The kernel body, compiled twice: for AVX2 + FMA and for the baseline. */
+static inline __attribute__((always_inline)) void
+sgemm_c_body(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+             int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
     float bp[KC * NC] __attribute__((aligned(64)));
     for (int64_t i = 0; i < M; i++) {
@@ -98,21 +112,142 @@ void kg_cpu_sgemm_c(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, c
     }
 }
 
+#ifdef KG_GEMM_X86
+__attribute__((target("avx2,fma"))) static void
+sgemm_c_avx2(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+             int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    sgemm_c_body(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+#endif
+
+static void sgemm_c_base(int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                         const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                         float *C, int64_t ldc)
+{
+    sgemm_c_body(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void kg_cpu_sgemm_c(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                    int64_t ldc)
+{
+#ifdef KG_GEMM_X86
+    if (kg_cpu_avx2(cpu)) {
+        sgemm_c_avx2(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#endif
+    sgemm_c_base(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* Work split of kg_cpu_sgemm (see there). */
 #define PIECES 4
 #define MIN_PIECE 192
 
-void kg_cpu_sgemm_st(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+void kg_cpu_sgemm_st(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K,
+                     float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                     float beta, float *C, int64_t ldc)
 {
     if (M <= 0 || N <= 0)
         return;
-#if defined(KG_HAVE_BLAS)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)M, (int)N,
-                (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+#if defined(KG_HAVE_DNNL)
+    /* row-major, like ours; the thread's OpenMP count is 1 (pool.c), so this
+     * runs on the calling thread only */
+    if (dnnl_sgemm('N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) !=
+        dnnl_success)
+        atomic_store(&((kg_cpu *)cpu)->gemm_failed, 1);
 #else
-    kg_cpu_sgemm_c(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    kg_cpu_sgemm_c(cpu, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
+}
+
+kg_status kg_cpu_gemm_init(kg_cpu *cpu, kg_error *err)
+{
+#if defined(KG_HAVE_DNNL)
+    /* oneDNN generates its GEMM kernels on the first call, and a failed
+     * allocation there is a C++ exception that our C frames cannot catch
+     * (the process aborts). Generating them here, once the ISA cap is set,
+     * keeps a forward pass under memory pressure to plain malloc failures,
+     * which dnnl_sgemm reports as dnnl_out_of_memory. Shapes: a GEMV (M = 1)
+     * and a blocked GEMM, with B plain and transposed.
+     * The generator itself does not survive a failed allocation either (it
+     * crashes), so first make sure KG_DNNL_JIT_HEADROOM of address space is
+     * available; the kernels take a few MiB. */
+    static const int64_t shapes[][3] = {{1, 48, 40}, {1, 40, 48}, {40, 48, 40}, {96, 80, 72}};
+    float a[96 * 80], b[80 * 72], c[96 * 72];
+    int saved;
+    dnnl_status_t rc = dnnl_success;
+    void *probe = mmap(NULL, KG_DNNL_JIT_HEADROOM, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (probe == MAP_FAILED)
+        return kg_error_set(err, KG_ERR_NOMEM,
+                            "cpu backend: no %d MiB of address space left for oneDNN's kernels",
+                            KG_DNNL_JIT_HEADROOM >> 20);
+    munmap(probe, KG_DNNL_JIT_HEADROOM);
+    saved = kg_cpu_omp_single();
+    memset(a, 0, sizeof a);
+    memset(b, 0, sizeof b);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0] && rc == dnnl_success; i++)
+        for (int tb = 0; tb < 2 && rc == dnnl_success; tb++) {
+            int64_t M = shapes[i][0], N = shapes[i][1], K = shapes[i][2];
+            rc = dnnl_sgemm('N', tb ? 'T' : 'N', M, N, K, 1.0f, a, K, b, tb ? K : N, 0.0f, c, N);
+        }
+    kg_cpu_omp_restore(saved);
+    if (rc != dnnl_success)
+        return kg_error_set(err, KG_ERR_NOMEM, "cpu backend: oneDNN sgemm cannot start (status %d)",
+                            (int)rc);
+#else
+    (void)cpu;
+    (void)err;
+#endif
+    return KG_OK;
+}
+
+void kg_cpu_gemm_status(kg_backend *be, const char *op)
+{
+    kg_cpu *cpu = kg_cpu_of(be);
+    if (atomic_exchange(&cpu->gemm_failed, 0))
+        kg_backend_fail(be, KG_ERR_NOMEM, "%s: the GEMM (oneDNN sgemm) cannot get memory", op);
+}
+
+const char *kg_cpu_gemm_name(const kg_cpu *cpu)
+{
+#if defined(KG_HAVE_DNNL)
+    return "oneDNN sgemm (JIT)";
+#else
+    return kg_cpu_avx2(cpu) ? "own C sgemm, AVX2+FMA" : "own C sgemm, baseline";
+#endif
+}
+
+typedef struct sgemm_split {
+    const kg_cpu *cpu;
+    int trans_b;
+    int64_t M, N, K;
+    float alpha;
+    const float *A;
+    int64_t lda;
+    const float *B;
+    int64_t ldb;
+    float beta;
+    float *C;
+    int64_t ldc;
+    int split_m;
+    int64_t per, total;
+} sgemm_split;
+
+static void sgemm_piece(void *ctx, int64_t t, int tid)
+{
+    const sgemm_split *p = ctx;
+    int64_t s = t * p->per;
+    int64_t n = p->total - s < p->per ? p->total - s : p->per;
+    if (p->split_m)
+        kg_cpu_sgemm_st(p->cpu, p->trans_b, n, p->N, p->K, p->alpha, p->A + s * p->lda, p->lda,
+                        p->B, p->ldb, p->beta, p->C + s * p->ldc, p->ldc);
+    else
+        kg_cpu_sgemm_st(p->cpu, p->trans_b, p->M, n, p->K, p->alpha, p->A, p->lda,
+                        p->trans_b ? p->B + s * p->ldb : p->B + s, p->ldb, p->beta, p->C + s,
+                        p->ldc);
 }
 
 void kg_cpu_sgemm(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -134,20 +269,29 @@ void kg_cpu_sgemm(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t 
     per = ((total + pieces - 1) / pieces + unit - 1) / unit * unit;
     n_pieces = (total + per - 1) / per;
     if (nt <= 1 || (double)M * N * K < 2e6 || n_pieces < 2) {
-        kg_cpu_sgemm_st(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
+        /* one piece, still through the pool: it runs on this thread with
+         * oneDNN kept sequential */
+        per = total;
+        n_pieces = 1;
     }
-#pragma omp parallel for num_threads(nt) schedule(dynamic)
-    for (int64_t t = 0; t < n_pieces; t++) {
-        int64_t s = t * per;
-        int64_t n = total - s < per ? total - s : per;
-        if (split_m)
-            kg_cpu_sgemm_st(trans_b, n, N, K, alpha, A + s * lda, lda, B, ldb, beta, C + s * ldc,
-                            ldc);
-        else
-            kg_cpu_sgemm_st(trans_b, M, n, K, alpha, A, lda, trans_b ? B + s * ldb : B + s, ldb,
-                            beta, C + s, ldc);
+    {
+        sgemm_split sp = {cpu, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, split_m, per, total};
+        kg_pool_run(cpu->pool, n_pieces, sgemm_piece, &sp);
     }
+}
+
+typedef struct bias_rows {
+    float *y;
+    const float *b;
+    int64_t n;
+} bias_rows;
+
+static void add_bias_rows(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    const bias_rows *p = ctx;
+    for (int64_t i = r0; i < r1; i++)
+        for (int64_t j = 0; j < p->n; j++)
+            p->y[i * p->n + j] += p->b[j];
 }
 
 void kg_cpu_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
@@ -166,11 +310,9 @@ void kg_cpu_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
         return;
     }
     kg_cpu_sgemm(cpu, 1, M, N, K, 1.0f, x->data, K, w->data, K, 0.0f, yd, N);
+    kg_cpu_gemm_status(be, "linear");
     if (b) {
-        const float *bd = b->data;
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) if (M * N > 65536)
-        for (int64_t i = 0; i < M; i++)
-            for (int64_t j = 0; j < N; j++)
-                yd[i * N + j] += bd[j];
+        bias_rows br = {yd, b->data, N};
+        kg_cpu_parallel_range(cpu, M, M * N > 65536 ? 16 : M, 0, add_bias_rows, &br);
     }
 }

@@ -7,21 +7,47 @@
 
 #define PAR_MIN 32768
 
+typedef struct up_job {
+    const float *x;
+    float *y;
+    int64_t w;
+} up_job;
+
+static void upsample_rows(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    const up_job *j = ctx;
+    int64_t w = j->w;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = j->x + r * w;
+        float *y0 = j->y + r * 4 * w, *y1 = y0 + 2 * w;
+        for (int64_t i = 0; i < w; i++)
+            y0[2 * i] = y0[2 * i + 1] = xr[i];
+        memcpy(y1, y0, (size_t)(2 * w) * sizeof *y1);
+    }
+}
+
 void kg_cpu_upsample_nearest2x(kg_backend *be, kg_tensor *y, const kg_tensor *x)
 {
     kg_cpu *cpu = kg_cpu_of(be);
     int64_t planes = x->shape[0] * x->shape[1], h = x->shape[2], w = x->shape[3];
-    const float *xd = x->data;
-    float *yd = y->data;
+    up_job j = {x->data, y->data, w};
+    kg_cpu_parallel_range(cpu, planes * h, 16, planes * h * w > PAR_MIN ? 0 : planes * h,
+                          upsample_rows, &j);
+}
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) \
-    if (planes * h * w > PAR_MIN)
-    for (int64_t r = 0; r < planes * h; r++) {
-        const float *xr = xd + r * w;
-        float *y0 = yd + r * 4 * w, *y1 = y0 + 2 * w;
-        for (int64_t j = 0; j < w; j++)
-            y0[2 * j] = y0[2 * j + 1] = xr[j];
-        memcpy(y1, y0, (size_t)(2 * w) * sizeof *y1);
+typedef struct cat_job {
+    const char *a, *b;
+    char *y;
+    size_t na, nb;
+} cat_job;
+
+static void cat_rows(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    const cat_job *j = ctx;
+    for (int64_t r = r0; r < r1; r++) {
+        char *yr = j->y + (size_t)r * (j->na + j->nb);
+        memcpy(yr, j->a + (size_t)r * j->na, j->na);
+        memcpy(yr + j->na, j->b + (size_t)r * j->nb, j->nb);
     }
 }
 
@@ -31,8 +57,6 @@ void kg_cpu_concat(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_te
     size_t es = kg_dtype_size(y->dtype);
     int64_t outer = 1, inner = 1;
     size_t na, nbb;
-    const char *ad = a->data, *bd = b->data;
-    char *yd = y->data;
 
     for (int i = 0; i < dim; i++)
         outer *= y->shape[i];
@@ -41,12 +65,10 @@ void kg_cpu_concat(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_te
     na = (size_t)(a->shape[dim] * inner) * es;
     nbb = (size_t)(b->shape[dim] * inner) * es;
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) \
-    if (kg_tensor_numel(y) > PAR_MIN)
-    for (int64_t r = 0; r < outer; r++) {
-        char *yr = yd + (size_t)r * (na + nbb);
-        memcpy(yr, ad + (size_t)r * na, na);
-        memcpy(yr + na, bd + (size_t)r * nbb, nbb);
+    {
+        cat_job j = {a->data, b->data, y->data, na, nbb};
+        kg_cpu_parallel_range(cpu, outer, 16, kg_tensor_numel(y) > PAR_MIN ? 0 : outer, cat_rows,
+                              &j);
     }
 }
 
@@ -63,14 +85,62 @@ static inline void copy_elem(char *y, const char *x, size_t es)
         memcpy(y, x, es);
 }
 
+typedef struct perm_job {
+    const char *x;
+    char *y;
+    size_t es;
+    int64_t st[KG_MAX_DIMS], n[KG_MAX_DIMS], ys[KG_MAX_DIMS];
+    int ds, o0, o1;
+    int64_t nblk;
+} perm_job;
+
+/* the last dim is contiguous in x (or nothing is): plain row copies; item
+ * r walks y rows (i0, i1) = (r / n[1], r % n[1]) */
+static void permute_rows(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    const perm_job *j = ctx;
+    const int64_t *st = j->st, *n = j->n, *ys = j->ys;
+    size_t es = j->es;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t i0 = r / n[1], i1 = r % n[1];
+        for (int64_t i2 = 0; i2 < n[2]; i2++) {
+            const char *xr = j->x + (size_t)(i0 * st[0] + i1 * st[1] + i2 * st[2]) * es;
+            char *yr = j->y + (size_t)(i0 * ys[0] + i1 * ys[1] + i2 * ys[2]) * es;
+            for (int64_t i3 = 0; i3 < n[3]; i3++)
+                copy_elem(yr + (size_t)i3 * es, xr + (size_t)(i3 * st[3]) * es, es);
+        }
+    }
+}
+
+/* a transpose between y dims ds and 3: TB x TB blocks, so both the reads
+ * (along ds) and the writes (along 3) stay within a few lines */
+static void permute_blocks(void *ctx, int64_t t, int tid)
+{
+    const perm_job *j = ctx;
+    const int64_t *st = j->st, *n = j->n, *ys = j->ys;
+    int ds = j->ds, o0 = j->o0, o1 = j->o1;
+    size_t es = j->es;
+    int64_t a = t / (n[o1] * j->nblk), b = t / j->nblk % n[o1], i0 = t % j->nblk * TB;
+    int64_t i1 = n[ds] - i0 < TB ? n[ds] : i0 + TB;
+    const char *xb = j->x + (size_t)(a * st[o0] + b * st[o1]) * es;
+    char *yb = j->y + (size_t)(a * ys[o0] + b * ys[o1]) * es;
+    for (int64_t j0 = 0; j0 < n[3]; j0 += TB) {
+        int64_t j1 = n[3] - j0 < TB ? n[3] : j0 + TB;
+        for (int64_t i = i0; i < i1; i++)
+            for (int64_t jj = j0; jj < j1; jj++)
+                copy_elem(yb + (size_t)(i * ys[ds] + jj) * es, xb + (size_t)(i + jj * st[3]) * es,
+                          es);
+    }
+}
+
 void kg_cpu_permute(kg_backend *be, kg_tensor *y, const kg_tensor *x, const int perm[KG_MAX_DIMS])
 {
     kg_cpu *cpu = kg_cpu_of(be);
-    size_t es = kg_dtype_size(x->dtype);
-    int nd = y->ndim, lead = KG_MAX_DIMS - nd, ds = -1, o0, o1;
-    int64_t xs[KG_MAX_DIMS], st[KG_MAX_DIMS], n[KG_MAX_DIMS], ys[KG_MAX_DIMS], nblk, n_tasks;
-    const char *xd = x->data;
-    char *yd = y->data;
+    int nd = y->ndim, lead = KG_MAX_DIMS - nd;
+    int64_t xs[KG_MAX_DIMS], rows;
+    int big = kg_tensor_numel(y) > PAR_MIN;
+    perm_job j = {x->data, y->data, kg_dtype_size(x->dtype), {0}, {0}, {0}, -1, 0, 0, 0};
+    int64_t *st = j.st, *n = j.n, *ys = j.ys;
 
     /* Dims are right-aligned: n[3] is y's last dim. st[d] is the x stride
      * (in elements) of y's dim d, ys[d] its y stride. */
@@ -89,82 +159,73 @@ void kg_cpu_permute(kg_backend *be, kg_tensor *y, const kg_tensor *x, const int 
     /* the y dim that walks x contiguously, when it is not the last one */
     for (int d = 0; d < 3; d++)
         if (st[d] == 1 && n[d] > 1)
-            ds = d;
+            j.ds = d;
 
-    if (ds < 0 || st[3] == 1) {
-        /* the last dim is contiguous in x (or nothing is): plain row copies */
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) collapse(2) \
-    if (kg_tensor_numel(y) > PAR_MIN)
-        for (int64_t i0 = 0; i0 < n[0]; i0++)
-            for (int64_t i1 = 0; i1 < n[1]; i1++)
-                for (int64_t i2 = 0; i2 < n[2]; i2++) {
-                    const char *xr = xd + (size_t)(i0 * st[0] + i1 * st[1] + i2 * st[2]) * es;
-                    char *yr = yd + (size_t)(i0 * ys[0] + i1 * ys[1] + i2 * ys[2]) * es;
-                    for (int64_t i3 = 0; i3 < n[3]; i3++)
-                        copy_elem(yr + (size_t)i3 * es, xr + (size_t)(i3 * st[3]) * es, es);
-                }
+    if (j.ds < 0 || st[3] == 1) {
+        rows = n[0] * n[1];
+        kg_cpu_parallel_range(cpu, rows, 1, big ? 0 : rows, permute_rows, &j);
         return;
     }
-    /* a transpose between y dims ds and 3: TB x TB blocks, so both the
-     * reads (along ds) and the writes (along 3) stay within a few lines */
-    o0 = ds == 0 ? 1 : 0;
-    o1 = ds == 2 ? 1 : 2;
-    nblk = (n[ds] + TB - 1) / TB;
-    n_tasks = n[o0] * n[o1] * nblk;
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic) \
-    if (kg_tensor_numel(y) > PAR_MIN)
-    for (int64_t t = 0; t < n_tasks; t++) {
-        int64_t a = t / (n[o1] * nblk), b = t / nblk % n[o1], i0 = t % nblk * TB;
-        int64_t i1 = n[ds] - i0 < TB ? n[ds] : i0 + TB;
-        const char *xb = xd + (size_t)(a * st[o0] + b * st[o1]) * es;
-        char *yb = yd + (size_t)(a * ys[o0] + b * ys[o1]) * es;
-        for (int64_t j0 = 0; j0 < n[3]; j0 += TB) {
-            int64_t j1 = n[3] - j0 < TB ? n[3] : j0 + TB;
-            for (int64_t i = i0; i < i1; i++)
-                for (int64_t j = j0; j < j1; j++)
-                    copy_elem(yb + (size_t)(i * ys[ds] + j) * es, xb + (size_t)(i + j * st[3]) * es,
-                              es);
-        }
+    j.o0 = j.ds == 0 ? 1 : 0;
+    j.o1 = j.ds == 2 ? 1 : 2;
+    j.nblk = (n[j.ds] + TB - 1) / TB;
+    if (big)
+        kg_pool_run(cpu->pool, n[j.o0] * n[j.o1] * j.nblk, permute_blocks, &j);
+    else
+        for (int64_t t = 0; t < n[j.o0] * n[j.o1] * j.nblk; t++)
+            permute_blocks(&j, t, 0);
+}
+
+typedef struct cvt_job {
+    void *dst;
+    kg_dtype dd;
+    const void *src;
+    kg_dtype sd;
+} cvt_job;
+
+static void convert_range(void *ctx, int64_t i0, int64_t i1, int tid)
+{
+    const cvt_job *j = ctx;
+    const float *sf = j->src;
+    const uint16_t *sh = j->src;
+    float *df = j->dst;
+    uint16_t *dh = j->dst;
+    for (int64_t i = i0; i < i1; i++) {
+        float v = j->sd == KG_F32   ? sf[i]
+                  : j->sd == KG_F16 ? kg_f16_to_f32(sh[i])
+                                    : kg_bf16_to_f32(sh[i]);
+        if (j->dd == KG_F32)
+            df[i] = v;
+        else
+            dh[i] = j->dd == KG_F16 ? kg_f32_to_f16(v) : kg_f32_to_bf16(v);
     }
 }
 
 /* n elements of float dtype sd at src -> float dtype dd at dst. */
-static void convert(void *dst, kg_dtype dd, const void *src, kg_dtype sd, int64_t n, int nt)
+static void convert(const kg_cpu *cpu, void *dst, kg_dtype dd, const void *src, kg_dtype sd,
+                    int64_t n)
 {
-    const float *sf = src;
-    const uint16_t *sh = src;
-    float *df = dst;
-    uint16_t *dh = dst;
-
+    cvt_job j = {dst, dd, src, sd};
     if (dd == sd) {
         memmove(dst, src, (size_t)n * kg_dtype_size(dd));
         return;
     }
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 8192) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float v = sd == KG_F32   ? sf[i]
-                  : sd == KG_F16 ? kg_f16_to_f32(sh[i])
-                                 : kg_bf16_to_f32(sh[i]);
-        if (dd == KG_F32)
-            df[i] = v;
-        else
-            dh[i] = dd == KG_F16 ? kg_f32_to_f16(v) : kg_f32_to_bf16(v);
-    }
+    kg_cpu_parallel_range(cpu, n, 8192, PAR_MIN, convert_range, &j);
 }
 
 void kg_cpu_copy(kg_backend *be, kg_tensor *y, const kg_tensor *x)
 {
-    convert(y->data, y->dtype, x->data, x->dtype, kg_tensor_numel(x), kg_cpu_of(be)->n_threads);
+    convert(kg_cpu_of(be), y->data, y->dtype, x->data, x->dtype, kg_tensor_numel(x));
 }
 
 void kg_cpu_upload_f32(kg_backend *be, kg_tensor *dst, const float *src)
 {
-    convert(dst->data, dst->dtype, src, KG_F32, kg_tensor_numel(dst), kg_cpu_of(be)->n_threads);
+    convert(kg_cpu_of(be), dst->data, dst->dtype, src, KG_F32, kg_tensor_numel(dst));
 }
 
 void kg_cpu_download_f32(kg_backend *be, float *dst, const kg_tensor *src)
 {
-    convert(dst, KG_F32, src->data, src->dtype, kg_tensor_numel(src), kg_cpu_of(be)->n_threads);
+    convert(kg_cpu_of(be), dst, KG_F32, src->data, src->dtype, kg_tensor_numel(src));
 }
 
 void kg_cpu_embedding(kg_backend *be, kg_tensor *y, const kg_tensor *table, const kg_tensor *ids)

@@ -8,56 +8,69 @@
 
 #include <math.h>
 
+typedef struct gn_job {
+    const kg_cpu *cpu;
+    const float *x, *gamma, *beta;
+    float *y;
+    int64_t groups, cpg, spatial, n;
+    float eps;
+    int silu;
+} gn_job;
+
+static void group_norm_item(void *ctx, int64_t t, int tid)
+{
+    const gn_job *j = ctx;
+    const float *xs = j->x + t * j->n;
+    float *ys = j->y + t * j->n;
+    int64_t c0 = t % j->groups * j->cpg, n = j->n, spatial = j->spatial;
+    double sum = 0.0, sq = 0.0;
+    float mean, rstd;
+    for (int64_t i = 0; i < n; i++)
+        sum += xs[i];
+    mean = (float)(sum / (double)n);
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)xs[i] - sum / (double)n;
+        sq += d * d;
+    }
+    rstd = (float)(1.0 / sqrt(sq / (double)n + (double)j->eps));
+    for (int64_t ch = 0; ch < j->cpg; ch++) {
+        float sc = rstd * j->gamma[c0 + ch], sh = j->beta[c0 + ch] - mean * sc;
+        const float *xc = xs + ch * spatial;
+        float *yc = ys + ch * spatial;
+        if (j->silu)
+            kg_cpu_silu_affine(j->cpu, yc, xc, spatial, 1.0f, sc, sh);
+        else
+            for (int64_t i = 0; i < spatial; i++)
+                yc[i] = xc[i] * sc + sh;
+    }
+}
+
 void kg_cpu_group_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *gamma,
                        const kg_tensor *beta, int groups, float eps, int silu)
 {
     kg_cpu *cpu = kg_cpu_of(be);
     int64_t nb = x->shape[0], c = x->shape[1];
     int64_t spatial = nb && c ? kg_tensor_numel(x) / (nb * c) : 0;
-    int64_t cpg = c / groups, n = cpg * spatial;
-    const float *xd = x->data, *gd = gamma->data, *bd = beta->data;
-    float *yd = y->data;
-
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic)
-    for (int64_t t = 0; t < nb * groups; t++) {
-        const float *xs = xd + t * n;
-        float *ys = yd + t * n;
-        int64_t c0 = t % groups * cpg;
-        double sum = 0.0, sq = 0.0;
-        float mean, rstd;
-        for (int64_t i = 0; i < n; i++)
-            sum += xs[i];
-        mean = (float)(sum / (double)n);
-        for (int64_t i = 0; i < n; i++) {
-            double d = (double)xs[i] - sum / (double)n;
-            sq += d * d;
-        }
-        rstd = (float)(1.0 / sqrt(sq / (double)n + (double)eps));
-        for (int64_t ch = 0; ch < cpg; ch++) {
-            float sc = rstd * gd[c0 + ch], sh = bd[c0 + ch] - mean * sc;
-            const float *xc = xs + ch * spatial;
-            float *yc = ys + ch * spatial;
-            if (silu)
-                kg_cpu_silu_affine(yc, xc, spatial, 1.0f, sc, sh);
-            else
-                for (int64_t i = 0; i < spatial; i++)
-                    yc[i] = xc[i] * sc + sh;
-        }
-    }
+    gn_job j = {cpu, x->data, gamma->data, beta->data, y->data, groups, c / groups, spatial,
+                c / groups * spatial, eps, silu};
+    kg_pool_run(cpu->pool, nb * groups, group_norm_item, &j);
 }
 
-void kg_cpu_layer_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *gamma,
-                       const kg_tensor *beta, float eps)
-{
-    kg_cpu *cpu = kg_cpu_of(be);
-    int64_t d = x->shape[x->ndim - 1], rows = d ? kg_tensor_numel(x) / d : 0;
-    const float *xd = x->data, *gd = gamma->data, *bd = beta ? beta->data : NULL;
-    float *yd = y->data;
+typedef struct row_job {
+    const kg_cpu *cpu;
+    const float *x, *gamma, *beta;
+    float *y;
+    int64_t d;
+    float eps;
+} row_job;
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) if (rows * d > 16384)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = xd + r * d;
-        float *yr = yd + r * d;
+static void layer_norm_rows(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    const row_job *j = ctx;
+    int64_t d = j->d;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = j->x + r * d;
+        float *yr = j->y + r * d;
         double sum = 0.0, sq = 0.0, mean;
         float m, rstd;
         for (int64_t i = 0; i < d; i++)
@@ -66,47 +79,69 @@ void kg_cpu_layer_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const k
         for (int64_t i = 0; i < d; i++)
             sq += ((double)xr[i] - mean) * ((double)xr[i] - mean);
         m = (float)mean;
-        rstd = (float)(1.0 / sqrt(sq / (double)d + (double)eps));
+        rstd = (float)(1.0 / sqrt(sq / (double)d + (double)j->eps));
         for (int64_t i = 0; i < d; i++)
-            yr[i] = (xr[i] - m) * rstd * gd[i] + (bd ? bd[i] : 0.0f);
+            yr[i] = (xr[i] - m) * rstd * j->gamma[i] + (j->beta ? j->beta[i] : 0.0f);
+    }
+}
+
+/* rows of d elements: 16 rows per item, inline below 16k elements */
+static void run_rows(const kg_cpu *cpu, const kg_tensor *x, kg_range_fn fn, row_job *j)
+{
+    int64_t d = x->shape[x->ndim - 1], rows = d ? kg_tensor_numel(x) / d : 0;
+    j->d = d;
+    kg_cpu_parallel_range(cpu, rows, 16, rows * d > 16384 ? 0 : rows, fn, j);
+}
+
+void kg_cpu_layer_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *gamma,
+                       const kg_tensor *beta, float eps)
+{
+    kg_cpu *cpu = kg_cpu_of(be);
+    row_job j = {cpu, x->data, gamma->data, beta ? beta->data : NULL, y->data, 0, eps};
+    run_rows(cpu, x, layer_norm_rows, &j);
+}
+
+static void softmax_rows(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    const row_job *j = ctx;
+    int64_t d = j->d;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = j->x + r * d;
+        float *yr = j->y + r * d;
+        float inv = 1.0f / kg_cpu_exp_shift_sum(j->cpu, yr, xr, d, kg_cpu_max(j->cpu, xr, d));
+        for (int64_t i = 0; i < d; i++)
+            yr[i] *= inv;
     }
 }
 
 void kg_cpu_softmax(kg_backend *be, kg_tensor *y, const kg_tensor *x)
 {
     kg_cpu *cpu = kg_cpu_of(be);
-    int64_t d = x->shape[x->ndim - 1], rows = d ? kg_tensor_numel(x) / d : 0;
-    const float *xd = x->data;
-    float *yd = y->data;
+    row_job j = {cpu, x->data, NULL, NULL, y->data, 0, 0.0f};
+    run_rows(cpu, x, softmax_rows, &j);
+}
 
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) if (rows * d > 16384)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = xd + r * d;
-        float *yr = yd + r * d;
-        float inv = 1.0f / kg_cpu_exp_shift_sum(yr, xr, d, kg_cpu_max(xr, d));
+static void l2_rows(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    const row_job *j = ctx;
+    int64_t d = j->d;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = j->x + r * d;
+        float *yr = j->y + r * d;
+        double sq = 0.0, norm;
         for (int64_t i = 0; i < d; i++)
-            yr[i] *= inv;
+            sq += (double)xr[i] * xr[i];
+        norm = sqrt(sq);
+        if (norm < (double)j->eps)
+            norm = j->eps;
+        for (int64_t i = 0; i < d; i++)
+            yr[i] = (float)(xr[i] / norm);
     }
 }
 
 void kg_cpu_l2_normalize(kg_backend *be, kg_tensor *y, const kg_tensor *x, float eps)
 {
     kg_cpu *cpu = kg_cpu_of(be);
-    int64_t d = x->shape[x->ndim - 1], rows = d ? kg_tensor_numel(x) / d : 0;
-    const float *xd = x->data;
-    float *yd = y->data;
-
-#pragma omp parallel for num_threads(cpu->n_threads) schedule(dynamic, 16) if (rows * d > 16384)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = xd + r * d;
-        float *yr = yd + r * d;
-        double sq = 0.0, norm;
-        for (int64_t i = 0; i < d; i++)
-            sq += (double)xr[i] * xr[i];
-        norm = sqrt(sq);
-        if (norm < (double)eps)
-            norm = eps;
-        for (int64_t i = 0; i < d; i++)
-            yr[i] = (float)(xr[i] / norm);
-    }
+    row_job j = {cpu, x->data, NULL, NULL, y->data, 0, eps};
+    run_rows(cpu, x, l2_rows, &j);
 }

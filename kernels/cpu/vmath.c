@@ -4,8 +4,8 @@
  * row spends most of its time there. The AVX2 path uses the Cephes expf
  * polynomial (about 1 ulp) and, for erf, Abramowitz & Stegun 7.1.26 (absolute
  * error below 1.5e-7, the same formula PyTorch's vectorised CPU erf uses).
- * It is picked at run time, so the build needs no -march flag; other CPUs
- * take the scalar libm loop. */
+ * It is picked at run time (cpu->isa: cpuid, capped by KOSMOSG_CPU_ISA), so
+ * the build needs no -march flag; other CPUs take the scalar libm loop. */
 #include "cpu_kernels.h"
 
 #include <math.h>
@@ -16,11 +16,6 @@
 #endif
 
 #ifdef KG_VMATH_X86
-
-static int have_avx2(void)
-{
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
 
 /* exp(x) for 8 lanes; lanes below the float range (including -inf) give 0,
  * NaN stays NaN */
@@ -150,11 +145,11 @@ __attribute__((target("avx2,fma"))) static float max_avx2(const float *x, int64_
 
 #endif
 
-float kg_cpu_exp_shift_sum(float *y, const float *x, int64_t n, float shift)
+float kg_cpu_exp_shift_sum(const kg_cpu *cpu, float *y, const float *x, int64_t n, float shift)
 {
     double sum = 0.0;
 #ifdef KG_VMATH_X86
-    if (have_avx2())
+    if (kg_cpu_avx2(cpu))
         return exp_shift_sum_avx2(y, x, n, shift);
 #endif
     for (int64_t i = 0; i < n; i++) {
@@ -164,10 +159,11 @@ float kg_cpu_exp_shift_sum(float *y, const float *x, int64_t n, float shift)
     return (float)sum;
 }
 
-void kg_cpu_silu_affine(float *y, const float *x, int64_t n, float a, float sc, float sh)
+void kg_cpu_silu_affine(const kg_cpu *cpu, float *y, const float *x, int64_t n, float a, float sc,
+                        float sh)
 {
 #ifdef KG_VMATH_X86
-    if (have_avx2()) {
+    if (kg_cpu_avx2(cpu)) {
         silu_affine_avx2(y, x, n, a, sc, sh);
         return;
     }
@@ -178,11 +174,11 @@ void kg_cpu_silu_affine(float *y, const float *x, int64_t n, float a, float sc, 
     }
 }
 
-float kg_cpu_max(const float *x, int64_t n)
+float kg_cpu_max(const kg_cpu *cpu, const float *x, int64_t n)
 {
     float mx = -INFINITY;
 #ifdef KG_VMATH_X86
-    if (have_avx2())
+    if (kg_cpu_avx2(cpu))
         return max_avx2(x, n);
 #endif
     for (int64_t i = 0; i < n; i++)
@@ -190,10 +186,10 @@ float kg_cpu_max(const float *x, int64_t n)
     return mx;
 }
 
-void kg_cpu_gelu_mul(float *y, const float *x, const float *m, int64_t n)
+void kg_cpu_gelu_mul(const kg_cpu *cpu, float *y, const float *x, const float *m, int64_t n)
 {
 #ifdef KG_VMATH_X86
-    if (have_avx2()) {
+    if (kg_cpu_avx2(cpu)) {
         gelu_mul_avx2(y, x, m, n);
         return;
     }
