@@ -36,6 +36,7 @@ typedef struct request {
     float *pixels;             /* [N, 3, 224, 224] preprocessed */
     float *latents;            /* [n, 4, h, w] initial noise (host) */
     float *image;              /* [3, H, W] one decoded image (host) */
+    float *check;              /* host copy for the NaN/Inf checks: max(ehs, latents) floats */
     int cfg;                   /* guidance > 1: batch 2n with [uncond; cond] */
     int n;                     /* images to generate */
     int64_t h, w;              /* latent size */
@@ -110,6 +111,40 @@ static void dump_host(request *r, const char *name, kg_dtype dt, int ndim, const
         return;
     h = kg_tensor_make((void *)data, dt, ndim, shape);
     r->dump(r->user, name, &h);
+}
+
+/* Index of the first NaN/Inf of v[0..n), or n. */
+static size_t first_nonfinite(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return i;
+    return n;
+}
+
+/* Non-finite values never reach the user as a uniform image: every stage whose output feeds
+ * the next is checked on a host copy (the encoder output once, the latents after every step,
+ * the decoded pixels before quantising) and the first bad stage is named. */
+static kg_status check_finite(kg_session *s, request *r, const kg_tensor *t, const char *suspects,
+                              kg_error *err, const char *stage_fmt, ...)
+{
+    size_t n = (size_t)kg_tensor_numel(t), bad;
+    char stage[96];
+    va_list ap;
+    if (r->measuring)
+        return KG_OK;
+    kg_download_f32(&s->ctx, r->check, t);
+    if (kg_ctx_status(&s->ctx, err) != KG_OK)
+        return err ? err->code : KG_ERR_DEVICE;
+    bad = first_nonfinite(r->check, n);
+    if (bad == n)
+        return KG_OK;
+    va_start(ap, stage_fmt);
+    vsnprintf(stage, sizeof stage, stage_fmt, ap);
+    va_end(ap);
+    return kg_error_set(err, KG_ERR_NONFINITE,
+                        "%s produced a non-finite value (%s at element %zu of %zu): %s",
+                        stage, isnan(r->check[bad]) ? "NaN" : "Inf", bad, n, suspects);
 }
 
 /* MLLM + AlignerNet of one token sequence into out [1, Q, D]. */
@@ -273,6 +308,11 @@ static kg_status denoise(kg_session *s, request *r, kg_tensor *x, const kg_tenso
         dump_tensor(s, r, x, "latents.%d", i);
         kg_reset(c, mark);
         st = kg_ctx_status(c, err);
+        if (st == KG_OK)
+            st = check_finite(s, r, x,
+                              "the U-Net's weights or the scheduler config hold NaN/Inf or "
+                              "overflow",
+                              err, "denoising step %d of %d (U-Net + scheduler)", i + 1, calls);
         if (st != KG_OK)
             return st;
         if (r->measuring)
@@ -315,7 +355,18 @@ static kg_status decode(kg_session *s, request *r, const kg_tensor *x, kg_output
         }
         if (r->measuring)
             break;
-        /* (x / 2 + 0.5).clamp(0, 1), then numpy's (x * 255).round() (half-even) */
+        {
+            size_t bad = first_nonfinite(r->image, 3 * plane);
+            if (bad < 3 * plane) {
+                free(fimg);
+                return kg_error_set(err, KG_ERR_NONFINITE,
+                                    "the VAE decoder produced a non-finite value (%s at element "
+                                    "%zu of %zu of image %d): its weights hold NaN/Inf or overflow",
+                                    isnan(r->image[bad]) ? "NaN" : "Inf", bad, 3 * plane, i);
+            }
+        }
+        /* (x / 2 + 0.5).clamp(0, 1), then numpy's (x * 255).round() (half-even); every value is
+         * finite (checked above), so the conversion is defined */
         for (size_t k = 0; k < plane; k++) {
             for (int ch = 0; ch < 3; ch++) {
                 float v = r->image[(size_t)ch * plane + k] / 2.0f + 0.5f;
@@ -347,6 +398,9 @@ static kg_status run(kg_session *s, request *r, kg_output *out, kg_error *err)
 
     encode(s, r, &ehs);
     st = kg_ctx_status(c, err);
+    if (st == KG_OK)
+        st = check_finite(s, r, &ehs, "the model's weights hold NaN/Inf or overflow", err,
+                          "encoding the prompt (CLIP, connector, MLLM, AlignerNet)");
     if (st != KG_OK)
         return st;
     if (cancelled(r))
@@ -437,6 +491,7 @@ static void request_free(request *r)
     free(r->pixels);
     free(r->latents);
     free(r->image);
+    free(r->check);
 }
 
 static kg_status prepare(kg_session *s, const kg_params *p, request *r, kg_error *err)
@@ -479,7 +534,13 @@ static kg_status prepare(kg_session *s, const kg_params *p, request *r, kg_error
     r->pixels = malloc((p->n_images ? (size_t)p->n_images : 1) * px * sizeof(float));
     r->latents = malloc((size_t)r->n * lat * sizeof(float));
     r->image = malloc((size_t)3 * (size_t)p->width * (size_t)p->height * sizeof(float));
-    if (!r->src_pad || !r->neg_pad || !r->pixels || !r->latents || !r->image)
+    {
+        size_t ehs = (size_t)(r->cfg ? 2 : 1) * (size_t)r->n * (size_t)m->aligner.cfg.queries *
+                     (size_t)m->aligner.cfg.dim;
+        size_t nl = (size_t)r->n * lat;
+        r->check = malloc((ehs > nl ? ehs : nl) * sizeof(float));
+    }
+    if (!r->src_pad || !r->neg_pad || !r->pixels || !r->latents || !r->image || !r->check)
         return kg_error_set(err, KG_ERR_NOMEM, "no host memory for the request");
     for (int i = 0; i < p->n_images; i++) {
         st = kg_image_preprocess(&p->images[i], r->pixels + (size_t)i * px, err);
@@ -488,8 +549,14 @@ static kg_status prepare(kg_session *s, const kg_params *p, request *r, kg_error
             return st;
         }
     }
-    if (p->init_latents)
-        memcpy(r->latents, p->init_latents, (size_t)r->n * lat * sizeof(float));
+    if (p->init_latents) {
+        size_t nl = (size_t)r->n * lat, bad = first_nonfinite(p->init_latents, nl);
+        if (bad < nl)
+            return kg_error_set(err, KG_ERR_INVALID_ARG,
+                                "initial latents: element %zu of %zu is %s", bad, nl,
+                                isnan(p->init_latents[bad]) ? "NaN" : "Inf");
+        memcpy(r->latents, p->init_latents, nl * sizeof(float));
+    }
     else
         for (int i = 0; i < r->n; i++)
             kg_rng_normal((uint64_t)r->seed, KG_RNG_IMAGE_OFFSET(i), r->latents + (size_t)i * lat,

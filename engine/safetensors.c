@@ -393,7 +393,9 @@ kg_status kg_st_open(kg_st_file **out, const char *path, kg_error *err)
     if (!out || !path)
         return kg_error_set(err, KG_ERR_INVALID_ARG, "kg_st_open: NULL argument");
     *out = NULL;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO given as a model would otherwise block open() until a writer comes;
+     * it is refused by the regular-file check below (regular files ignore the flag) */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return kg_error_set(err, KG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     if (fstat(fd, &st) != 0) {
@@ -403,7 +405,13 @@ kg_status kg_st_open(kg_st_file **out, const char *path, kg_error *err)
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return kg_error_set(err, KG_ERR_IO, "%s: not a regular file", path);
+        return kg_error_set(err, KG_ERR_IO, "%s: not a regular file (%s)", path,
+                            S_ISDIR(st.st_mode)    ? "a directory"
+                            : S_ISFIFO(st.st_mode) ? "a FIFO"
+                            : S_ISCHR(st.st_mode)  ? "a character device"
+                            : S_ISBLK(st.st_mode)  ? "a block device"
+                            : S_ISSOCK(st.st_mode) ? "a socket"
+                                                   : "not a file");
     }
     f = calloc(1, sizeof *f);
     if (!f || !(f->path = strdup(path))) {

@@ -119,6 +119,11 @@ static kg_status read_number(const kg_json *j, const char *key, double *out, kg_
     return KG_OK;
 }
 
+/* Largest accepted noise level sigma_max = sqrt((1 - alphas_cumprod[T-1]) / alphas_cumprod[T-1]). */
+#define KG_SCHED_MAX_SIGMA 4096.0f
+
+static double alphas_cumprod(const kg_scheduler_config *cfg, double *out);
+
 kg_status kg_scheduler_config_from_json(kg_scheduler_config *cfg, const kg_json *j, kg_error *err)
 {
     static const char *const schedules[] = {"scaled_linear", "linear", NULL};
@@ -184,6 +189,24 @@ kg_status kg_scheduler_config_from_json(kg_scheduler_config *cfg, const kg_json 
     cfg->spacing = spacing < 0 ? KG_SPACING_DEFAULT
                                : (spacing == 0 ? KG_SPACING_LINSPACE : KG_SPACING_LEADING);
     cfg->dpm_final = final == 1 ? KG_DPM_FINAL_ZERO : KG_DPM_FINAL_T0;
+    {
+        /* A schedule whose noise level overflows (alphas_cumprod reaching 0 in float, e.g.
+         * beta_end 0.999) makes every image NaN; refuse it here, naming the values. SD1.5 ends
+         * at alphas_cumprod 0.00466 (sigma 14.6), DDPM's linear 0.02 at 2.8e-5 (sigma 190);
+         * past sigma 4096 the initial noise no longer fits float16 activations. */
+        double last = alphas_cumprod(cfg, NULL);
+        float a = (float)last, sigma_max = sqrtf((1.0f - a) / a);
+        if (last < 0.0)
+            return kg_error_set(err, KG_ERR_NOMEM, "scheduler config: no memory for the betas");
+        if (!(a > 0.0f) || !(sigma_max <= KG_SCHED_MAX_SIGMA))
+            return kg_error_set(err, KG_ERR_FORMAT,
+                                "scheduler config: a degenerate noise schedule (%s betas %g..%g "
+                                "over %lld timesteps end at alphas_cumprod %g, sigma %g; at most "
+                                "%g is supported; SD1.5 has 14.6)",
+                                schedule == 0 ? "scaled_linear" : "linear", cfg->beta_start,
+                                cfg->beta_end, (long long)cfg->num_train_timesteps, (double)a,
+                                (double)sigma_max, (double)KG_SCHED_MAX_SIGMA);
+    }
     return KG_OK;
 }
 
@@ -214,26 +237,34 @@ static void torch_linspace_f32(float *out, float start, float end, int64_t n)
 }
 
 /* betas -> alphas_cumprod: alphas = 1 - betas in float; torch.cumprod
- * accumulates in double on the CPU and stores float. */
-static int make_alphas_cumprod(kg_scheduler *s)
+ * accumulates in double on the CPU and stores float. out may be NULL; returns the last value,
+ * or -1 without memory. */
+static double alphas_cumprod(const kg_scheduler_config *cfg, double *out)
 {
-    const int64_t T = s->cfg.num_train_timesteps;
+    const int64_t T = cfg->num_train_timesteps;
     float *lin = malloc((size_t)T * sizeof *lin);
-    double acc = 1.0;
+    double acc = 1.0, last = 1.0;
     if (!lin)
-        return 0;
-    if (s->cfg.beta_schedule == KG_BETA_SCALED_LINEAR)
-        torch_linspace_f32(lin, (float)sqrt(s->cfg.beta_start), (float)sqrt(s->cfg.beta_end), T);
+        return -1.0;
+    if (cfg->beta_schedule == KG_BETA_SCALED_LINEAR)
+        torch_linspace_f32(lin, (float)sqrt(cfg->beta_start), (float)sqrt(cfg->beta_end), T);
     else
-        torch_linspace_f32(lin, (float)s->cfg.beta_start, (float)s->cfg.beta_end, T);
+        torch_linspace_f32(lin, (float)cfg->beta_start, (float)cfg->beta_end, T);
     for (int64_t k = 0; k < T; k++) {
-        float beta = s->cfg.beta_schedule == KG_BETA_SCALED_LINEAR ? lin[k] * lin[k] : lin[k];
+        float beta = cfg->beta_schedule == KG_BETA_SCALED_LINEAR ? lin[k] * lin[k] : lin[k];
         float alpha = 1.0f - beta;
         acc *= (double)alpha;
-        s->alphas_cumprod[k] = (double)(float)acc;
+        last = (double)(float)acc;
+        if (out)
+            out[k] = last;
     }
     free(lin);
-    return 1;
+    return last;
+}
+
+static int make_alphas_cumprod(kg_scheduler *s)
+{
+    return alphas_cumprod(&s->cfg, s->alphas_cumprod) >= 0.0;
 }
 
 /* ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5, each op in float (torch). */

@@ -23,6 +23,7 @@ const char *kg_status_name(kg_status s)
     case KG_ERR_IMAGE: return "KG_ERR_IMAGE";
     case KG_ERR_CANCELLED: return "KG_ERR_CANCELLED";
     case KG_ERR_UNSUPPORTED: return "KG_ERR_UNSUPPORTED";
+    case KG_ERR_NONFINITE: return "KG_ERR_NONFINITE";
     }
     return "KG_ERR_UNKNOWN";
 }

@@ -24,6 +24,7 @@ typedef enum kg_status {
     KG_ERR_IMAGE,        /* a reference image has an unsupported format or size */
     KG_ERR_CANCELLED,    /* the caller's cancel flag stopped the work */
     KG_ERR_UNSUPPORTED,  /* a valid request this build cannot serve */
+    KG_ERR_NONFINITE,    /* a stage produced NaN/Inf (weights, latents, scheduler config) */
 } kg_status;
 
 #define KG_ERROR_MSG_LEN 512

@@ -4,7 +4,8 @@
 # generation when the problem could be seen before it.
 #
 # usage: tests/cli-errors.sh KOSMOSG_GENERATE
-# Env: KG_TINY_MODEL (the converted tiny model).
+# Env: KG_TINY_MODEL (the converted tiny model). Needs python3 (standard library only) for the
+# damaged copies (tests/mutate-model.py), PNGs and latents files.
 set -u
 
 cli=$1
@@ -52,6 +53,138 @@ refuse "--seed 2^64" 'expected -1 (random)' $base --seed 18446744073709551616 -o
 refuse "-g nan" 'expected a number in 0..100' $base -g nan -o "$work/t.png"
 ls "$work"/*.png >/dev/null 2>&1 && bad "a PNG was written by a refused command line" ||
     ok "no PNG written by the refused command lines"
+
+here=$(cd "$(dirname "$0")" && pwd)
+# fail_run NAME EXPECTED_TEXT ARGS...: a nonzero exit (no signal, no timeout) with the text;
+# the model may have been loaded (the problem shows during the work).
+fail_run() {
+    name=$1 want=$2
+    shift 2
+    timeout 60 "$cli" "$@" >"$work/out" 2>"$work/err"
+    rc=$?
+    msg=$(grep "kosmosg-generate:" "$work/err" | head -c 600 | tr '\n' ' ')
+    if [ "$rc" -ne 0 ] && [ "$rc" -lt 124 ] && grep -qF -- "$want" "$work/err"; then
+        ok "$name: exit $rc: $msg"
+    else
+        bad "$name: exit $rc (wanted nonzero with \"$want\"): $msg $(tail -c 300 "$work/err")"
+    fi
+}
+# PNG W H ALPHA OUT: a test image (alpha: 0 none, 1 an alpha channel with transparent pixels)
+png() {
+    python3 - "$@" <<'PY'
+import struct, sys, zlib
+w, h, alpha, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+rows = []
+for y in range(h):
+    row = b'\0'
+    for x in range(w):
+        rgb = bytes(((x * 7 + y * 3) % 256, (x * y) % 256, (x + 5 * y) % 256))
+        row += rgb + (bytes([0 if (x + y) % 3 == 0 else (x * 40) % 256]) if alpha else b'')
+    rows.append(row)
+def chunk(t, d):
+    return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d) & 0xffffffff)
+ihdr = struct.pack('>IIBBBBB', w, h, 8, 6 if alpha else 2, 0, 0, 0)
+open(out, 'wb').write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', zlib.compress(b''.join(rows))) + chunk(b'IEND', b''))
+PY
+}
+# LATENTS VALUE OUT: a [1, 4, 8, 8] F32 'latents' tensor, element 5 set to VALUE
+latents() {
+    python3 - "$@" <<'PY'
+import json, struct, sys
+vals = [0.1 * ((i * 37) % 11 - 5) for i in range(256)]
+vals[5] = float(sys.argv[1])
+head = json.dumps({'latents': {'dtype': 'F32', 'shape': [1, 4, 8, 8], 'data_offsets': [0, 1024]}}).encode()
+head += b' ' * (-len(head) % 8)
+open(sys.argv[2], 'wb').write(struct.pack('<Q', len(head)) + head + struct.pack('<256f', *vals))
+PY
+}
+no_temp_left() {
+    if ls -a "$1" | grep -q '^\..*\.[A-Za-z0-9]\{6\}$'; then
+        bad "$2: temporary files left in $1: $(ls -a "$1" | tr '\n' ' ')"
+    else
+        ok "$2: no temporary file left"
+    fi
+}
+
+echo "== FIFOs and other non-files: refused, never waited on"
+mkfifo "$work/fifo"
+refuse "FIFO as model" 'not a regular file' -m "$work/fifo" -p a --size 64x64 -o "$work/f.png"
+png 40 30 0 "$work/ref.png"
+refuse "FIFO as -i" 'not a regular file' $base -p "<i>" -i "$work/fifo" -o "$work/f.png"
+refuse "FIFO as --latents" 'not a regular file' $base --latents "$work/fifo" -o "$work/f.png"
+refuse "FIFO as -o" 'not a regular file' $base -o "$work/fifo"
+refuse "FIFO as --dump" 'not a regular file' $base --dump "$work/fifo" -o "$work/f.png"
+refuse "directory as model" 'not a regular file' -m "$work" -p a --size 64x64 -o "$work/f.png"
+refuse "/dev/zero as -i" 'not a regular file' $base -p "<i>" -i /dev/zero -o "$work/f.png"
+
+echo "== outputs checked before the work"
+refuse "-o in a missing directory" 'No such file or directory' $base -o "$work/missing/o.png"
+mkdir "$work/ro"
+chmod 555 "$work/ro"
+if touch "$work/ro/probe" 2>/dev/null; then
+    rm -f "$work/ro/probe"
+    echo "SKIP read-only directory cases (running as a user who can write anywhere)"
+else
+    refuse "-o in a read-only directory" 'Permission denied' $base -o "$work/ro/o.png"
+    refuse "--dump in a read-only directory" 'Permission denied' $base --dump "$work/ro/d.st" -o "$work/o.png"
+fi
+refuse "--dump in a missing directory" 'No such file or directory' $base --dump "$work/missing/d.st" -o "$work/o.png"
+refuse "--dump a directory" 'not a regular file' $base --dump "$work/ro" -o "$work/o.png"
+no_temp_left "$work" "refused outputs"
+
+echo "== disk full: an error with errno, no partial file, an existing file kept"
+printf 'precious' >"$work/keep.png"
+printf 'precious' >"$work/keep.st"
+# 64x64 PNGs are ~9 KB and the dump ~150 KB; 8 blocks of 512 bytes fit neither
+(ulimit -f 8 && fail_run "-o over the file size limit" 'File too large' $base -o "$work/keep.png")
+[ "$(cat "$work/keep.png")" = precious ] && ok "existing -o file unchanged after the failed write" ||
+    bad "existing -o file damaged: $(head -c 40 "$work/keep.png" | od -c | head -2)"
+(ulimit -f 100 && fail_run "--dump over the file size limit" 'File too large' $base --dump "$work/keep.st" -o "$work/k2.png")
+[ "$(cat "$work/keep.st")" = precious ] && ok "existing --dump file unchanged after the failed write" ||
+    bad "existing --dump file damaged"
+[ -e "$work/k2.png" ] && bad "the PNG of a run whose dump failed was written" || ok "no PNG from the run whose dump failed"
+no_temp_left "$work" "failed writes"
+
+echo "== non-finite values: detected, the stage named, no image"
+mut="python3 $here/mutate-model.py"
+$mut "$model" "$work/m.st" --fill diffusion_unet.unet.conv_in.weight nan
+fail_run "NaN U-Net weights" 'denoising step 1 of 1 (U-Net + scheduler) produced a non-finite value (NaN' -m "$work/m.st" -p a --size 64x64 -s 1 --threads 1 -o "$work/n.png"
+$mut "$model" "$work/m.st" --fill gpt_model.decoder.embed_tokens.weight inf
+fail_run "Inf MLLM embeddings" 'encoding the prompt (CLIP, connector, MLLM, AlignerNet) produced a non-finite value' -m "$work/m.st" -p a --size 64x64 -s 1 --threads 1 -o "$work/n.png"
+$mut "$model" "$work/m.st" --fill vae.vae.decoder.conv_out.weight inf
+fail_run "Inf VAE weights" 'the VAE decoder produced a non-finite value' -m "$work/m.st" -p a --size 64x64 -s 1 --threads 1 -o "$work/n.png"
+$mut "$model" "$work/m.st" --config scheduler beta_end 0.999
+fail_run "degenerate scheduler (beta_end 0.999)" 'a degenerate noise schedule' -m "$work/m.st" -p a --size 64x64 -s 1 --threads 1 -o "$work/n.png"
+latents nan "$work/lat.st"
+fail_run "NaN in --latents" 'initial latents: element 5 of 256 is NaN' $base --latents "$work/lat.st" -o "$work/n.png"
+latents inf "$work/lat.st"
+fail_run "Inf in --latents" 'initial latents: element 5 of 256 is Inf' $base --latents "$work/lat.st" -o "$work/n.png"
+ls "$work"/n*.png >/dev/null 2>&1 && bad "an image was written from non-finite values" || ok "no image from non-finite values"
+
+echo "== RGBA references: alpha dropped (PIL convert(\"RGB\")), as the elements do"
+png 40 30 1 "$work/rgba.png"
+python3 - "$work/rgba.png" "$work/rgb.png" <<'PY'
+import struct, sys, zlib
+d = open(sys.argv[1], 'rb').read()
+w, h = struct.unpack('>II', d[16:24])
+i, idat = 8, b''
+while i < len(d):
+    n, t = struct.unpack('>I4s', d[i:i + 8])
+    if t == b'IDAT':
+        idat += d[i + 8:i + 8 + n]
+    i += 12 + n
+raw = zlib.decompress(idat)
+rows = [raw[y * (1 + 4 * w) + 1:(y + 1) * (1 + 4 * w)] for y in range(h)]
+rgb = b''.join(b'\0' + b''.join(r[4 * x:4 * x + 3] for x in range(w)) for r in rows)
+def chunk(t, c):
+    return struct.pack('>I', len(c)) + t + c + struct.pack('>I', zlib.crc32(t + c) & 0xffffffff)
+open(sys.argv[2], 'wb').write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0)) + chunk(b'IDAT', zlib.compress(rgb)) + chunk(b'IEND', b''))
+PY
+timeout 60 "$cli" $base -p "<i>" -i "$work/rgba.png" -g 1 --seed 3 -o "$work/from-rgba.png" 2>"$work/err" &&
+    timeout 60 "$cli" $base -p "<i>" -i "$work/rgb.png" -g 1 --seed 3 -o "$work/from-rgb.png" 2>>"$work/err" &&
+    cmp -s "$work/from-rgba.png" "$work/from-rgb.png" &&
+    ok "an RGBA reference gives the bytes of the same image without its alpha channel" ||
+    bad "RGBA and RGB references differ: $(tail -c 300 "$work/err")"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

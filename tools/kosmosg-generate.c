@@ -5,21 +5,28 @@
  *       [--size WxH] [--backend auto|cpu|cuda] [--threads N] [--latents FILE] [--dump FILE]
  *       -o out-%d.png
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <png.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli_args.h"
 #include "kosmosg.h"
+#include "outfile.h"
 #include "safetensors.h"
 #include "st_writer.h"
 
 typedef struct cli {
     kg_cli_args a;
+    kg_outfile outs[KG_CLI_MAX_NUM_IMAGES]; /* one per image, opened before any work */
+    kg_outfile dump_out;
     int tty;
     double t_start;
     kg_st_writer *dumper;
@@ -45,25 +52,64 @@ static int die(const char *fmt, ...)
     return 1;
 }
 
+/* Opens a file for reading only when it is a regular file: the check comes before a blocking
+ * open (a FIFO would wait for a writer forever), then the descriptor blocks again. */
+static FILE *open_regular(const char *path, const char *what)
+{
+    struct stat st;
+    FILE *f;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), flags;
+    if (fd < 0) {
+        die("%s %s: cannot open: %s", what, path, strerror(errno));
+        return NULL;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        die("%s %s: not a regular file", what, path);
+        close(fd);
+        return NULL;
+    }
+    flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0 || !(f = fdopen(fd, "rb"))) {
+        die("%s %s: cannot open: %s", what, path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    return f;
+}
+
+/* A PNG as the official code sees it after PIL's convert("RGB"): alpha is dropped (not
+ * composited), gray is replicated. Images with alpha go to the engine as RGBA, whose rule
+ * (engine/image.c, shared with the GStreamer elements) ignores the alpha byte. */
 static int load_png(const char *path, kg_image *img, uint8_t **pixels)
 {
     png_image pi;
+    FILE *f = open_regular(path, "-i");
+    int alpha;
+    if (!f)
+        return 1;
     memset(&pi, 0, sizeof pi);
     pi.version = PNG_IMAGE_VERSION;
-    if (!png_image_begin_read_from_file(&pi, path))
-        return die("%s: cannot read PNG: %s", path, pi.message);
-    pi.format = PNG_FORMAT_RGB;
+    if (!png_image_begin_read_from_stdio(&pi, f)) {
+        fclose(f);
+        return die("-i %s: cannot read PNG: %s", path, pi.message);
+    }
+    alpha = (pi.format & PNG_FORMAT_FLAG_ALPHA) != 0;
+    pi.format = alpha ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB;
     *pixels = malloc(PNG_IMAGE_SIZE(pi));
     if (!*pixels) {
         png_image_free(&pi);
-        return die("%s: out of memory", path);
+        fclose(f);
+        return die("-i %s: out of memory", path);
     }
+    /* no background: with an alpha format libpng composites nothing */
     if (!png_image_finish_read(&pi, NULL, *pixels, 0, NULL)) {
         free(*pixels);
         *pixels = NULL;
-        return die("%s: cannot decode PNG: %s", path, pi.message);
+        fclose(f);
+        return die("-i %s: cannot decode PNG: %s", path, pi.message);
     }
-    img->format = KG_PIX_RGB;
+    fclose(f);
+    img->format = alpha ? KG_PIX_RGBA : KG_PIX_RGB;
     img->width = pi.width;
     img->height = pi.height;
     img->stride = (size_t)PNG_IMAGE_ROW_STRIDE(pi);
@@ -71,20 +117,82 @@ static int load_png(const char *path, kg_image *img, uint8_t **pixels)
     return 0;
 }
 
-static int save_png(const char *pattern, int index, int w, int h, const uint8_t *rgb)
+/* The PNG of one image into its (already created) temporary output file. */
+static int write_png(kg_outfile *o, int w, int h, const uint8_t *rgb)
 {
-    char path[KG_CLI_PATH_MAX];
     png_image pi;
-    if (kg_cli_output_path(pattern, index, path, sizeof path))
-        return die("-o %s: cannot form the path of image %d", pattern, index);
+    png_alloc_size_t size = 0;
+    void *buf;
+    kg_error err = {0};
     memset(&pi, 0, sizeof pi);
     pi.version = PNG_IMAGE_VERSION;
     pi.width = (png_uint_32)w;
     pi.height = (png_uint_32)h;
     pi.format = PNG_FORMAT_RGB;
-    if (!png_image_write_to_file(&pi, path, 0, rgb, 0, NULL))
-        return die("%s: cannot write PNG: %s", path, pi.message);
-    fprintf(stderr, "wrote %s\n", path);
+    if (!png_image_write_get_memory_size(pi, size, 0, rgb, 0, NULL) || !(buf = malloc(size)))
+        return die("%s: cannot encode PNG: %s", o->path, pi.message[0] ? pi.message : "no memory");
+    if (!png_image_write_to_memory(&pi, buf, &size, 0, rgb, 0, NULL)) {
+        free(buf);
+        return die("%s: cannot encode PNG: %s", o->path, pi.message);
+    }
+    if (kg_outfile_write(o, buf, size, &err) != KG_OK) {
+        free(buf);
+        return die("%s", err.msg);
+    }
+    free(buf);
+    return 0;
+}
+
+/* The temporary outputs, removed when the run is interrupted (SIGINT, SIGTERM, SIGHUP). */
+static char *volatile pending[KG_CLI_MAX_NUM_IMAGES + 1];
+
+static void on_signal(int sig)
+{
+    for (int i = 0; i < KG_CLI_MAX_NUM_IMAGES + 1; i++)
+        if (pending[i])
+            unlink(pending[i]);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* From here on the temporary files are renamed or removed by the code itself. */
+static void forget_pending(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    for (int i = 0; i < KG_CLI_MAX_NUM_IMAGES + 1; i++)
+        pending[i] = NULL;
+}
+
+/* Every output is created (as a temporary file beside it) before any work, so a missing or
+ * read-only directory or a non-file target stops the run at once. */
+static int open_outputs(cli *c)
+{
+    kg_error err = {0};
+    char path[KG_CLI_PATH_MAX];
+    for (int i = 0; i < c->a.params.num_images; i++) {
+        if (kg_cli_output_path(c->a.out, i, path, sizeof path))
+            return die("-o %s: cannot form the path of image %d", c->a.out, i);
+        for (int k = 0; k < i; k++)
+            if (!strcmp(c->outs[k].path, path))
+                return die("-o %s: images %d and %d would both be written to %s", c->a.out, k, i,
+                           path);
+        if (kg_outfile_open(&c->outs[i], path, &err) != KG_OK)
+            return die("-o %s", err.msg);
+        pending[i] = c->outs[i].tmp;
+    }
+    if (c->a.dump) {
+        for (int k = 0; k < c->a.params.num_images; k++)
+            if (!strcmp(c->outs[k].path, c->a.dump))
+                return die("--dump %s is also the output of image %d", c->a.dump, k);
+        if (kg_outfile_open(&c->dump_out, c->a.dump, &err) != KG_OK)
+            return die("--dump %s", err.msg);
+        pending[KG_CLI_MAX_NUM_IMAGES] = c->dump_out.tmp;
+    }
     return 0;
 }
 
@@ -162,6 +270,16 @@ int main(int argc, char **argv)
         return 2;
     case KG_CLI_RUN: break;
     }
+    /* a full disk or a file size limit is an error message, not a signal */
+    signal(SIGXFSZ, SIG_IGN);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
+    for (int i = 0; i < KG_CLI_MAX_NUM_IMAGES; i++)
+        c.outs[i].fd = -1;
+    c.dump_out.fd = -1;
+    if (open_outputs(&c))
+        goto fail;
     a->params.prompt = a->prompt;
     a->params.negative_prompt = a->negative;
     for (int i = 0; i < a->n_inputs; i++)
@@ -196,23 +314,42 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "seed %lld; encode %.2fs, denoise %.2fs, decode %.2fs\n", (long long)out.seed,
             out.seconds_encode, out.seconds_denoise, out.seconds_decode);
+    forget_pending();
+    /* every file is written in full before any is renamed into place */
     for (int i = 0; i < out.n; i++)
-        if (save_png(a->out, i, out.width, out.height,
-                     out.rgb + (size_t)i * out.width * out.height * 3))
+        if (write_png(&c.outs[i], out.width, out.height,
+                      out.rgb + (size_t)i * out.width * out.height * 3))
             goto fail;
     if (a->dump) {
         char seed[32];
         snprintf(seed, sizeof seed, "%lld", (long long)out.seed);
         if (c.dump_status != KG_OK ||
             kg_st_writer_add_metadata(c.dumper, "seed", seed, &c.dump_err) != KG_OK ||
-            kg_st_writer_save(c.dumper, a->dump, &c.dump_err) != KG_OK) {
-            die("--dump %s: %s", a->dump, c.dump_err.msg);
+            kg_st_writer_write(c.dumper, &c.dump_out, &c.dump_err) != KG_OK) {
+            die("--dump: %s", c.dump_err.msg);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < out.n; i++) {
+        if (kg_outfile_commit(&c.outs[i], &err) != KG_OK) {
+            die("%s", err.msg);
+            goto fail;
+        }
+        fprintf(stderr, "wrote %s\n", c.outs[i].path);
+    }
+    if (a->dump) {
+        if (kg_outfile_commit(&c.dump_out, &err) != KG_OK) {
+            die("--dump %s", err.msg);
             goto fail;
         }
         fprintf(stderr, "wrote %s\n", a->dump);
     }
     rc = 0;
 fail:
+    forget_pending();
+    for (int i = 0; i < KG_CLI_MAX_NUM_IMAGES; i++)
+        kg_outfile_abort(&c.outs[i]);
+    kg_outfile_abort(&c.dump_out);
     kg_output_free(&out);
     kg_session_free(session);
     kg_model_close(model);

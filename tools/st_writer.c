@@ -126,21 +126,22 @@ static int put(char **buf, size_t *len, size_t *cap, const char *s)
 {
     size_t n = strlen(s);
     if (*len + n + 1 > *cap) {
-        *cap = (*len + n + 1) * 2;
-        *buf = realloc(*buf, *cap);
-        if (!*buf)
+        char *b = realloc(*buf, (*len + n + 1) * 2);
+        if (!b)
             return 0;
+        *buf = b;
+        *cap = (*len + n + 1) * 2;
     }
     memcpy(*buf + *len, s, n);
     *len += n;
     return 1;
 }
 
-kg_status kg_st_writer_save(const kg_st_writer *w, const char *path, kg_error *err)
+kg_status kg_st_writer_write(const kg_st_writer *w, kg_outfile *o, kg_error *err)
 {
     char *hdr = NULL, tmp[256];
+    const char *path = o->path;
     size_t len = 0, cap = 0, off = 0;
-    FILE *f = NULL;
     uint64_t hlen;
     kg_status st = KG_OK;
     int okb = put(&hdr, &len, &cap, "{");
@@ -174,32 +175,26 @@ kg_status kg_st_writer_save(const kg_st_writer *w, const char *path, kg_error *e
         st = kg_error_set(err, KG_ERR_NOMEM, "%s: no memory for the header", path);
         goto fail;
     }
-    f = fopen(path, "wb");
-    if (!f) {
-        st = kg_error_set(err, KG_ERR_IO, "%s: cannot create", path);
-        goto fail;
-    }
     hlen = len;
-    if (fwrite(&hlen, 8, 1, f) != 1 || fwrite(hdr, 1, len, f) != len) {
-        st = kg_error_set(err, KG_ERR_IO, "%s: write failed", path);
+    if ((st = kg_outfile_write(o, &hlen, 8, err)) != KG_OK ||
+        (st = kg_outfile_write(o, hdr, len, err)) != KG_OK)
         goto fail;
-    }
-    for (size_t i = 0; i < w->n; i++) {
-        if (w->items[i].nbytes &&
-            fwrite(w->items[i].t.data, 1, w->items[i].nbytes, f) != w->items[i].nbytes) {
-            st = kg_error_set(err, KG_ERR_IO, "%s: write failed", path);
+    for (size_t i = 0; i < w->n; i++)
+        if ((st = kg_outfile_write(o, w->items[i].t.data, w->items[i].nbytes, err)) != KG_OK)
             goto fail;
-        }
-    }
-    if (fclose(f) != 0) {
-        f = NULL;
-        st = kg_error_set(err, KG_ERR_IO, "%s: write failed", path);
-        goto fail;
-    }
-    f = NULL;
 fail:
-    if (f)
-        fclose(f);
     free(hdr);
+    return st;
+}
+
+kg_status kg_st_writer_save(const kg_st_writer *w, const char *path, kg_error *err)
+{
+    kg_outfile o;
+    kg_status st = kg_outfile_open(&o, path, err);
+    if (st == KG_OK)
+        st = kg_st_writer_write(w, &o, err);
+    if (st == KG_OK)
+        st = kg_outfile_commit(&o, err);
+    kg_outfile_abort(&o);
     return st;
 }
