@@ -23,10 +23,10 @@ kg_status kg_aligner_config_from_json(kg_aligner_config *cfg, const kg_json *j, 
         (s = kg_json_req_int(j, "enc_layers", &cfg->enc_layers, what, err)) != KG_OK ||
         (s = kg_json_req_int(j, "dec_layers", &cfg->dec_layers, what, err)) != KG_OK ||
         (s = kg_json_req_int(j, "queries", &cfg->queries, what, err)) != KG_OK ||
-        (s = kg_json_req_int(j, "positions", &cfg->positions, what, err)) != KG_OK)
+        (s = kg_json_req_int(j, "positions", &cfg->positions, what, err)) != KG_OK ||
+        /* apex FusedLayerNorm with torchscale's layernorm_eps default */
+        (s = kg_json_opt_eps(j, "ln_eps", 1e-5, &cfg->ln_eps, what, err)) != KG_OK)
         return s;
-    /* apex FusedLayerNorm with torchscale's layernorm_eps default */
-    cfg->ln_eps = (float)kg_json_number(kg_json_get(j, "ln_eps"), 1e-5);
     if (cfg->in < 1 || cfg->dim < 1 || cfg->ffn < 1 || cfg->heads < 1 || cfg->heads > INT32_MAX ||
         cfg->dim % cfg->heads || cfg->enc_layers < 0 || cfg->dec_layers < 0 ||
         cfg->queries < 1 || cfg->positions <= KG_ALIGNER_FIRST_POSITION || !(cfg->ln_eps > 0.0f))

@@ -23,10 +23,16 @@ kg_status kg_clip_config_from_json(kg_clip_config *cfg, const kg_json *j, kg_err
         (s = kg_json_req_int(j, "head_width", &cfg->head_width, what, err)) != KG_OK ||
         (s = kg_json_req_int(j, "patch_size", &cfg->patch_size, what, err)) != KG_OK ||
         (s = kg_json_req_int(j, "image_size", &cfg->image_size, what, err)) != KG_OK ||
-        (s = kg_json_req_double(j, "mlp_ratio", &cfg->mlp_ratio, what, err)) != KG_OK)
+        (s = kg_json_req_double(j, "mlp_ratio", &cfg->mlp_ratio, what, err)) != KG_OK ||
+        (s = kg_json_opt_eps(j, "ln_eps", 1e-5, &cfg->ln_eps, what, err)) != KG_OK)
         return s;
+    /* bounded before int(width * mlp_ratio), which overflows (UB) for 1e300 */
+    if (!(cfg->mlp_ratio > 0.0 && cfg->mlp_ratio <= 64.0) || cfg->width > (1 << 20))
+        return kg_error_set(err, KG_ERR_FORMAT,
+                            "%s: mlp_ratio %g / width %lld: expected a ratio in (0, 64] and a "
+                            "width up to %d",
+                            what, cfg->mlp_ratio, (long long)cfg->width, 1 << 20);
     cfg->layers = (int)layers;
-    cfg->ln_eps = (float)kg_json_number(kg_json_get(j, "ln_eps"), 1e-5);
     cfg->quick_gelu = 1;
     if (act) {
         const char *a = kg_json_string(act);

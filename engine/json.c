@@ -47,13 +47,13 @@ static kg_status fail(parser *ps, const char *fmt, ...)
 
 static kg_status fail(parser *ps, const char *fmt, ...)
 {
-    char msg[300];
+    char msg[KG_ERROR_MSG_LEN];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    kg_vformat_elided(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (ps->status == KG_OK)
-        ps->status = kg_error_set(ps->err, KG_ERR_FORMAT, "%.150s: invalid JSON at byte %zu: %s",
+        ps->status = kg_error_set(ps->err, KG_ERR_FORMAT, "%s: invalid JSON at byte %zu: %s",
                                   ps->what, ps->pos, msg);
     return ps->status;
 }
@@ -282,7 +282,7 @@ static kg_status parse_string(parser *ps, char **out, size_t *out_len)
     return KG_OK;
 nomem:
     if (ps->status == KG_OK)
-        ps->status = kg_error_set(ps->err, KG_ERR_NOMEM, "%.150s: out of memory parsing JSON",
+        ps->status = kg_error_set(ps->err, KG_ERR_NOMEM, "%s: out of memory parsing JSON",
                                   ps->what);
 fail:
     free(b.data);
@@ -349,7 +349,7 @@ static kg_json *new_node(parser *ps, kg_json_type type)
     }
     j = calloc(1, sizeof *j);
     if (!j && ps->status == KG_OK)
-        ps->status = kg_error_set(ps->err, KG_ERR_NOMEM, "%.150s: out of memory parsing JSON",
+        ps->status = kg_error_set(ps->err, KG_ERR_NOMEM, "%s: out of memory parsing JSON",
                                   ps->what);
     if (j)
         j->type = type;
@@ -379,12 +379,43 @@ static int add_child(parser *ps, kg_json *parent, kg_json *child, char *key)
     return 1;
 nomem:
     if (ps->status == KG_OK)
-        ps->status = kg_error_set(ps->err, KG_ERR_NOMEM, "%.150s: out of memory parsing JSON",
+        ps->status = kg_error_set(ps->err, KG_ERR_NOMEM, "%s: out of memory parsing JSON",
                                   ps->what);
     return 0;
 }
 
 static kg_json *parse_value(parser *ps, int depth);
+
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Python's json keeps the last of repeated keys, a first-match lookup the first: rather than
+ * pick one, a repeated key is an error (sorted, so a huge object cannot stall us). */
+static int unique_keys(parser *ps, const kg_json *obj)
+{
+    const char **sorted;
+    int ok = 1;
+    if (obj->count < 2)
+        return 1;
+    sorted = malloc(obj->count * sizeof *sorted);
+    if (!sorted) {
+        if (ps->status == KG_OK)
+            ps->status = kg_error_set(ps->err, KG_ERR_NOMEM, "%s: out of memory parsing JSON",
+                                      ps->what);
+        return 0;
+    }
+    memcpy(sorted, obj->keys, obj->count * sizeof *sorted);
+    qsort(sorted, obj->count, sizeof *sorted, cmp_key);
+    for (size_t i = 1; i < obj->count && ok; i++)
+        if (strcmp(sorted[i - 1], sorted[i]) == 0) {
+            fail(ps, "duplicate object key \"%s\"", sorted[i]);
+            ok = 0;
+        }
+    free(sorted);
+    return ok;
+}
 
 static kg_json *parse_container(parser *ps, int depth, int is_object)
 {
@@ -417,6 +448,12 @@ static kg_json *parse_container(parser *ps, int depth, int is_object)
             }
             if (parse_string(ps, &key, &key_len) != KG_OK)
                 goto fail;
+            if (strlen(key) != key_len) {
+                /* lookups compare C strings: "a\u0000b" would answer for "a" */
+                free(key);
+                fail(ps, "object key with a NUL character (\\u0000)");
+                goto fail;
+            }
             skip_ws(ps);
             if (ps->pos >= ps->len || ps->p[ps->pos] != ':') {
                 free(key);
@@ -446,6 +483,8 @@ static kg_json *parse_container(parser *ps, int depth, int is_object)
         }
         if (ps->p[ps->pos] == (unsigned char)close) {
             ps->pos++;
+            if (is_object && !unique_keys(ps, j))
+                goto fail;
             return j;
         }
         fail(ps, "',' or '%c' expected", close);
@@ -615,6 +654,23 @@ kg_status kg_json_req_double(const kg_json *obj, const char *key, double *out, c
     if (v->type != KG_JSON_NUMBER || !isfinite(v->number))
         return kg_error_set(err, KG_ERR_FORMAT, "%s: key '%s' is not a finite number", what, key);
     *out = v->number;
+    return KG_OK;
+}
+
+kg_status kg_json_opt_eps(const kg_json *obj, const char *key, double dflt, float *out,
+                          const char *what, kg_error *err)
+{
+    const kg_json *v = kg_json_get(obj, key);
+    double x = dflt;
+    if (v && v->type != KG_JSON_NULL) {
+        if (v->type != KG_JSON_NUMBER)
+            return kg_error_set(err, KG_ERR_FORMAT, "%s: key '%s' is not a number", what, key);
+        x = v->number;
+    }
+    if (!(x > 0.0 && x <= KG_JSON_MAX_EPS))
+        return kg_error_set(err, KG_ERR_FORMAT, "%s: %s %g: expected a number in (0, %g]", what,
+                            key, x, KG_JSON_MAX_EPS);
+    *out = (float)x;
     return KG_OK;
 }
 

@@ -44,6 +44,11 @@ kg_status kg_json_req_int(const kg_json *obj, const char *key, int64_t *out, con
                           kg_error *err);
 kg_status kg_json_req_double(const kg_json *obj, const char *key, double *out, const char *what,
                              kg_error *err);
+/* An optional epsilon (layer/group norm): absent or null -> dflt; otherwise a finite number
+ * in (0, KG_JSON_MAX_EPS], or KG_ERR_FORMAT naming `what`, key and value. */
+#define KG_JSON_MAX_EPS 0.1
+kg_status kg_json_opt_eps(const kg_json *obj, const char *key, double dflt, float *out,
+                          const char *what, kg_error *err);
 /* Reads an array of integers into out[0..max); *n gets the length. */
 kg_status kg_json_req_int_array(const kg_json *obj, const char *key, int64_t *out, size_t max,
                                 size_t *n, const char *what, kg_error *err);

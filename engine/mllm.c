@@ -10,6 +10,9 @@
 #include "weights.h"
 
 #define KG_MLLM_DEFAULT_MAX_POSITIONS 2048
+/* The sinusoid table (max_positions x dim floats) is computed at load, not stored: bound it.
+ * Kosmos-G uses 2048; 65536 tokens is far beyond any prompt the aligner takes. */
+#define KG_MLLM_MAX_POSITIONS 65536
 
 static kg_status opt_int(const kg_json *j, const char *key, int64_t fallback, int64_t *out,
                          kg_error *err)
@@ -25,7 +28,6 @@ static kg_status opt_int(const kg_json *j, const char *key, int64_t fallback, in
 kg_status kg_mllm_config_from_json(kg_mllm_config *cfg, const kg_json *j, kg_error *err)
 {
     kg_status s;
-    const kg_json *eps = kg_json_get(j, "ln_eps");
 
     memset(cfg, 0, sizeof *cfg);
     if ((s = kg_json_req_int(j, "dim", &cfg->dim, "mllm config", err)) != KG_OK ||
@@ -35,10 +37,15 @@ kg_status kg_mllm_config_from_json(kg_mllm_config *cfg, const kg_json *j, kg_err
         (s = kg_json_req_int(j, "vocab", &cfg->vocab, "mllm config", err)) != KG_OK ||
         (s = opt_int(j, "max_positions", KG_MLLM_DEFAULT_MAX_POSITIONS, &cfg->max_positions,
                      err)) != KG_OK ||
-        (s = opt_int(j, "pad", 1, &cfg->pad, err)) != KG_OK)
+        (s = opt_int(j, "pad", 1, &cfg->pad, err)) != KG_OK ||
+        /* apex FusedLayerNorm with torchscale's layernorm_eps default */
+        (s = kg_json_opt_eps(j, "ln_eps", 1e-5, &cfg->ln_eps, "mllm config", err)) != KG_OK)
         return s;
-    /* apex FusedLayerNorm with torchscale's layernorm_eps default */
-    cfg->ln_eps = (float)kg_json_number(eps, 1e-5);
+    if (cfg->max_positions > KG_MLLM_MAX_POSITIONS)
+        return kg_error_set(err, KG_ERR_FORMAT,
+                            "mllm config: max_positions %lld: at most %d (the position table is "
+                            "built at load)",
+                            (long long)cfg->max_positions, KG_MLLM_MAX_POSITIONS);
     if (cfg->dim < 2 || cfg->ffn < 1 || cfg->heads < 1 || cfg->dim % cfg->heads ||
         cfg->layers < 0 || cfg->vocab <= cfg->pad || cfg->pad < 0 || cfg->max_positions < 1 ||
         !(cfg->ln_eps > 0.0f) || cfg->heads > INT32_MAX)

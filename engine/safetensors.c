@@ -134,7 +134,7 @@ static kg_status check_unique(const kg_st_file *f, const char **names, size_t n,
     qsort(sorted, n, sizeof *sorted, cmp_str_ptr);
     for (size_t i = 1; i < n && s == KG_OK; i++)
         if (strcmp(sorted[i - 1], sorted[i]) == 0)
-            s = kg_error_set(err, KG_ERR_FORMAT, "%s: duplicate %s '%.100s'", f->path, what,
+            s = kg_error_set(err, KG_ERR_FORMAT, "%s: duplicate %s '%s'", f->path, what,
                              sorted[i]);
     free(sorted);
     return s;
@@ -157,10 +157,10 @@ static kg_status parse_metadata(kg_st_file *f, const kg_json *meta, kg_error *er
         const kg_json *v = kg_json_at(meta, i);
         if (kg_json_type_of(v) != KG_JSON_STRING)
             return kg_error_set(err, KG_ERR_FORMAT,
-                                "%s: __metadata__ value of '%.100s' is not a string", f->path, key);
+                                "%s: __metadata__ value of '%s' is not a string", f->path, key);
         if (strlen(kg_json_string(v)) != kg_json_string_len(v))
             return kg_error_set(err, KG_ERR_FORMAT,
-                                "%s: __metadata__ value of '%.100s' contains a NUL character",
+                                "%s: __metadata__ value of '%s' contains a NUL character",
                                 f->path, key);
         f->meta_keys[i] = key;
         f->meta_values[i] = kg_json_string(v);
@@ -182,22 +182,22 @@ static kg_status parse_tensor(kg_st_file *f, kg_st_tensor *t, const char *name,
 
     t->name = name;
     if (kg_json_type_of(desc) != KG_JSON_OBJECT)
-        return kg_error_set(err, KG_ERR_FORMAT, "%s: tensor '%.100s': entry is not an object",
+        return kg_error_set(err, KG_ERR_FORMAT, "%s: tensor '%s': entry is not an object",
                             f->path, name);
     if (kg_json_type_of(dt) != KG_JSON_STRING)
-        return kg_error_set(err, KG_ERR_FORMAT, "%s: tensor '%.100s': missing or non-string dtype",
+        return kg_error_set(err, KG_ERR_FORMAT, "%s: tensor '%s': missing or non-string dtype",
                             f->path, name);
     if (!parse_dtype(kg_json_string(dt), &t->dtype))
         return kg_error_set(err, KG_ERR_FORMAT,
-                            "%s: tensor '%.100s': unknown dtype '%.20s' (supported: F64 F32 F16 "
+                            "%s: tensor '%s': unknown dtype '%s' (supported: F64 F32 F16 "
                             "BF16 I64 I32 U8 BOOL)",
                             f->path, name, kg_json_string(dt));
     if (kg_json_type_of(shape) != KG_JSON_ARRAY)
-        return kg_error_set(err, KG_ERR_FORMAT, "%s: tensor '%.100s': missing or non-array shape",
+        return kg_error_set(err, KG_ERR_FORMAT, "%s: tensor '%s': missing or non-array shape",
                             f->path, name);
     if (kg_json_count(shape) > KG_MAX_DIMS)
         return kg_error_set(err, KG_ERR_FORMAT,
-                            "%s: tensor '%.100s': %zu dims, at most %d supported", f->path, name,
+                            "%s: tensor '%s': %zu dims, at most %d supported", f->path, name,
                             kg_json_count(shape), KG_MAX_DIMS);
     t->ndim = (int)kg_json_count(shape);
     for (int i = 0; i < KG_MAX_DIMS; i++)
@@ -206,35 +206,35 @@ static kg_status parse_tensor(kg_st_file *f, kg_st_tensor *t, const char *name,
         int64_t d;
         if (!json_uint(kg_json_at(shape, (size_t)i), &d))
             return kg_error_set(err, KG_ERR_FORMAT,
-                                "%s: tensor '%.100s': dim %d is not a non-negative integer",
+                                "%s: tensor '%s': dim %d is not a non-negative integer",
                                 f->path, name, i);
         t->shape[i] = d;
         /* d <= 2^53, so the product only overflows past the file size check */
         if (d != 0 && numel > (uint64_t)ST_MAX_INT / (uint64_t)d)
             return kg_error_set(err, KG_ERR_FORMAT,
-                                "%s: tensor '%.100s': element count overflows", f->path, name);
+                                "%s: tensor '%s': element count overflows", f->path, name);
         numel *= (uint64_t)d;
     }
     if (kg_json_type_of(offs) != KG_JSON_ARRAY || kg_json_count(offs) != 2 ||
         !json_uint(kg_json_at(offs, 0), &begin) || !json_uint(kg_json_at(offs, 1), &end))
         return kg_error_set(err, KG_ERR_FORMAT,
-                            "%s: tensor '%.100s': data_offsets must be [begin, end] with "
+                            "%s: tensor '%s': data_offsets must be [begin, end] with "
                             "non-negative integers",
                             f->path, name);
     if (begin > end)
         return kg_error_set(err, KG_ERR_FORMAT,
-                            "%s: tensor '%.100s': data_offsets begin %lld > end %lld", f->path,
+                            "%s: tensor '%s': data_offsets begin %lld > end %lld", f->path,
                             name, (long long)begin, (long long)end);
     if ((uint64_t)end > data_len)
         return kg_error_set(err, KG_ERR_FORMAT,
-                            "%s: tensor '%.100s': data_offsets end %lld is past the end of the "
+                            "%s: tensor '%s': data_offsets end %lld is past the end of the "
                             "data section (%zu bytes)",
                             f->path, name, (long long)end, data_len);
     esize = kg_dtype_size(t->dtype);
     if ((uint64_t)(end - begin) != numel * esize) {
         char sb[96];
         return kg_error_set(err, KG_ERR_FORMAT,
-                            "%s: tensor '%.100s': size mismatch: %s %s needs %llu bytes, "
+                            "%s: tensor '%s': size mismatch: %s %s needs %llu bytes, "
                             "data_offsets span %lld",
                             f->path, name, kg_dtype_name(t->dtype),
                             shape_str(t->ndim, t->shape, sb, sizeof sb),
@@ -321,7 +321,7 @@ static kg_status parse_file(kg_st_file *f, kg_error *err)
         qsort(names, n_tensors, sizeof *names, cmp_name_ref);
         for (size_t i = 0; i < n_tensors; i++) {
             if (i && strcmp(names[i - 1].name, names[i].name) == 0) {
-                s = kg_error_set(err, KG_ERR_FORMAT, "%s: duplicate tensor name '%.100s'",
+                s = kg_error_set(err, KG_ERR_FORMAT, "%s: duplicate tensor name '%s'",
                                  f->path, names[i].name);
                 goto done;
             }
@@ -338,7 +338,7 @@ static kg_status parse_file(kg_st_file *f, kg_error *err)
                     continue;
                 if (prev && prev->end > r->begin) {
                     s = kg_error_set(err, KG_ERR_FORMAT,
-                                     "%s: data of tensors '%.100s' [%zu, %zu) and '%.100s' "
+                                     "%s: data of tensors '%s' [%zu, %zu) and '%s' "
                                      "[%zu, %zu) overlap",
                                      f->path, f->tensors[prev->idx].name, prev->begin, prev->end,
                                      f->tensors[r->idx].name, r->begin, r->end);
@@ -494,7 +494,7 @@ static kg_status mismatch(const kg_st_file *f, const char *name, const kg_st_ten
         snprintf(want, sizeof want, "any shape");
     else
         shape_str(ndim, shape, want, sizeof want);
-    return kg_error_set(err, KG_ERR_WEIGHTS, "%s: tensor '%.150s' is %s %s, expected %s %s",
+    return kg_error_set(err, KG_ERR_WEIGHTS, "%s: tensor '%s' is %s %s, expected %s %s",
                         f->path, name, kg_dtype_name(t->dtype), got, want_dtype, want);
 }
 
@@ -506,7 +506,7 @@ kg_status kg_st_get(const kg_st_file *f, const char *name, kg_dtype dtype, int n
         return kg_error_set(err, KG_ERR_INVALID_ARG, "kg_st_get: invalid argument");
     t = kg_st_find(f, name);
     if (!t)
-        return kg_error_set(err, KG_ERR_WEIGHTS, "%s: tensor '%.150s' not found", f->path, name);
+        return kg_error_set(err, KG_ERR_WEIGHTS, "%s: tensor '%s' not found", f->path, name);
     if (t->dtype != dtype || !shape_matches(t, ndim, shape))
         return mismatch(f, name, t, kg_dtype_name(dtype), ndim, shape, err);
     if (out)
@@ -535,7 +535,7 @@ kg_status kg_st_to_f32(const kg_st_file *f, const kg_st_tensor *t, float *dst, k
         return KG_OK;
     default:
         return kg_error_set(err, KG_ERR_WEIGHTS,
-                            "%s: tensor '%.150s' is %s, a float tensor (F32/F16/BF16) is needed",
+                            "%s: tensor '%s' is %s, a float tensor (F32/F16/BF16) is needed",
                             f ? f->path : "?", t->name, kg_dtype_name(t->dtype));
     }
 }
@@ -548,7 +548,7 @@ kg_status kg_st_get_f32(const kg_st_file *f, const char *name, int ndim, const i
         return kg_error_set(err, KG_ERR_INVALID_ARG, "kg_st_get_f32: invalid argument");
     t = kg_st_find(f, name);
     if (!t)
-        return kg_error_set(err, KG_ERR_WEIGHTS, "%s: tensor '%.150s' not found", f->path, name);
+        return kg_error_set(err, KG_ERR_WEIGHTS, "%s: tensor '%s' not found", f->path, name);
     if ((t->dtype != KG_F32 && t->dtype != KG_F16 && t->dtype != KG_BF16) ||
         !shape_matches(t, ndim, shape))
         return mismatch(f, name, t, "F32/F16/BF16", ndim, shape, err);

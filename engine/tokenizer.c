@@ -663,6 +663,31 @@ static kg_status parse_dict_line(kg_tokenizer *tok, char *line, size_t n, size_t
     return add_symbol(tok, line, wn, overwrite, err);
 }
 
+/* An empty dict.txt, or one written for another SentencePiece model, maps most words to <unk>
+ * and the prompt is silently ignored; fairseq's dict for a SentencePiece model lists (nearly)
+ * every normal piece, so fewer than half of them is refused. */
+static kg_status check_coverage(const kg_tokenizer *tok, kg_error *err)
+{
+    const kg_spm_model *m = &tok->spm;
+    int64_t normal = 0, found = 0;
+    for (int64_t i = 0; i < m->n_pieces; i++) {
+        const kg_spm_piece *p = &m->pieces[i];
+        const char *ps = m->strings + p->offset;
+        if (p->type != KG_SPM_NORMAL)
+            continue;
+        normal++;
+        found += strmap_find(&tok->dict, ps, p->len, fnv(ps, p->len)) >= 0;
+    }
+    if (normal > 0 && 2 * found < normal)
+        return kg_error_set(err, KG_ERR_FORMAT,
+                            "dict.txt: only %lld of the sentencepiece model's %lld pieces are "
+                            "dictionary words (%lld symbols): an empty dictionary, or one for "
+                            "another tokenizer; every other word would become <unk>",
+                            (long long)found, (long long)normal,
+                            (long long)tok->n_symbols - 10);
+    return KG_OK;
+}
+
 static kg_status build_dict(kg_tokenizer *tok, const char *dict, size_t len, kg_error *err)
 {
     static const char *const head[] = {"<s>", "<pad>", "</s>", "<unk>"};
@@ -703,7 +728,7 @@ static kg_status build_dict(kg_tokenizer *tok, const char *dict, size_t len, kg_
     for (size_t i = 0; i < sizeof tail / sizeof tail[0]; i++)
         if ((st = add_symbol(tok, tail[i], strlen(tail[i]), 0, err)) != KG_OK)
             return st;
-    return KG_OK;
+    return check_coverage(tok, err);
 }
 
 kg_status kg_tokenizer_new(kg_tokenizer **out, const void *spm, size_t spm_len, const char *dict,

@@ -171,7 +171,9 @@ kg_status kg_unet_config_from_json(kg_unet_config *cfg, const kg_json *j, kg_err
         return kg_error_set(err, KG_ERR_UNSUPPORTED,
                             "unet config: 'cross_attention_dim' must be one integer");
     cfg->norm_num_groups = as_int(kg_json_get(j, "norm_num_groups"), &v) ? (int)v : 32;
-    cfg->norm_eps = (float)kg_json_number(kg_json_get(j, "norm_eps"), 1e-5);
+    s = kg_json_opt_eps(j, "norm_eps", 1e-5, &cfg->norm_eps, "unet config", err);
+    if (s != KG_OK)
+        return s;
     cfg->flip_sin_to_cos = kg_json_bool(kg_json_get(j, "flip_sin_to_cos"), 1);
     cfg->freq_shift = (float)kg_json_number(kg_json_get(j, "freq_shift"), 0.0);
     cfg->downsample_padding = 1;

@@ -161,6 +161,24 @@ latents inf "$work/lat.st"
 fail_run "Inf in --latents" 'initial latents: element 5 of 256 is Inf' $base --latents "$work/lat.st" -o "$work/n.png"
 ls "$work"/n*.png >/dev/null 2>&1 && bad "an image was written from non-finite values" || ok "no image from non-finite values"
 
+echo "== model config values: bounded, finite, no repeated keys"
+cfg() {
+    name=$1 want=$2
+    shift 2
+    $mut "$model" "$work/c.st" --config "$@"
+    refuse "$name" "$want" -m "$work/c.st" -p a --size 64x64 -s 1 --threads 1 -o "$work/c.png"
+}
+cfg "mllm.max_positions 1e7" 'max_positions 10000000: at most 65536' mllm max_positions 10000000
+cfg "mllm.max_positions 1e8" 'max_positions 100000000: at most 65536' mllm max_positions 100000000
+cfg "mllm.ln_eps inf" 'ln_eps inf: expected a number in (0, 0.1]' mllm ln_eps 1e999
+cfg "mllm.ln_eps 1e30" 'ln_eps 1e+30: expected a number in (0, 0.1]' mllm ln_eps 1e30
+cfg "clip.ln_eps 0" 'ln_eps 0: expected a number in (0, 0.1]' clip ln_eps 0
+cfg "clip.ln_eps a string" "key 'ln_eps' is not a number" clip ln_eps '"1e-5"'
+cfg "clip.mlp_ratio 1e300" 'mlp_ratio 1e+300' clip mlp_ratio 1e300
+cfg "aligner.ln_eps -1" 'ln_eps -1: expected a number in (0, 0.1]' aligner ln_eps -1
+cfg "unet.norm_eps 1e30" 'norm_eps 1e+30: expected a number in (0, 0.1]' unet norm_eps 1e30
+cfg "duplicate key in a config" 'duplicate object key "dim"' mllm dim '40, "dim": 41'
+
 echo "== RGBA references: alpha dropped (PIL convert(\"RGB\")), as the elements do"
 png 40 30 1 "$work/rgba.png"
 python3 - "$work/rgba.png" "$work/rgb.png" <<'PY'

@@ -417,7 +417,7 @@ static const bad_case bad[] = {
     {"negative offset", "{" T("w", "F32", "[1]", "-4", "0") "}", 4, NULL, 0, KG_ERR_FORMAT,
      "tensor 'w': data_offsets must be [begin, end] with non-negative integers"},
     {"duplicate names", "{" T("w", "F32", "[1]", "0", "4") "," T("w", "F32", "[1]", "4", "8") "}",
-     8, NULL, 0, KG_ERR_FORMAT, "duplicate tensor name 'w'"},
+     8, NULL, 0, KG_ERR_FORMAT, "duplicate object key \"w\""},
     {"shape/size mismatch", "{" T("w", "F32", "[3]", "0", "8") "}", 8, NULL, 0, KG_ERR_FORMAT,
      "tensor 'w': size mismatch: F32 [3] needs 12 bytes, data_offsets span 8"},
     {"negative dim", "{" T("w", "F32", "[-1]", "0", "4") "}", 4, NULL, 0, KG_ERR_FORMAT,
@@ -439,9 +439,11 @@ static const bad_case bad[] = {
     {"metadata value with NUL", "{\"__metadata__\":{\"k\":\"a\\u0000b\"}}", 0, NULL, 0,
      KG_ERR_FORMAT, "__metadata__ value of 'k' contains a NUL"},
     {"duplicate metadata", "{\"__metadata__\":{},\"__metadata__\":{}}", 0, NULL, 0,
-     KG_ERR_FORMAT, "duplicate __metadata__"},
+     KG_ERR_FORMAT, "duplicate object key \"__metadata__\""},
     {"duplicate metadata key", "{\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}", 0, NULL, 0,
-     KG_ERR_FORMAT, "duplicate __metadata__ key 'k'"},
+     KG_ERR_FORMAT, "duplicate object key \"k\""},
+    {"NUL in a tensor name", "{\"w\\u0000x\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}", 0,
+     NULL, 0, KG_ERR_FORMAT, "object key with a NUL character"},
 };
 
 static void test_malformed(void)

@@ -514,13 +514,35 @@ static void test_corrupt_files(const blob *spm, const blob *dict)
         kgt_check(st == KG_ERR_FORMAT, "dict.txt with %s -> %s (%s)", dicts[i].what,
                   kg_status_name(st), err.msg);
     }
-    blob ow = {"a 1\na 2 #fairseq:overwrite\n", 27};
+    /* the real dict + a word added twice, the second time with the overwrite flag */
+    static const char extra[] = "zzqq 1\nzzqq 2 #fairseq:overwrite\n";
+    size_t real_words = 0;
+    char *ow = malloc(dict->n + sizeof extra);
     kg_tokenizer *t = NULL;
-    kg_status st = kg_tokenizer_new(&t, spm->p, spm->n, ow.p, ow.n, &err);
-    kgt_check(st == KG_OK && kg_tokenizer_symbol_id(t, "a") == 5 &&
-                  kg_tokenizer_vocab_size(t) == 4 + 2 + 6,
-              "#fairseq:overwrite gives the word a new id (fairseq add_symbol)");
+    kg_status st;
+    for (size_t i = 0; i < dict->n; i++)
+        real_words += dict->p[i] == '\n';
+    memcpy(ow, dict->p, dict->n);
+    memcpy(ow + dict->n, extra, sizeof extra - 1);
+    st = kg_tokenizer_new(&t, spm->p, spm->n, ow, dict->n + sizeof extra - 1, &err);
+    kgt_check(st == KG_OK && kg_tokenizer_symbol_id(t, "zzqq") == (int32_t)(4 + real_words + 1) &&
+                  kg_tokenizer_vocab_size(t) == (int64_t)(4 + real_words + 2 + 6),
+              "#fairseq:overwrite gives the word a new id (fairseq add_symbol): %s", err.msg);
     kg_tokenizer_free(t);
+    free(ow);
+
+    /* an empty dict, or one that is not for this model, would make every word <unk> */
+    static const struct {
+        const char *text, *what;
+    } foreign[] = {{"", "empty"}, {"a 1\nthe 2\n", "two words"}, {"\n", "one empty line"}};
+    for (size_t i = 0; i < sizeof foreign / sizeof foreign[0]; i++) {
+        t = NULL;
+        st = kg_tokenizer_new(&t, spm->p, spm->n, foreign[i].text, strlen(foreign[i].text), &err);
+        kgt_check(st == KG_ERR_FORMAT && t == NULL &&
+                      (i == 2 || strstr(err.msg, "an empty dictionary, or one for another")),
+                  "dict.txt %s -> %s: %s", foreign[i].what, kg_status_name(st), err.msg);
+        kg_tokenizer_free(t);
+    }
 }
 
 int main(void)
