@@ -136,15 +136,14 @@ libflag() {
     fi
 }
 
+# The CPU side's GEMM: oneDNN where the machine has it (as meson's -Ddnnl=auto), else our C kernel.
 BLAS_C=()
 BLAS_L=()
-BLAS_NOTE=none
-if [ -e /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ] || [ -e /usr/include/cblas.h ]; then
-    if ls /usr/lib/x86_64-linux-gnu/libopenblas.so* >/dev/null 2>&1; then
-        BLAS_C=(-DKG_HAVE_BLAS=1 -I/usr/include/x86_64-linux-gnu/openblas-pthread)
-        BLAS_L=(-lopenblas)
-        BLAS_NOTE=openblas
-    fi
+BLAS_NOTE="none (own C GEMM)"
+if [ -e /usr/include/oneapi/dnnl/dnnl.h ] && ls /usr/lib/x86_64-linux-gnu/libdnnl.so* >/dev/null 2>&1; then
+    BLAS_C=(-DKG_HAVE_DNNL=1)
+    BLAS_L=(-ldnnl)
+    BLAS_NOTE=oneDNN
 fi
 
 CFLAGS=(-std=c11 -O2 -D_GNU_SOURCE -fopenmp -DKG_HAVE_CUDA=1 ${BLAS_C[@]+"${BLAS_C[@]}"} -I"$ROOT/engine"
