@@ -665,6 +665,119 @@ class SingleFile(Base):
         self.assertEqual(os.stat(base).st_mtime_ns, st.st_mtime_ns)
 
 
+def run_convert(out, timeout=60, limits=(), **kw):
+    """convert() with a shorter timeout and resource limits [(RLIMIT_x, bytes)] in the child."""
+    import resource
+
+    def preexec():
+        for which, n in limits:
+            resource.setrlimit(which, (n, n))
+    ckpt = kw.pop("ckpt", os.path.join(TINY, "checkpoint_final.pt"))
+    cmd = [sys.executable, CONVERT, "--checkpoint", ckpt, "--sd15", kw.pop("sd15", SD15), "--spm",
+           kw.pop("spm", SPM), "--dict", kw.pop("dct", DICT), "-o", out, "--dtype", "fp32"] + TINY_HEADS
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec)
+
+
+class Robustness(Base):
+    """Issue 18: inputs that hung, exploded or wrote half a file. Each case failed before the fix."""
+
+    def expect(self, r, message, out):
+        print("  %s" % (r.stderr.strip().splitlines() or ["(no message)"])[-1][:300])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(message, r.stderr)
+        self.assertNotIn("Traceback", r.stderr)
+        self.assertFalse(os.path.exists(out + ".tmp"), "temporary output left behind")
+
+    def test_shared_reference_dag_in_config(self):
+        """40 levels of [x, x] sharing one child: 2^40 paths as a tree, 40 objects as a DAG; plus a
+        cycle. The config walk visits each object once."""
+        import time
+        node = {"leaf": 1}
+        for _ in range(40):
+            node = [node, node]
+        loop = []
+        loop.append(loop)
+        cfg = torch.load(os.path.join(TINY, "checkpoint_final.pt"))["cfg"]
+        cfg = dict(cfg) if isinstance(cfg, dict) else {"model": {}}
+        model_cfg = dict(cfg.get("model") or {})
+        model_cfg.update(junk_dag=node, junk_loop=loop)
+        cfg["model"] = model_cfg
+        p = self.save_ckpt("dag.pt", self.fp32_state, cfg=cfg)
+        print("  checkpoint with the DAG: %d bytes" % os.path.getsize(p))
+        out = self.path("dag.safetensors")
+        t0 = time.time()
+        r = run_convert(out, ckpt=p, timeout=100)
+        print("  converted in %.1f s" % (time.time() - t0))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        tree = ptload.plain({"a": node, "b": loop})
+        self.assertIs(tree["a"][0], tree["a"][1], "shared objects stay shared")
+        self.assertEqual(tree["b"], [None], "a cycle ends in None")
+
+    def test_compression_bomb(self):
+        """data.pkl declaring 1.5 GB (deflated zeros, ~1.5 MB on disk) under a 1 GB address-space
+        limit: a clear error, not a MemoryError traceback."""
+        import resource
+        import zipfile
+        p = self.path("bomb.pt")
+        with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+            with z.open("archive/data.pkl", "w", force_zip64=True) as f:
+                block = bytes(16 << 20)
+                for _ in range(96):
+                    f.write(block)
+        print("  bomb: %d bytes on disk" % os.path.getsize(p))
+        out = self.path("bomb.safetensors")
+        r = run_convert(out, ckpt=p, limits=[(resource.RLIMIT_AS, 1 << 30)])
+        self.expect(r, "compression bomb", out)
+
+    def test_fifo_inputs(self):
+        """A FIFO as any input is refused at once (open() would wait for a writer forever)."""
+        fifo = self.path("fifo")
+        os.mkfifo(fifo)
+        sd = self.path("sd_fifo")
+        shutil.copytree(SD15, sd)
+        os.unlink(os.path.join(sd, "unet", "config.json"))
+        os.mkfifo(os.path.join(sd, "unet", "config.json"))
+        out = self.path("fifo.safetensors")
+        for kw, what in (({"ckpt": fifo}, "checkpoint"), ({"spm": fifo}, "--spm"), ({"dct": fifo}, "--dict"),
+                         ({"sd15": sd}, "config")):
+            r = run_convert(out, timeout=30, **kw)
+            self.expect(r, "not a regular file (a FIFO)", out)
+            self.assertIn(what, r.stderr)
+
+    def test_output_checked_first(self):
+        for out, msg in ((self.path("missing/dir/o.safetensors"), "does not exist"),
+                         (self.tmp, "exists and is not a regular file (a directory)")):
+            r = run_convert(out, timeout=30, ckpt=self.path("not-read.pt"))
+            self.expect(r, msg, out)
+
+    def test_disk_full(self):
+        """A file size limit (as a full disk): the errno in the message, no partial output, an
+        existing output untouched."""
+        import resource
+        out = self.path("full.safetensors")
+        with open(out, "wb") as f:
+            f.write(b"precious")
+        r = run_convert(out, limits=[(resource.RLIMIT_FSIZE, 1 << 20)])
+        self.expect(r, "write failed: File too large", out)
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), b"precious")
+
+    def test_max_target_positions_bounds(self):
+        import argparse
+        for v in (-5, 0, 100000000, "2048"):
+            p = self.save_ckpt("maxpos.pt", self.fp32_state, cfg=None,
+                               args=argparse.Namespace(decoder_attention_heads=4, max_target_positions=v))
+            out = self.path("maxpos.safetensors")
+            self.expect(run_convert(out, ckpt=p), "max_target_positions %r: expected an integer in 1..65536" % v,
+                        out)
+
+    def test_empty_dict(self):
+        p = self.path("empty_dict.txt")
+        open(p, "wb").close()
+        out = self.path("emptydict.safetensors")
+        self.expect(run_convert(out, dct=p), "empty dictionary", out)
+
+
 if __name__ == "__main__":
     result = unittest.main(verbosity=2, exit=False).result
     failed = len(result.failures) + len(result.errors)

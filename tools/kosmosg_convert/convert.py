@@ -11,6 +11,7 @@ import numpy as np
 
 from . import FORMAT_VERSION, layout, ldm
 from .errors import ConvertError
+from .files import check_output, require_regular
 from .ptload import Archive, LazyTensor, plain
 from .stio import SafetensorsFile, write_safetensors
 
@@ -18,6 +19,8 @@ from .stio import SafetensorsFile, write_safetensors
 # max_target_positions 2048 (fairseq base_lm_architecture)
 DEFAULT_MLLM_HEADS = 32
 DEFAULT_MAX_POSITIONS = 2048
+# the engine builds the MLLM's sinusoid table (max_positions x dim) at load and refuses more
+MAX_POSITIONS_LIMIT = 65536
 
 FLOAT_DTYPES = ("F16", "F32", "BF16", "F64")
 OUT_DTYPES = {"fp16": ("F16", np.float16), "fp32": ("F32", np.float32)}
@@ -69,6 +72,7 @@ def log(msg):
 
 
 def sha256_file(path):
+    require_regular(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while True:
@@ -80,6 +84,7 @@ def sha256_file(path):
 
 
 def read_json(path):
+    require_regular(path, "config")
     try:
         with open(path, "rb") as f:
             obj = json.loads(f.read().decode("utf-8"))
@@ -108,7 +113,8 @@ def open_weights(path):
 def find_weights(folder):
     for name in WEIGHT_NAMES:
         p = os.path.join(folder, name)
-        if os.path.isfile(p):
+        if os.path.exists(p):
+            require_regular(p, "weights")
             return p
     raise ConvertError("%s has no weights file (looked for %s)" % (folder, ", ".join(WEIGHT_NAMES)))
 
@@ -182,8 +188,9 @@ def load_unet_source(path, heads):
         cfg = read_json(os.path.join(path, "config.json"))
         wpath = find_weights(path)
         return cfg, open_weights(wpath), wpath
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise ConvertError("U-Net source %s does not exist" % path)
+    require_regular(path, "U-Net source")
     cfg, unet = load_single_unet(open_single_file(path), path, heads)
     return cfg, unet, path
 
@@ -191,8 +198,10 @@ def load_unet_source(path, heads):
 def load_sd15(src, folder, heads=8):
     if os.path.isfile(folder):
         return load_sd15_single(src, folder, heads)
-    if not os.path.isdir(folder):
+    if not os.path.exists(folder):
         raise ConvertError("SD1.5 folder %s does not exist" % folder)
+    if not os.path.isdir(folder):
+        require_regular(folder, "--sd15")
     for sub in ("unet", "vae", "scheduler"):
         if not os.path.isdir(os.path.join(folder, sub)):
             raise ConvertError("SD1.5 folder %s has no %s/ (expected the diffusers layout unet/, vae/, "
@@ -201,8 +210,9 @@ def load_sd15(src, folder, heads=8):
     for sub, fname in (("unet", "config.json"), ("vae", "config.json"),
                        ("scheduler", "scheduler_config.json")):
         p = os.path.join(folder, sub, fname)
-        if not os.path.isfile(p):
+        if not os.path.exists(p):
             raise ConvertError("SD1.5 folder %s has no %s/%s" % (folder, sub, fname))
+        require_regular(p, "config")
         configs[sub] = read_json(p)
         src.add_file("sd15 %s config" % sub, p)
     renamed = 0
@@ -231,8 +241,9 @@ def load_sd15(src, folder, heads=8):
 
 
 def load_checkpoint(src, path):
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise ConvertError("checkpoint %s does not exist" % path)
+    require_regular(path, "checkpoint")
     src.add_file("checkpoint", path)
     archive = Archive(path)
     obj = archive.load()
@@ -306,6 +317,7 @@ def split_clip_in_proj(src):
 
 
 def check_dict(path):
+    require_regular(path, "--dict")
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -318,10 +330,13 @@ def check_dict(path):
         parts = line.rsplit(" ", 1)
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise ConvertError("%s:%d: expected 'piece count', got %r" % (path, i + 1, line[:60]))
+    if not lines:
+        raise ConvertError("%s: empty dictionary: every word of a prompt would become <unk>" % path)
     return data, len(lines)
 
 
 def check_spm(path):
+    require_regular(path, "--spm")
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -429,8 +444,11 @@ def run(args):
         if not isinstance(heads, int) or isinstance(heads, bool):
             heads, heads_from = DEFAULT_MLLM_HEADS, "default (kosmosg_xl)"
     maxpos = cfg_value(ckpt, "max_target_positions")
-    if not isinstance(maxpos, int) or isinstance(maxpos, bool):
+    if maxpos is None:
         maxpos = DEFAULT_MAX_POSITIONS
+    elif not isinstance(maxpos, int) or isinstance(maxpos, bool) or not 1 <= maxpos <= MAX_POSITIONS_LIMIT:
+        raise ConvertError("checkpoint %s: cfg max_target_positions %r: expected an integer in 1..%d"
+                           % (args.checkpoint, maxpos, MAX_POSITIONS_LIMIT))
 
     keys = list(src.merged)
 
@@ -599,11 +617,16 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     QUIET[0] = args.quiet
     try:
+        check_output(args.output)
         if args.model:
             swap_unet(args)
         else:
             run(args)
     except ConvertError as e:
         print("kosmosg-convert: error: %s" % e, file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("kosmosg-convert: error: out of memory (a corrupt or malicious input declaring huge "
+              "sizes, or too little memory for this model)", file=sys.stderr)
         return 1
     return 0

@@ -21,6 +21,12 @@ import zlib
 import numpy as np
 
 from .errors import ConvertError
+from .files import require_regular
+
+# data.pkl holds the pickled object graph (configs, tensor records), not the tensor data; real
+# fairseq checkpoints keep it to a few MB. A larger declared size is a compression bomb or not a
+# checkpoint, refused before it is inflated.
+MAX_PICKLE_BYTES = 256 << 20
 
 # dtype names follow the safetensors spelling; BF16 is carried as raw uint16 (numpy has no bfloat16)
 _STORAGE_DTYPES = {
@@ -261,6 +267,7 @@ class Archive:
     def __init__(self, path):
         self.path = path
         self.storages = {}
+        require_regular(path, "checkpoint")
         try:
             self.zip = zipfile.ZipFile(path)
         except zipfile.BadZipFile as e:
@@ -284,15 +291,28 @@ class Archive:
         self.placeholders = set()
 
     def load(self):
+        info = self.zip.getinfo(self.prefix + "data.pkl")
+        if info.file_size > MAX_PICKLE_BYTES:
+            raise ConvertError("%s: data.pkl declares %d bytes uncompressed (%d compressed), more than "
+                               "the %d a checkpoint's object graph needs: a compression bomb or not a "
+                               "checkpoint" % (self.path, info.file_size, info.compress_size,
+                                                MAX_PICKLE_BYTES))
         try:
             data = self.zip.read(self.prefix + "data.pkl")
             up = RestrictedUnpickler(io.BytesIO(data), self)
             obj = up.load()
         except (zipfile.BadZipFile, zlib.error, EOFError) as e:
             raise ConvertError("%s: truncated or corrupt checkpoint (%s)" % (self.path, e))
-        except (pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError,
-                AttributeError) as e:
-            raise ConvertError("%s: unreadable checkpoint pickle: %s" % (self.path, e))
+        except MemoryError:
+            raise ConvertError("%s: out of memory unpickling the checkpoint (a corrupt or malicious "
+                               "object graph)" % self.path)
+        except ConvertError:
+            raise
+        except Exception as e:
+            # nothing foreign runs here, so any exception (UnpicklingError, OverflowError on a
+            # huge frame length, RecursionError, UnicodeDecodeError...) is a malformed pickle
+            raise ConvertError("%s: unreadable checkpoint pickle: %s: %s"
+                               % (self.path, type(e).__name__, e))
         self.placeholders = up.placeholders
         return obj
 
@@ -359,29 +379,44 @@ class Archive:
         return np.ascontiguousarray(view)
 
 
-def plain(obj, depth=0):
+def plain(obj, depth=0, memo=None):
     """Plain dict/list view of a pickled config: omegaconf DictConfig/ValueNode placeholders
-    collapse to their `_content`/`_val`, argparse.Namespace to its attribute dict."""
+    collapse to their `_content`/`_val`, argparse.Namespace to its attribute dict.
+
+    A pickle can share one object from many places (a DAG: 60 levels of two references to the
+    same child are 2^60 paths as a tree), so every object is converted once (memo by identity) and
+    the shared result reused; a reference back to an object still being converted (a cycle) and
+    anything deeper than 64 levels becomes None."""
+    if memo is None:
+        memo = {}
     if depth > 64:
         return None
+    if not isinstance(obj, (Placeholder, dict, list, tuple)):
+        return obj
+    key = id(obj)
+    if key in memo:
+        return memo[key][1]
+    memo[key] = (obj, None)  # keeps obj alive (its id stays unique) and marks it in progress
+    out = None
     if isinstance(obj, Placeholder):
         state = obj.kg_state
         if isinstance(state, tuple) and len(state) == 2:
             state = state[0] if isinstance(state[0], dict) else state[1]
         if isinstance(state, dict):
             if "_content" in state:
-                return plain(state["_content"], depth + 1)
-            if "_val" in state:
-                return plain(state["_val"], depth + 1)
-            return {k: plain(v, depth + 1) for k, v in state.items() if isinstance(k, str)}
-        if obj.kg_entries:
-            return {k: plain(v, depth + 1) for k, v in obj.kg_entries.items() if isinstance(k, str)}
-        return None
-    if isinstance(obj, dict):
-        return {k: plain(v, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v, depth + 1) for v in obj]
-    return obj
+                out = plain(state["_content"], depth + 1, memo)
+            elif "_val" in state:
+                out = plain(state["_val"], depth + 1, memo)
+            else:
+                out = {k: plain(v, depth + 1, memo) for k, v in state.items() if isinstance(k, str)}
+        elif obj.kg_entries:
+            out = {k: plain(v, depth + 1, memo) for k, v in obj.kg_entries.items() if isinstance(k, str)}
+    elif isinstance(obj, dict):
+        out = {k: plain(v, depth + 1, memo) for k, v in obj.items()}
+    else:
+        out = [plain(v, depth + 1, memo) for v in obj]
+    memo[key] = (obj, out)
+    return out
 
 
 def load_checkpoint(path):

@@ -12,6 +12,7 @@ import struct
 import numpy as np
 
 from .errors import ConvertError
+from .files import require_regular
 from .ptload import NP_DTYPES
 
 HEADER_ALIGN = 64
@@ -41,6 +42,7 @@ class STTensor:
 class SafetensorsFile:
     def __init__(self, path):
         self.path = path
+        require_regular(path, "weights")
         try:
             size = os.path.getsize(path)
             with open(path, "rb") as f:
@@ -116,9 +118,15 @@ def write_safetensors(path, entries, metadata):
                     raise ConvertError("internal: tensor '%s' produced %s %s, header says %s %s"
                                        % (name, arr.dtype, list(arr.shape), dtype, list(shape)))
                 f.write(np.ascontiguousarray(arr).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            # ENOSPC, EFBIG, EIO...: the cause with its errno, not a traceback
+            raise ConvertError("%s: write failed: %s (nothing was written; an existing file is "
+                               "unchanged)" % (path, e.strerror or e))
         raise
     return 8 + len(blob) + offset
