@@ -865,6 +865,12 @@ static void compute_suite(kg_ctx *c)
     test_conv(c, 3, 8, 17, 19, 16, 3, 3, 1, 1, 1);   /* chunks across items */
     test_conv(c, 1, 300, 23, 25, 5, 1, 1, 1, 0, 0);
     test_conv(c, 1, 16, 47, 45, 9, 3, 3, 2, 1, 1);   /* VAE-style downsample, chunked */
+    /* Winograd F(2x2, 3x3) (3x3, stride 1, pad 1, maps of >= 1024 pixels): odd heights and
+     * widths (half tiles), several items, chunks of tile rows, wide channels */
+    test_conv(c, 2, 16, 33, 35, 24, 3, 3, 1, 1, 1);
+    test_conv(c, 1, 40, 64, 47, 8, 3, 3, 1, 1, 0);
+    test_conv(c, 1, 7, 31, 129, 5, 3, 3, 1, 1, 1);
+    test_conv(c, 1, 96, 40, 40, 130, 3, 3, 1, 1, 1);
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         test_attention(c, &cases[i]);

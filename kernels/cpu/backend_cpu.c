@@ -58,6 +58,7 @@ static void cpu_destroy(kg_backend *be)
     if (cpu) {
         kg_pool_free(cpu->pool);
         free(cpu->scratch);
+        free(cpu->wino);
     }
     free(cpu);
     free(be);
@@ -220,6 +221,14 @@ kg_status kg_backend_cpu_new(kg_backend **out, int n_threads, kg_error *err)
     cpu->n_threads = n_threads > 0 ? n_threads : core_count();
     cpu->scratch = scratch;
     scratch = NULL;
+    if (posix_memalign(&scratch, KG_CPU_ALIGN, KG_CPU_WINO_BYTES) != 0) {
+        st = kg_error_set(err, KG_ERR_NOMEM, "cpu backend: cannot allocate %zu MiB of scratch",
+                          KG_CPU_WINO_BYTES >> 20);
+        goto fail;
+    }
+    cpu->wino = scratch;
+    cpu->wino_floats = KG_CPU_WINO_BYTES / sizeof(float);
+    scratch = NULL;
     cpu->scratch_floats_per_thread =
         KG_CPU_SCRATCH_BYTES / sizeof(float) / (size_t)cpu->n_threads / 16 * 16;
     st = apply_isa_cap(cpu, err);
@@ -239,8 +248,10 @@ kg_status kg_backend_cpu_new(kg_backend **out, int n_threads, kg_error *err)
     return KG_OK;
 fail:
     free(scratch);
-    if (cpu)
+    if (cpu) {
         free(cpu->scratch);
+        free(cpu->wino);
+    }
     free(cpu);
     free(be);
     return st;

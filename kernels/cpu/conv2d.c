@@ -145,6 +145,8 @@ void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
             yd[i] = bd ? bd[i / P % co] : 0.0f;
         return;
     }
+    if (g.kh == 3 && g.kw == 3 && stride == 1 && pad == 1 && kg_cpu_conv_winograd(be, y, x, w, b))
+        return;
     if (nt > 1 && nb * P < nt * MIN_COLS && conv_shared(cpu, &g, nb, co, xd, wd, bd, yd)) {
         kg_cpu_gemm_status(be, "conv2d");
         return;

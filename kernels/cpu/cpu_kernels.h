@@ -24,6 +24,10 @@
  * between threads; ops chunk their work (im2col columns, attention query
  * blocks) so each chunk fits a thread's share. */
 #define KG_CPU_SCRATCH_BYTES ((size_t)64 << 20)
+/* Winograd: the transformed weights of one conv, 16 Co Ci floats (640 x 640 fit), and
+ * the smallest map worth the transforms */
+#define KG_CPU_WINO_BYTES ((size_t)32 << 20)
+#define KG_CPU_WINO_MIN_PIXELS 1024
 
 /* Instruction-set levels our dispatch distinguishes (x86-64). */
 typedef enum kg_cpu_isa {
@@ -51,6 +55,8 @@ typedef struct kg_cpu {
     kg_pool *pool;
     float *scratch;
     size_t scratch_floats_per_thread;
+    float *wino; /* the Winograd weight transform of the conv in progress */
+    size_t wino_floats;
     /* set by any thread whose oneDNN call failed (it cannot get memory);
      * the op turns it into the backend's sticky error (kg_cpu_gemm_status) */
     _Atomic int gemm_failed;
@@ -113,6 +119,11 @@ void kg_cpu_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
 /* conv2d.c */
 void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
                    const kg_tensor *b, int stride, int pad);
+
+/* winograd.c: 3x3, stride 1, pad 1; returns 0 (nothing done) when the shape does
+ * not suit it or the buffers are too small */
+int kg_cpu_conv_winograd(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
+                         const kg_tensor *b);
 
 /* norm.c */
 void kg_cpu_group_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *gamma,
