@@ -169,13 +169,18 @@ kg_status kg_cpu_gemm_init(kg_cpu *cpu, kg_error *err)
      * allocation there is a C++ exception that our C frames cannot catch
      * (the process aborts). Generating them here, once the ISA cap is set,
      * keeps a forward pass under memory pressure to plain malloc failures,
-     * which dnnl_sgemm reports as dnnl_out_of_memory. Shapes: a GEMV (M = 1)
-     * and a blocked GEMM, with B plain and transposed.
+     * which dnnl_sgemm reports as dnnl_out_of_memory. oneDNN builds each
+     * family of kernels (blocked GEMM, small-M, GEMV, tails) as a table at the
+     * first call that needs one, so the warm-up sweeps small shapes of every
+     * kind, both layouts of B, beta 0 and 1 (ONEDNN_JIT_DUMP=1 lists the same
+     * kernels after a whole generation as after this).
      * The generator itself does not survive a failed allocation either (it
      * crashes), so first make sure KG_DNNL_JIT_HEADROOM of address space is
      * available; the kernels take a few MiB. */
-    static const int64_t shapes[][3] = {{1, 48, 40}, {1, 40, 48}, {40, 48, 40}, {96, 80, 72}};
-    float a[96 * 80], b[80 * 72], c[96 * 72];
+    static const int64_t ms[] = {1, 2, 3, 4, 5, 8, 17, 40, 96, 200};
+    static const int64_t ns[] = {1, 2, 3, 4, 17, 48, 100};
+    static const int64_t ks[] = {1, 3, 16, 40, 300};
+    float *a, *b, *c;
     int saved;
     dnnl_status_t rc = dnnl_success;
     void *probe = mmap(NULL, KG_DNNL_JIT_HEADROOM, PROT_READ | PROT_WRITE,
@@ -185,14 +190,21 @@ kg_status kg_cpu_gemm_init(kg_cpu *cpu, kg_error *err)
                             "cpu backend: no %d MiB of address space left for oneDNN's kernels",
                             KG_DNNL_JIT_HEADROOM >> 20);
     munmap(probe, KG_DNNL_JIT_HEADROOM);
+    /* operands from the scratch: 200 x 300 + 300 x 100 + 200 x 100 floats */
+    a = cpu->scratch;
+    b = a + 200 * 300;
+    c = b + 300 * 100;
+    memset(a, 0, (size_t)(200 * 300 + 300 * 100) * sizeof *a);
     saved = kg_cpu_omp_single();
-    memset(a, 0, sizeof a);
-    memset(b, 0, sizeof b);
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0] && rc == dnnl_success; i++)
-        for (int tb = 0; tb < 2 && rc == dnnl_success; tb++) {
-            int64_t M = shapes[i][0], N = shapes[i][1], K = shapes[i][2];
-            rc = dnnl_sgemm('N', tb ? 'T' : 'N', M, N, K, 1.0f, a, K, b, tb ? K : N, 0.0f, c, N);
-        }
+    for (size_t im = 0; im < sizeof ms / sizeof ms[0]; im++)
+        for (size_t in = 0; in < sizeof ns / sizeof ns[0]; in++)
+            for (size_t ik = 0; ik < sizeof ks / sizeof ks[0]; ik++)
+                for (int v = 0; v < 4 && rc == dnnl_success; v++) {
+                    int64_t M = ms[im], N = ns[in], K = ks[ik];
+                    int tb = v & 1;
+                    rc = dnnl_sgemm('N', tb ? 'T' : 'N', M, N, K, 1.0f, a, K, b, tb ? K : N,
+                                    v & 2 ? 1.0f : 0.0f, c, N);
+                }
     kg_cpu_omp_restore(saved);
     if (rc != dnnl_success)
         return kg_error_set(err, KG_ERR_NOMEM, "cpu backend: oneDNN sgemm cannot start (status %d)",
