@@ -60,6 +60,18 @@ void kg_session_free(kg_session *s);
 /* Backend allocations made so far by the session (tests assert it stays flat). */
 size_t kg_session_alloc_count(const kg_session *s);
 
+/* A LoRA file (.safetensors, diffusers or kohya/A1111 layout) applied to the U-Net. */
+typedef struct kg_lora_ref {
+    const char *path;
+    float scale; /* diffusers' cross_attention_kwargs["scale"] (the demo's "LoRA Scale"): 0 = off,
+                    1 = as trained (diffusers' default, and what the official sample_controlnet uses) */
+} kg_lora_ref;
+
+/* Parses a LoRA list "a.safetensors:0.8;b.safetensors:0.3;c.safetensors" (scale 1 when
+ * omitted; the scale is what follows the last ':' when that parses as a number) into
+ * *out, one allocation to free() holding the entries and their paths; "" gives none. */
+kg_status kg_lora_list_parse(const char *spec, kg_lora_ref **out, int *n, kg_error *err);
+
 typedef struct kg_params {
     const char *prompt;          /* UTF-8, one "<i>" per reference image */
     const char *negative_prompt; /* NULL or "" = the official unconditional "<s>" */
@@ -73,6 +85,10 @@ typedef struct kg_params {
     int width, height;           /* multiples of 8, default 512 */
     const float *init_latents;   /* optional [num_images, 4, height/8, width/8] */
     const volatile int *cancel;  /* optional: nonzero stops between steps (KG_ERR_CANCELLED) */
+    const kg_lora_ref *loras;    /* LoRAs on the U-Net, each at its own scale (several add up); the
+                                    session keeps them merged and open between generations and
+                                    re-merges only when the list or a scale changes */
+    int n_loras;
 } kg_params;
 
 void kg_params_init(kg_params *p);

@@ -258,6 +258,7 @@ void kg_session_free(kg_session *s)
     if (!s)
         return;
     kg_ctx_release(&s->ctx);
+    kg_lora_set_free(&s->lora, s->be);
     kg_backend_free(s->be);
     free(s->uncond);
     free(s->uncond_key);

@@ -6,6 +6,7 @@
 #include "clip_vit.h"
 #include "connector.h"
 #include "kosmosg.h"
+#include "lora.h"
 #include "mllm.h"
 #include "ops.h"
 #include "safetensors.h"
@@ -48,6 +49,7 @@ struct kg_session {
     kg_ctx ctx;
     char *uncond_key;   /* negative prompt the cached unconditional embedding belongs to */
     float *uncond;      /* [queries, dim] host copy, NULL until computed */
+    kg_lora_set lora;   /* the LoRA-merged U-Net weights of this session */
 };
 
 kg_status kg_model_backend_new(const kg_model_options *o, kg_backend_kind kind, kg_backend **out,

@@ -292,7 +292,7 @@ static kg_status denoise(kg_session *s, request *r, kg_tensor *x, const kg_tenso
             kg_copy(c, &in, x);
         }
         kg_scheduler_scale_model_input(c, &r->sched, &in, &in, i);
-        kg_unet_forward(c, &m->unet, &eps, &in, ts, ehs);
+        kg_unet_forward(c, kg_lora_set_unet(&s->lora, &m->unet), &eps, &in, ts, ehs);
         if (r->cfg) {
             kg_tensor eu = kg_tensor_rows(&eps, 0, n), ec = kg_tensor_rows(&eps, n, n);
             kg_tensor guided = kg_new4(c, n, x->shape[1], x->shape[2], x->shape[3]);
@@ -602,6 +602,9 @@ kg_status kg_generate(kg_session *s, const kg_params *p, kg_progress_fn progress
     dump_host(&r, "image_mask", KG_U8, 1, (int64_t[]){(int64_t)r.src.n}, r.src.img_mask);
 
     kg_ctx_clear_error(c);
+    st = kg_lora_set_apply(&s->lora, c, &s->m->unet, p->loras, p->n_loras, err);
+    if (st != KG_OK)
+        goto fail;
     kg_ctx_begin_measure(c);
     r.measuring = 1;
     st = run(s, &r, out, err);
