@@ -233,8 +233,27 @@ static void test_structure(void)
     free(longv);
 }
 
+/* --lora FILE[:SCALE], repeatable; the scale after the last ':' when it is a number */
+static void test_lora(void)
+{
+    kg_cli_args a;
+    char msg[1024];
+    kg_cli_result r = parse(&a, msg, sizeof msg, 6, "--lora", "a.safetensors:0.8", "--lora",
+                            "/d:x/b.safetensors", "--lora", "c.safetensors:-0.5");
+    kgt_check(r == KG_CLI_RUN && a.n_loras == 3 && !strcmp(a.lora_paths[0], "a.safetensors") &&
+                  a.lora_scales[0] == 0.8f && !strcmp(a.lora_paths[1], "/d:x/b.safetensors") &&
+                  a.lora_scales[1] == 1.0f && !strcmp(a.lora_paths[2], "c.safetensors") &&
+                  a.lora_scales[2] == -0.5f,
+              "--lora x3: scales 0.8, 1 (omitted), -0.5; ':' inside a path kept (%s)", msg);
+    refused("--lora", ":0.5", "expected FILE or FILE:SCALE");
+    r = parse(&a, msg, sizeof msg, 18, "--lora", "1", "--lora", "2", "--lora", "3", "--lora", "4",
+              "--lora", "5", "--lora", "6", "--lora", "7", "--lora", "8", "--lora", "9");
+    kgt_check(r == KG_CLI_ERROR && strstr(msg, "at most 8 LoRAs"), "9 LoRAs refused: %s", msg);
+}
+
 int main(void)
 {
+    test_lora();
     test_integers();
     test_floats();
     test_pattern();

@@ -18,6 +18,7 @@ enum opt_id {
     O_SEED,
     O_NUM_IMAGES,
     O_SCHEDULER,
+    O_LORA,
     O_SIZE,
     O_BACKEND,
     O_THREADS,
@@ -45,6 +46,8 @@ static const opt_def options[] = {
     {"seed", 0, 1, O_SEED, "N            seed, 0..2^63-1 (default -1: random; the seed used is printed)"},
     {"num-images", 'n', 1, O_NUM_IMAGES, "N      images to generate, 1..64 (default 1)"},
     {"scheduler", 0, 1, O_SCHEDULER, "NAME    dpm++2m (default), ddim, pndm, euler, dpm++2m-karras"},
+    {"lora", 0, 1, O_LORA, "FILE[:S]     LoRA on the U-Net (diffusers or kohya .safetensors) at scale S\n"
+                           "                      (default 1; 0 = off), repeatable, up to 8; several add up"},
     {"size", 0, 1, O_SIZE, "WxH          output size, multiples of 8 up to 4096 (default 512x512)"},
     {"backend", 0, 1, O_BACKEND, "NAME      auto (default), cpu, cuda"},
     {"threads", 0, 1, O_THREADS, "N         CPU threads, 1..1024 (default: all cores)"},
@@ -273,6 +276,21 @@ static kg_cli_result apply(kg_cli_args *a, const opt_def *o, const char *spelled
                         "%s \"%s\": expected dpm++2m, ddim, pndm, euler or dpm++2m-karras",
                         spelled, v);
         break;
+    case O_LORA: {
+        const char *colon = strrchr(v, ':');
+        size_t plen = strlen(v);
+        double sc = 1.0;
+        if (a->n_loras == KG_CLI_MAX_LORAS)
+            return fail(msg, size, "%s %s: at most %d LoRAs", spelled, v, KG_CLI_MAX_LORAS);
+        /* the scale is what follows the last ':' when that is a number (paths may hold ':') */
+        if (colon && !parse_float(colon + 1, -1000.0, 1000.0, &sc))
+            plen = (size_t)(colon - v);
+        if (plen == 0 || plen >= KG_CLI_PATH_MAX)
+            return fail(msg, size, "%s \"%s\": expected FILE or FILE:SCALE", spelled, v);
+        memcpy(a->lora_paths[a->n_loras], v, plen);
+        a->lora_scales[a->n_loras++] = (float)sc;
+        break;
+    }
     case O_SIZE:
         if (parse_size(v, &a->params.width, &a->params.height))
             return fail(msg, size,

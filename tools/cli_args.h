@@ -17,6 +17,7 @@
 #define KG_CLI_MAX_THREADS 1024
 #define KG_CLI_MAX_NUM_IMAGES 64
 #define KG_CLI_MAX_STEPS 1000
+#define KG_CLI_MAX_LORAS 8
 #define KG_CLI_MAX_SIZE 4096
 /* Longest output path after %d is replaced (PATH_MAX on Linux, NUL included). */
 #define KG_CLI_PATH_MAX 4096
@@ -26,7 +27,11 @@ typedef struct kg_cli_args {
     const char *model, *prompt, *negative, *out, *latents, *dump;
     const char *inputs[KG_CLI_MAX_IMAGES];
     int n_inputs;
-    kg_params params; /* prompt/images are left to the caller */
+    kg_params params; /* prompt/images/loras are left to the caller */
+    /* --lora FILE[:SCALE] in order (values, not pointers: two parses compare equal) */
+    char lora_paths[KG_CLI_MAX_LORAS][KG_CLI_PATH_MAX];
+    float lora_scales[KG_CLI_MAX_LORAS];
+    int n_loras;
     kg_model_options mopt;
 } kg_cli_args;
 

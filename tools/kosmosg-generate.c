@@ -251,6 +251,7 @@ int main(int argc, char **argv)
     cli c;
     kg_cli_args *a = &c.a;
     kg_image images[KG_CLI_MAX_IMAGES];
+    kg_lora_ref loras[KG_CLI_MAX_LORAS];
     uint8_t *pixels[KG_CLI_MAX_IMAGES] = {0};
     kg_model *model = NULL;
     kg_session *session = NULL;
@@ -287,6 +288,12 @@ int main(int argc, char **argv)
             goto fail;
     a->params.images = images;
     a->params.n_images = a->n_inputs;
+    for (int i = 0; i < a->n_loras; i++) {
+        loras[i].path = a->lora_paths[i];
+        loras[i].scale = a->lora_scales[i];
+    }
+    a->params.loras = loras;
+    a->params.n_loras = a->n_loras;
     if (a->latents) {
         if (load_latents(&c, &lat_st, &lat))
             goto fail;

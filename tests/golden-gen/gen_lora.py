@@ -175,8 +175,22 @@ def sample(unet, io, steps=4, guidance=6.0, scale=0.5):
     return rec
 
 
+def tiny_kosmosg_lora():
+    """A kohya LoRA for the tiny Kosmos-G model's U-Net (../shared/golden/kosmosg/kosmosg_tiny/sd15/unet
+    config), for the API/CLI/element tests of loading and switching (no reference output)."""
+    cfg = json.load(open(os.path.join(GOLD, "..", "kosmosg", "kosmosg_tiny", "sd15", "unet", "config.json")))
+    unet = UNet2DConditionModel(**{k: v for k, v in cfg.items() if not k.startswith("_")})
+    make_files("kosmosg_tiny", unet, 300)
+    os.unlink(os.path.join(OUT, "kosmosg_tiny.diffusers.safetensors"))
+    p = os.path.join(OUT, "kosmosg_tiny.kohya.safetensors")
+    with_lora_unet = unet
+    sd, alphas = LoraLoaderMixin.lora_state_dict(OUT, weight_name=os.path.basename(p))
+    LoraLoaderMixin.load_lora_into_unet(sd, alphas, with_lora_unet, low_cpu_mem_usage=False)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    tiny_kosmosg_lora()
     torch.manual_seed(0)
     for seed, tag in enumerate(("unet_tiny", "unet_tiny4")):
         io = load_file(os.path.join(GOLD, tag + ".io.safetensors"))
