@@ -6,6 +6,7 @@
  * License as published by the Free Software Foundation; either
  * version 2.1 of the License, or (at your option) any later version.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "gstkosmosgcommon.h"
@@ -149,6 +150,13 @@ gst_kosmosg_install_properties (GObjectClass * klass, guint first_id)
       g_param_spec_boolean ("post-messages", "Post Messages",
           "Post kosmosg-progress and kosmosg-done element messages",
           GST_KOSMOSG_DEFAULT_POST_MESSAGES, rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (klass, first_id + GST_KOSMOSG_PROP_LORAS,
+      g_param_spec_string ("loras", "LoRAs",
+          "LoRA files on the U-Net, each with its scale: "
+          "\"a.safetensors:0.8;b.safetensors:0.3\" (diffusers or kohya "
+          ".safetensors; scale 1 when omitted, 0 = off; several add up). "
+          "Changeable while PLAYING: the next generation uses the new list "
+          "without reloading the model", NULL, rw | GST_PARAM_MUTABLE_PLAYING));
 
   gst_type_mark_as_plugin_api (GST_TYPE_KOSMOSG_SCHEDULER, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_KOSMOSG_BACKEND, 0);
@@ -177,6 +185,7 @@ gst_kosmosg_settings_clear (GstKosmosGSettings * s)
   g_clear_pointer (&s->model_location, g_free);
   g_clear_pointer (&s->prompt, g_free);
   g_clear_pointer (&s->negative_prompt, g_free);
+  g_clear_pointer (&s->loras, g_free);
 }
 
 void
@@ -187,6 +196,7 @@ gst_kosmosg_settings_copy (GstKosmosGSettings * dst,
   dst->model_location = g_strdup (src->model_location);
   dst->prompt = g_strdup (src->prompt);
   dst->negative_prompt = g_strdup (src->negative_prompt);
+  dst->loras = g_strdup (src->loras);
 }
 
 void
@@ -235,6 +245,10 @@ gst_kosmosg_settings_set (GstKosmosGSettings * s, GstKosmosGProp prop,
     case GST_KOSMOSG_PROP_POST_MESSAGES:
       s->post_messages = g_value_get_boolean (value);
       break;
+    case GST_KOSMOSG_PROP_LORAS:
+      g_free (s->loras);
+      s->loras = g_value_dup_string (value);
+      break;
     case GST_KOSMOSG_N_PROPS:
       break;
   }
@@ -280,6 +294,9 @@ gst_kosmosg_settings_get (const GstKosmosGSettings * s, GstKosmosGProp prop,
       break;
     case GST_KOSMOSG_PROP_POST_MESSAGES:
       g_value_set_boolean (value, s->post_messages);
+      break;
+    case GST_KOSMOSG_PROP_LORAS:
+      g_value_set_string (value, s->loras);
       break;
     case GST_KOSMOSG_N_PROPS:
       break;
@@ -565,6 +582,8 @@ gst_kosmosg_engine_generate (GstKosmosGEngine * e,
   kg_params p;
   kg_error err = { 0 };
   kg_status st;
+  kg_lora_ref *loras = NULL;
+  int n_loras = 0;
   ProgressCtx ctx = { e, s->post_messages, g_get_monotonic_time () };
   GstClockTime took, old, est;
   gint placeholders;
@@ -596,7 +615,15 @@ gst_kosmosg_engine_generate (GstKosmosGEngine * e,
     }
   }
 
+  if (kg_lora_list_parse (s->loras, &loras, &n_loras, &err) != KG_OK) {
+    GST_ELEMENT_ERROR (e->element, LIBRARY, SETTINGS,
+        ("Invalid loras property: %s", err.msg), ("loras: \"%s\"", s->loras));
+    return GST_FLOW_ERROR;
+  }
+
   kg_params_init (&p);
+  p.loras = loras;
+  p.n_loras = n_loras;
   p.prompt = s->prompt;
   p.negative_prompt = s->negative_prompt;
   p.images = images;
@@ -613,6 +640,7 @@ gst_kosmosg_engine_generate (GstKosmosGEngine * e,
   GST_DEBUG_OBJECT (e->element, "generating %ux %dx%d, %u steps, %d images: "
       "\"%s\"", s->num_images, width, height, s->steps, n_images, s->prompt);
   if (!g_atomic_int_compare_and_exchange (&e->busy, 0, 1)) {
+    free (loras);
     GST_ELEMENT_ERROR (e->element, CORE, FAILED,
         ("Internal error: a second generation started while one runs"),
         ("one kg_session never runs two generations at once"));
@@ -620,6 +648,7 @@ gst_kosmosg_engine_generate (GstKosmosGEngine * e,
   }
   st = kg_generate (e->session, &p, on_progress, NULL, &ctx, out, &err);
   g_atomic_int_set (&e->busy, 0);
+  free (loras);
   if (st == KG_ERR_CANCELLED) {
     GST_DEBUG_OBJECT (e->element, "generation cancelled: %s", err.msg);
     return GST_FLOW_FLUSHING;

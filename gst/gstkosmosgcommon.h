@@ -66,6 +66,7 @@ typedef enum
   GST_KOSMOSG_PROP_CUDA_DEVICE_ID,
   GST_KOSMOSG_PROP_PRECISION,
   GST_KOSMOSG_PROP_POST_MESSAGES,
+  GST_KOSMOSG_PROP_LORAS,
   GST_KOSMOSG_N_PROPS
 } GstKosmosGProp;
 
@@ -83,6 +84,8 @@ typedef struct
   gint cuda_device_id;
   kg_precision precision;
   gboolean post_messages;
+  /* "a.safetensors:0.8;b.safetensors" (kg_lora_list_parse), NULL = none */
+  gchar *loras;
   /* bumped whenever prompt or negative-prompt changes */
   guint prompt_serial;
 } GstKosmosGSettings;

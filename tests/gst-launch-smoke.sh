@@ -44,6 +44,18 @@ run filesrc location="$dir/a.png" ! pngdec ! \
     video/x-raw,width=64,height=64 ! pngenc ! filesink location="$dir/variation.png"
 check_png "$dir/variation.png" 64 64
 
+# the same with a LoRA on the U-Net (kohya file for the tiny model's U-Net): another image
+lora=${KG_LORA_DIR:?KG_LORA_DIR is not set}/kosmosg_tiny.kohya.safetensors
+run filesrc location="$dir/a.png" ! pngdec ! \
+    kosmosgfilter model-location="$model" backend=cpu prompt="<i> in the snow" \
+        num-inference-steps=2 seed=1 loras="$lora:0.8" ! \
+    video/x-raw,width=64,height=64 ! pngenc ! filesink location="$dir/variation-lora.png"
+check_png "$dir/variation-lora.png" 64 64
+if cmp -s "$dir/variation.png" "$dir/variation-lora.png"; then
+    echo "FAIL: loras=...:0.8 gave the same image as no LoRA"; exit 1
+fi
+echo "ok: the LoRA changes the image"
+
 # the reference pad appears after PAUSED (uridecodebin's pads are dynamic):
 # the filter waits for it instead of refusing the placeholder
 run uridecodebin uri="file://$dir/a.png" ! \
@@ -76,4 +88,13 @@ if timeout 120 gst-launch-1.0 -q filesrc location="$dir/a.png" ! pngdec ! \
 fi
 grep -q "Unsupported output size 250x64" "$dir/err.txt" || { cat "$dir/err.txt"; exit 1; }
 echo "ok: 250x64 refused"
+
+# a LoRA that does not exist fails the pipeline naming the file
+if timeout 120 gst-launch-1.0 -q kosmosgsrc model-location="$model" backend=cpu prompt="a cat" \
+        num-inference-steps=2 loras="$dir/missing.safetensors:0.5" ! \
+        video/x-raw,width=64,height=64 ! fakesink > "$dir/err2.txt" 2>&1; then
+    echo "FAIL: a missing LoRA was accepted"; exit 1
+fi
+grep -q "missing.safetensors" "$dir/err2.txt" || { cat "$dir/err2.txt"; exit 1; }
+echo "ok: missing LoRA refused"
 echo "gst-launch smoke: all passed"
