@@ -35,6 +35,7 @@ typedef struct request {
     uint8_t *neg_pad;
     float *pixels;             /* [N, 3, 224, 224] preprocessed */
     float *latents;            /* [n, 4, h, w] initial noise (host) */
+    float *step_noise;         /* [n, 4, h, w] LCM's fresh noise of one step (host), or NULL */
     float *image;              /* [3, H, W] one decoded image (host) */
     float *check;              /* host copy for the NaN/Inf checks: max(ehs, latents) floats */
     int cfg;                   /* guidance > 1: batch 2n with [uncond; cond] */
@@ -248,6 +249,20 @@ static void encode(kg_session *s, request *r, kg_tensor *ehs)
     kg_reset(c, mark);
 }
 
+/* LCM adds fresh noise after every step but the last: image j's from the seed's stream at
+ * KG_RNG_STEP_OFFSET(j, i), so the result depends only on the seed, like the initial noise. */
+static void step_noise(kg_session *s, request *r, int i)
+{
+    kg_tensor *noise = kg_scheduler_noise(&r->sched);
+    size_t lat = (size_t)(s->m->unet.cfg.in_channels * r->h * r->w);
+    if (!kg_scheduler_wants_noise(&r->sched, i) || !noise || r->measuring)
+        return;
+    for (int j = 0; j < r->n; j++)
+        kg_rng_normal((uint64_t)r->seed, KG_RNG_STEP_OFFSET(j, i), r->step_noise + (size_t)j * lat,
+                      lat);
+    kg_upload_f32(&s->ctx, noise, r->step_noise);
+}
+
 /* x [n, 4, h, w] <- the denoised latents. */
 static kg_status denoise(kg_session *s, request *r, kg_tensor *x, const kg_tensor *ehs,
                          kg_error *err)
@@ -300,9 +315,11 @@ static kg_status denoise(kg_session *s, request *r, kg_tensor *x, const kg_tenso
             dump_tensor(s, r, &ec, "eps.cond.%d", i);
             /* eps_u + s (eps_c - eps_u), diffusion.py:118-120 */
             kg_axpby(c, &guided, 1.0f - p->guidance_scale, &eu, p->guidance_scale, &ec);
+            step_noise(s, r, i);
             kg_scheduler_step(c, &r->sched, x, &guided, i);
         } else {
             dump_tensor(s, r, &eps, "eps.cond.%d", i);
+            step_noise(s, r, i);
             kg_scheduler_step(c, &r->sched, x, &eps, i);
         }
         dump_tensor(s, r, x, "latents.%d", i);
@@ -490,6 +507,7 @@ static void request_free(request *r)
     free(r->neg_pad);
     free(r->pixels);
     free(r->latents);
+    free(r->step_noise);
     free(r->image);
     free(r->check);
 }
@@ -540,7 +558,10 @@ static kg_status prepare(kg_session *s, const kg_params *p, request *r, kg_error
         size_t nl = (size_t)r->n * lat;
         r->check = malloc((ehs > nl ? ehs : nl) * sizeof(float));
     }
-    if (!r->src_pad || !r->neg_pad || !r->pixels || !r->latents || !r->image || !r->check)
+    if (p->scheduler == KG_SCHED_LCM)
+        r->step_noise = malloc((size_t)r->n * lat * sizeof(float));
+    if (!r->src_pad || !r->neg_pad || !r->pixels || !r->latents || !r->image || !r->check ||
+        (p->scheduler == KG_SCHED_LCM && !r->step_noise))
         return kg_error_set(err, KG_ERR_NOMEM, "no host memory for the request");
     for (int i = 0; i < p->n_images; i++) {
         st = kg_image_preprocess(&p->images[i], r->pixels + (size_t)i * px, err);

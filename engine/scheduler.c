@@ -14,7 +14,12 @@ static const char *const type_names[KG_SCHED_TYPE_COUNT] = {
     [KG_SCHED_PNDM] = "pndm",
     [KG_SCHED_EULER] = "euler",
     [KG_SCHED_DPMPP_2M_KARRAS] = "dpm++2m-karras",
+    [KG_SCHED_LCM] = "lcm",
 };
+
+/* LCMScheduler's original_inference_steps default (SD1.5's config has none): the
+ * distillation schedule the few steps are taken from */
+#define KG_LCM_ORIGINAL_STEPS 50
 
 kg_status kg_scheduler_type_from_name(const char *name, kg_scheduler_type *out, kg_error *err)
 {
@@ -31,7 +36,7 @@ kg_status kg_scheduler_type_from_name(const char *name, kg_scheduler_type *out, 
         }
     }
     return kg_error_set(err, KG_ERR_INVALID_ARG,
-                        "unknown scheduler \"%s\" (dpm++2m, dpm++2m-karras, ddim, pndm, euler)",
+                        "unknown scheduler \"%s\" (dpm++2m, dpm++2m-karras, ddim, pndm, euler, lcm)",
                         name);
 }
 
@@ -280,6 +285,8 @@ static double train_sigma_f32(const kg_scheduler *s, int64_t k)
 static kg_status check_spacing(const kg_scheduler_config *cfg, kg_scheduler_type type,
                                kg_error *err)
 {
+    if (type == KG_SCHED_LCM)
+        return KG_OK; /* LCMScheduler.set_timesteps ignores timestep_spacing */
     kg_timestep_spacing def =
         (type == KG_SCHED_DDIM || type == KG_SCHED_PNDM) ? KG_SPACING_LEADING : KG_SPACING_LINSPACE;
     if (cfg->spacing != KG_SPACING_DEFAULT && cfg->spacing != def)
@@ -408,6 +415,17 @@ static void euler_timesteps(kg_scheduler *s)
     s->init_noise_sigma = max_sigma;
 }
 
+/* LCMScheduler.set_timesteps: c = T // 50; origin = [1..50] * c - 1;
+ * timesteps = origin[::-(50 // N)][:N] (N = 4: 999, 759, 519, 279). */
+static void lcm_timesteps(kg_scheduler *s)
+{
+    const int64_t orig = KG_LCM_ORIGINAL_STEPS, c = s->cfg.num_train_timesteps / orig;
+    const int64_t skip = orig / s->num_steps;
+    for (int i = 0; i < s->num_steps; i++)
+        s->timesteps[i] = (double)((orig - (int64_t)i * skip) * c - 1);
+    s->num_calls = s->num_steps;
+}
+
 kg_status kg_scheduler_init(kg_scheduler *s, const kg_scheduler_config *cfg,
                             kg_scheduler_type type, int num_steps, kg_error *err)
 {
@@ -423,6 +441,12 @@ kg_status kg_scheduler_init(kg_scheduler *s, const kg_scheduler_config *cfg,
                             (long long)T);
     if ((st = check_spacing(cfg, type, err)))
         return st;
+    if (type == KG_SCHED_LCM && (num_steps > KG_LCM_ORIGINAL_STEPS ||
+                                 T / KG_LCM_ORIGINAL_STEPS < 1))
+        return kg_error_set(err, KG_ERR_INVALID_ARG,
+                            "scheduler lcm: %d steps (1..%d, a subset of the %d-step distillation "
+                            "schedule; 2-8 is what LCM-LoRA is made for)",
+                            num_steps, KG_LCM_ORIGINAL_STEPS, KG_LCM_ORIGINAL_STEPS);
     s->type = type;
     s->cfg = *cfg;
     s->num_steps = num_steps;
@@ -454,6 +478,9 @@ kg_status kg_scheduler_init(kg_scheduler *s, const kg_scheduler_config *cfg,
     case KG_SCHED_EULER:
         euler_timesteps(s);
         break;
+    case KG_SCHED_LCM:
+        lcm_timesteps(s);
+        break;
     default:
         break;
     }
@@ -480,6 +507,7 @@ kg_status kg_scheduler_bind(kg_scheduler *s, kg_ctx *c, int ndim, const int64_t 
     memset(s->hist, 0, sizeof s->hist);
     memset(&s->first_sample, 0, sizeof s->first_sample);
     memset(&s->comb, 0, sizeof s->comb);
+    memset(&s->noise, 0, sizeof s->noise);
     if (s->type == KG_SCHED_DPMPP_2M || s->type == KG_SCHED_DPMPP_2M_KARRAS)
         n_hist = 2;
     else if (s->type == KG_SCHED_PNDM)
@@ -490,6 +518,8 @@ kg_status kg_scheduler_bind(kg_scheduler *s, kg_ctx *c, int ndim, const int64_t 
         s->first_sample = kg_new(c, ndim, latent_shape);
         s->comb = kg_new(c, ndim, latent_shape);
     }
+    if (s->type == KG_SCHED_LCM)
+        s->noise = kg_new(c, ndim, latent_shape);
     if (kg_ctx_status(c, err) != KG_OK) {
         kg_error_prefix(err, "scheduler %s: history tensors", type_names[s->type]);
         return err ? err->code : KG_ERR_NOMEM;
@@ -682,6 +712,35 @@ static void step_euler(kg_ctx *c, kg_scheduler *s, kg_tensor *x, const kg_tensor
     kg_axpby(c, x, 1.0f, x, (float)(s->sigmas[i + 1] - s->sigmas[i]), eps);
 }
 
+int kg_scheduler_wants_noise(const kg_scheduler *s, int i)
+{
+    return s->type == KG_SCHED_LCM && i >= 0 && i < s->num_calls - 1;
+}
+
+kg_tensor *kg_scheduler_noise(kg_scheduler *s)
+{
+    return s->noise.data ? &s->noise : NULL;
+}
+
+/* LCMScheduler.step (epsilon): x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t);
+ * denoised = c_out x0 + c_skip x with the consistency boundary scalings of
+ * t' = 10 t, sigma_data 0.5: c_skip = 0.25 / (t'^2 + 0.25), c_out = t' / sqrt(t'^2 + 0.25);
+ * then x = sqrt(a_prev) denoised + sqrt(1 - a_prev) noise, a_prev at the next timestep.
+ * The last step returns denoised itself (the pipeline decodes `denoised`; step()'s
+ * prev_sample there would add noise at a_prev = a_t). */
+static void step_lcm(kg_ctx *c, kg_scheduler *s, kg_tensor *x, const kg_tensor *eps, int i)
+{
+    const int64_t t = (int64_t)s->timesteps[i];
+    const double a_t = s->alphas_cumprod[t], ts = (double)t / 0.1;
+    const double c_skip = 0.25 / (ts * ts + 0.25), c_out = ts / sqrt(ts * ts + 0.25);
+    kg_axpby(c, x, (float)(c_out / sqrt(a_t) + c_skip), x,
+             (float)(-c_out * sqrt(1.0 - a_t) / sqrt(a_t)), eps);
+    if (i < s->num_calls - 1) {
+        const double a_p = s->alphas_cumprod[(int64_t)s->timesteps[i + 1]];
+        kg_axpby(c, x, (float)sqrt(a_p), x, (float)sqrt(1.0 - a_p), &s->noise);
+    }
+}
+
 void kg_scheduler_step(kg_ctx *c, kg_scheduler *s, kg_tensor *x, const kg_tensor *eps, int i)
 {
     if (!s->bound || i != s->next || i >= s->num_calls) {
@@ -710,6 +769,9 @@ void kg_scheduler_step(kg_ctx *c, kg_scheduler *s, kg_tensor *x, const kg_tensor
         break;
     case KG_SCHED_EULER:
         step_euler(c, s, x, eps, i);
+        break;
+    case KG_SCHED_LCM:
+        step_lcm(c, s, x, eps, i);
         break;
     default:
         break;

@@ -8,6 +8,9 @@
  *   ddim            DDIMScheduler, eta 0, leading spacing + steps_offset
  *   pndm            PNDMScheduler, PLMS only (skip_prk_steps), leading + steps_offset
  *   euler           EulerDiscreteScheduler, s_churn 0, linspace (fractional timesteps)
+ *   lcm             LCMScheduler (diffusers 0.22.3; none in 0.21.4) for LCM-LoRA, 1..50 steps:
+ *                   fresh noise at every step but the last, which returns the
+ *                   consistency model's x0 ("denoised"), as LatentConsistencyModelPipeline
  *
  * Timesteps, noise tables and step coefficients are computed on the host in
  * double; the latent update itself runs as ops (kg_axpby, kg_copy) on backend
@@ -43,10 +46,11 @@ typedef enum kg_scheduler_type {
     KG_SCHED_PNDM,         /* "pndm" */
     KG_SCHED_EULER,        /* "euler" */
     KG_SCHED_DPMPP_2M_KARRAS, /* "dpm++2m-karras" */
+    KG_SCHED_LCM,          /* "lcm" */
     KG_SCHED_TYPE_COUNT,
 } kg_scheduler_type;
 
-/* "dpm++2m", "ddim", "pndm", "euler", "dpm++2m-karras" (also "dpms", the
+/* "dpm++2m", "ddim", "pndm", "euler", "dpm++2m-karras", "lcm" (also "dpms", the
  * official demo's name for dpm++2m). */
 kg_status kg_scheduler_type_from_name(const char *name, kg_scheduler_type *out, kg_error *err);
 const char *kg_scheduler_type_name(kg_scheduler_type type); /* NULL when out of range */
@@ -111,6 +115,7 @@ typedef struct kg_scheduler {
     kg_tensor hist[3];      /* DPM: x0 of this and the previous step; PNDM: past eps ring */
     kg_tensor first_sample; /* PNDM: the sample of call 0, reused by call 1 */
     kg_tensor comb;         /* PNDM: the combined eps */
+    kg_tensor noise;        /* LCM: the fresh noise of the next step (kg_scheduler_noise) */
     int next;               /* the call index step() expects next */
     int n_eps;              /* PNDM: eps held in hist */
     int ring;               /* PNDM: index of the oldest eps in hist; DPM: current x0 slot */
@@ -146,6 +151,11 @@ const double *kg_scheduler_sigmas(const kg_scheduler *s, int *n);
  * y may alias x. */
 void kg_scheduler_scale_model_input(kg_ctx *c, const kg_scheduler *s, kg_tensor *y,
                                     const kg_tensor *x, int i);
+
+/* LCM: 1 when step i adds fresh N(0,1) noise, which the caller writes into
+ * kg_scheduler_noise() before kg_scheduler_step(); 0 for every other step and scheduler. */
+int kg_scheduler_wants_noise(const kg_scheduler *s, int i);
+kg_tensor *kg_scheduler_noise(kg_scheduler *s);
 
 /* x <- the sample after call i, given the model's eps for it. Calls must come
  * in order 0, 1, ... num_calls - 1 (an out-of-order call sets the sticky

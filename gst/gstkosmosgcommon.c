@@ -37,6 +37,7 @@ gst_kosmosg_scheduler_get_type (void)
     {KG_SCHED_EULER, "Euler", "euler"},
     {KG_SCHED_DPMPP_2M_KARRAS, "DPM-Solver++ 2M with Karras sigmas",
         "dpm++2m-karras"},
+    {KG_SCHED_LCM, "LCM (for an LCM-LoRA: 2-8 steps, guidance 1-2)", "lcm"},
     {0, NULL, NULL}
   };
 

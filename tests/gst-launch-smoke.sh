@@ -56,6 +56,12 @@ if cmp -s "$dir/variation.png" "$dir/variation-lora.png"; then
 fi
 echo "ok: the LoRA changes the image"
 
+# few-step sampling: the LCM scheduler (for an LCM-LoRA) at 4 steps without guidance
+run kosmosgsrc model-location="$model" backend=cpu prompt="a red bicycle" scheduler=lcm \
+        num-inference-steps=4 guidance-scale=1 seed=3 loras="$lora" ! \
+    video/x-raw,width=64,height=64 ! pngenc ! filesink location="$dir/lcm.png"
+check_png "$dir/lcm.png" 64 64
+
 # the reference pad appears after PAUSED (uridecodebin's pads are dynamic):
 # the filter waits for it instead of refusing the placeholder
 run uridecodebin uri="file://$dir/a.png" ! \

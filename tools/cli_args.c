@@ -45,7 +45,7 @@ static const opt_def options[] = {
     {"guidance", 'g', 1, O_GUIDANCE, "S        guidance scale, 0..100 (default 6.0; <= 1: no guidance)"},
     {"seed", 0, 1, O_SEED, "N            seed, 0..2^63-1 (default -1: random; the seed used is printed)"},
     {"num-images", 'n', 1, O_NUM_IMAGES, "N      images to generate, 1..64 (default 1)"},
-    {"scheduler", 0, 1, O_SCHEDULER, "NAME    dpm++2m (default), ddim, pndm, euler, dpm++2m-karras"},
+    {"scheduler", 0, 1, O_SCHEDULER, "NAME    dpm++2m (default), ddim, pndm, euler, dpm++2m-karras, lcm"},
     {"lora", 0, 1, O_LORA, "FILE[:S]     LoRA on the U-Net (diffusers or kohya .safetensors) at scale S\n"
                            "                      (default 1; 0 = off), repeatable, up to 8; several add up"},
     {"size", 0, 1, O_SIZE, "WxH          output size, multiples of 8 up to 4096 (default 512x512)"},
@@ -273,7 +273,7 @@ static kg_cli_result apply(kg_cli_args *a, const opt_def *o, const char *spelled
     case O_SCHEDULER:
         if (kg_scheduler_type_from_name(v, &a->params.scheduler, NULL) != KG_OK)
             return fail(msg, size,
-                        "%s \"%s\": expected dpm++2m, ddim, pndm, euler or dpm++2m-karras",
+                        "%s \"%s\": expected dpm++2m, ddim, pndm, euler, dpm++2m-karras or lcm",
                         spelled, v);
         break;
     case O_LORA: {
