@@ -2,7 +2,7 @@
  *
  *   kosmosg-bench --component clip|connector|mllm|aligner|unet|vae|all [--batch N]
  *                 [--backend cpu|cuda] [--dtype f16|bf16|f32] [--threads N]
- *                 [--warmup N] [--reps N]
+ *                 [--warmup N] [--reps N] [--unet-batch N] [--lora-rank R]
  *
  * One component: one forward of the real shapes (tests/component_run.h), batch N
  * (images for clip/connector, sequences for aligner, samples for unet/vae; the mllm
@@ -25,7 +25,14 @@
  * transformers; 803 GFLOP per U-Net sample and 2.515 TFLOP per VAE decode), the
  * backend's live bytes (weights + activation arena), the peak resident memory
  * (getrusage) and, on CUDA, the device memory in use (cudaMemGetInfo: total - free,
- * which includes the CUDA context and library workspaces). */
+ * which includes the CUDA context and library workspaces).
+ *
+ * --unet-batch 1 with all: the U-Net at batch 1, i.e. guidance <= 1 (no CFG), as LCM-LoRA runs;
+ * the table then gives the image at 2, 4 and 8 steps (scheduler=lcm).
+ * --lora-rank R with unet: a random LoRA of rank R on every LoRA-compatible layer (the coverage
+ * of LCM-LoRA for SD1.5, 67 M parameters at rank 64) is written to a temporary file, opened and
+ * merged into a session copy (kg_lora_set_apply) at scale 1 and again at 0.5 (a scale change),
+ * then the U-Net runs on the merged weights; prints the merge seconds. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,10 +40,14 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "component_run.h"
+#include "lora.h"
 #include "ops.h"
+#include "rng.h"
 #include "safetensors.h"
+#include "st_writer.h"
 #ifdef KG_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
@@ -280,6 +291,90 @@ static void bench(kg_backend *be, kgt_kind k, int64_t batch, int warmup, int rep
     l->c = c;
 }
 
+/* --lora-rank: merge a random full-coverage LoRA into a session copy of the loaded U-Net. */
+static void bench_lora(kg_backend *be, loaded *l, int rank, int reps)
+{
+    kg_lora_table tab;
+    kg_lora_set ls;
+    kg_error err = {0};
+    kg_st_writer *w = NULL;
+    char path[] = "/tmp/kosmosg-bench-lora-XXXXXX";
+    int fd = mkstemp(path);
+    int64_t params = 0;
+    double t0, first, change, best = 1e30;
+
+    if (fd < 0)
+        die("cannot create a temporary LoRA file");
+    close(fd);
+    if (kg_lora_table_build(&tab, &l->m.unet, &err) != KG_OK || !(w = kg_st_writer_new()))
+        die("LoRA table: %s", err.msg);
+    t0 = now();
+    for (int i = 0; i < tab.n; i++) {
+        const kg_lora_target *t = &tab.t[i];
+        int64_t K = t->in * t->kh * t->kw;
+        size_t nd = (size_t)(rank * K), nu = (size_t)(t->out * rank);
+        float *d = malloc(nd * sizeof *d), *u = malloc(nu * sizeof *u);
+        char key[200];
+        kg_tensor td, tu;
+        if (!d || !u)
+            die("out of memory for the LoRA");
+        kg_rng_normal(7, KG_RNG_IMAGE_OFFSET(2 * i), d, nd);
+        kg_rng_normal(7, KG_RNG_IMAGE_OFFSET(2 * i + 1), u, nu);
+        for (size_t k = 0; k < nu; k++)
+            u[k] *= 1e-3f;
+        td = kg_tensor_make(d, KG_F32, t->conv ? 4 : 2,
+                            (int64_t[]){rank, t->in, t->kh, t->kw});
+        tu = kg_tensor_make(u, KG_F32, t->conv ? 4 : 2, (int64_t[]){t->out, rank, 1, 1});
+        snprintf(key, sizeof key, "unet.%s.lora.down.weight", t->name);
+        if (kg_st_writer_add(w, key, &td, &err) != KG_OK)
+            die("%s", err.msg);
+        snprintf(key, sizeof key, "unet.%s.lora.up.weight", t->name);
+        if (kg_st_writer_add(w, key, &tu, &err) != KG_OK)
+            die("%s", err.msg);
+        params += (int64_t)(nd + nu);
+        free(d);
+        free(u);
+    }
+    if (kg_st_writer_save(w, path, &err) != KG_OK)
+        die("%s", err.msg);
+    kg_st_writer_free(w);
+    printf("lora: rank %d on %d layers, %.1f M parameters, written in %.1f s\n", rank, tab.n,
+           (double)params * 1e-6, now() - t0);
+    memset(&ls, 0, sizeof ls);
+    {
+        kg_lora_ref r = {path, 1.0f};
+        t0 = now();
+        if (kg_lora_set_apply(&ls, &l->c, &l->m.unet, &r, 1, &err) != KG_OK)
+            die("%s", err.msg);
+        first = now() - t0;
+        r.scale = 0.5f;
+        t0 = now();
+        if (kg_lora_set_apply(&ls, &l->c, &l->m.unet, &r, 1, &err) != KG_OK)
+            die("%s", err.msg);
+        change = now() - t0;
+    }
+    unlink(path);
+    {
+        kg_tensor x, y, e;
+        if (kgt_comp_prepare(&l->c, &l->m, &l->cp, &x, &y, &e, &err) != KG_OK)
+            die("%s", err.msg);
+        for (int i = 0; i < reps; i++) {
+            double dt;
+            t0 = now();
+            kg_unet_forward(&l->c, kg_lora_set_unet(&ls, &l->m.unet), &y, &x, l->cp.ts, &e);
+            if (kg_ctx_status(&l->c, &err) != KG_OK)
+                die("%s", err.msg);
+            dt = now() - t0;
+            best = dt < best ? dt : best;
+        }
+    }
+    printf("RESULT lora rank=%d layers=%d params_m=%.1f open_merge_s=%.3f remerge_scale_s=%.3f "
+           "unet_merged_s=%.4f merged_copy_mib=%.0f\n", rank, tab.n, (double)params * 1e-6, first,
+           change, best, (double)ls.blob_size / (1 << 20));
+    kg_lora_set_free(&ls, be);
+    kg_lora_table_free(&tab);
+}
+
 /* The per-image table of --component all. */
 static void summary(const result *r, const char *backend, double all_loaded_gib)
 {
@@ -302,6 +397,14 @@ static void summary(const result *r, const char *backend, double all_loaded_gib)
     printf("| VAE decode | %.4f |\n", r[KGT_VAE].best_s);
     printf("| image at 25 steps | %.3f |\n", encode + 25.0 * step + r[KGT_VAE].best_s);
     printf("| image at 50 steps | %.3f |\n", encode + 50.0 * step + r[KGT_VAE].best_s);
+    if (r[KGT_UNET].shape[6] == '1' && r[KGT_UNET].shape[7] == ',') {
+        /* "batch 1, ...": guidance <= 1, as LCM-LoRA runs (scheduler=lcm) */
+        for (int n = 2; n <= 8; n *= 2)
+            printf("| image at %d steps, guidance <= 1 (LCM) | %.3f |\n", n,
+                   encode + n * step + r[KGT_VAE].best_s);
+        printf("RESULT lcm4 backend=%s image_s=%.3f\n", backend,
+               encode + 4.0 * step + r[KGT_VAE].best_s);
+    }
     printf("\n| memory | GiB |\n| --- | --- |\n");
     printf("| all weights resident (backend dtype) | %.2f |\n", w / 1024.0);
     printf("| largest activation arena | %.2f |\n", arena / 1024.0);
@@ -320,7 +423,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: kosmosg-bench --component clip|connector|mllm|aligner|unet|vae|all "
                     "[--batch N] [--backend cpu|cuda] [--dtype f16|bf16|f32] [--threads N] "
-                    "[--warmup N] [--reps N]\n");
+                    "[--warmup N] [--reps N] [--unet-batch N] [--lora-rank R]\n");
     exit(2);
 }
 
@@ -329,7 +432,7 @@ int main(int argc, char **argv)
     /* the batches one 512x512 image with two input images needs */
     static const int64_t image_batch[KGT_N_KINDS] = {2, 2, 1, 1, 2, 1};
     const char *component = NULL, *backend = "cpu", *dtype = "f16";
-    int batch = 1, threads = 0, warmup = 0, reps = 1, kind = -1;
+    int batch = 1, threads = 0, warmup = 0, reps = 1, kind = -1, unet_batch = 2, lora_rank = 0;
     kg_backend *be = NULL;
     kg_error err = {0};
     result res[KGT_N_KINDS];
@@ -353,6 +456,10 @@ int main(int argc, char **argv)
             warmup = atoi(v);
         else if (!strcmp(a, "--reps"))
             reps = atoi(v);
+        else if (!strcmp(a, "--unet-batch"))
+            unet_batch = atoi(v);
+        else if (!strcmp(a, "--lora-rank"))
+            lora_rank = atoi(v);
         else
             usage();
         i++;
@@ -361,7 +468,8 @@ int main(int argc, char **argv)
         if (!strcmp(component, kgt_kind_names[k]))
             kind = k;
     if (!component || (kind < 0 && strcmp(component, "all")) || batch < 1 || batch > 64 ||
-        reps < 1 || warmup < 0 || (strcmp(dtype, "f16") && strcmp(dtype, "bf16") && strcmp(dtype, "f32")))
+        reps < 1 || warmup < 0 || unet_batch < 1 || unet_batch > 64 || lora_rank < 0 ||
+        (lora_rank > 0 && kind != KGT_UNET) || (strcmp(dtype, "f16") && strcmp(dtype, "bf16") && strcmp(dtype, "f32")))
         usage();
     setvbuf(stdout, NULL, _IOLBF, 0); /* progress lines show up when piped */
 
@@ -385,12 +493,15 @@ int main(int argc, char **argv)
 
     if (kind >= 0) {
         bench(be, (kgt_kind)kind, batch, warmup, reps, &res[0], &comps[0]);
+        if (lora_rank > 0)
+            bench_lora(be, &comps[0], lora_rank, reps);
         release(be, &comps[0]);
     } else {
         /* every component stays loaded, as in a model: the device memory at the end is
          * all weights plus six arenas (a session shares one, so an upper bound) */
         for (int k = 0; k < KGT_N_KINDS; k++)
-            bench(be, (kgt_kind)k, image_batch[k], warmup, reps, &res[k], &comps[k]);
+            bench(be, (kgt_kind)k, k == KGT_UNET ? unet_batch : image_batch[k], warmup, reps,
+                  &res[k], &comps[k]);
         summary(res, be->ops->name, device_used_gib(be));
         for (int k = 0; k < KGT_N_KINDS; k++)
             release(be, &comps[k]);
