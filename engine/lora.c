@@ -875,10 +875,11 @@ kg_status kg_lora_list_parse(const char *spec, kg_lora_ref **out, int *n, kg_err
             if (colon && parse_scale(colon + 1, strlen(colon + 1), &refs[k].scale)) {
                 *colon = 0;
                 if (!*p) {
-                    free(refs);
-                    return kg_error_set(err, KG_ERR_INVALID_ARG,
-                                        "LoRA list entry %d ('%s'): no file before the scale", k + 1,
-                                        colon + 1);
+                    kg_status st = kg_error_set(err, KG_ERR_INVALID_ARG,
+                                                "LoRA list entry %d (':%s'): no file before the "
+                                                "scale", k + 1, colon + 1);
+                    free(refs); /* colon points into it */
+                    return st;
                 }
             }
             k++;
