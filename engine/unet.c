@@ -15,8 +15,6 @@
 /* BasicTransformerBlock's LayerNorms use PyTorch's default eps */
 #define KG_UNET_LN_EPS 1e-5f
 
-#define MAX_SKIPS (1 + KG_UNET_MAX_BLOCKS * (KG_UNET_MAX_LAYERS + 1))
-
 /* ------------------------------------------------------------------ config */
 
 static const char *const sd15_down[] = {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
@@ -133,7 +131,8 @@ static kg_status check_defaults(const kg_json *j, kg_error *err)
     return KG_OK;
 }
 
-kg_status kg_unet_config_from_json(kg_unet_config *cfg, const kg_json *j, kg_error *err)
+static kg_status config_from_json(kg_unet_config *cfg, const kg_json *j, int encoder_only,
+                                  kg_error *err)
 {
     static const int64_t sd15_channels[] = {320, 640, 1280, 1280};
     const kg_json *boc = kg_json_get(j, "block_out_channels");
@@ -187,7 +186,7 @@ kg_status kg_unet_config_from_json(kg_unet_config *cfg, const kg_json *j, kg_err
     if (s == KG_OK)
         s = block_types(j, "down_block_types", sd15_down, "CrossAttnDownBlock2D", "DownBlock2D", n,
                         cfg->down_cross, err);
-    if (s == KG_OK)
+    if (s == KG_OK && !encoder_only)
         s = block_types(j, "up_block_types", sd15_up, "CrossAttnUpBlock2D", "UpBlock2D", n,
                         cfg->up_cross, err);
     if (s != KG_OK)
@@ -214,6 +213,33 @@ kg_status kg_unet_config_from_json(kg_unet_config *cfg, const kg_json *j, kg_err
                                 i, (long long)ch, cfg->heads[i]);
     }
     return KG_OK;
+}
+
+kg_status kg_unet_config_from_json(kg_unet_config *cfg, const kg_json *j, kg_error *err)
+{
+    return config_from_json(cfg, j, 0, err);
+}
+
+kg_status kg_unet_encoder_config_from_json(kg_unet_config *cfg, const kg_json *j, kg_error *err)
+{
+    return config_from_json(cfg, j, 1, err);
+}
+
+int kg_unet_skip_shapes(const kg_unet_config *cfg, int64_t H, int64_t W, int64_t *ch, int64_t *h,
+                        int64_t *w)
+{
+    int ns = 0;
+    ch[ns] = cfg->block_out_channels[0], h[ns] = H, w[ns++] = W;
+    for (int i = 0; i < cfg->n_blocks; i++) {
+        for (int l = 0; l < cfg->layers_per_block[i]; l++)
+            ch[ns] = cfg->block_out_channels[i], h[ns] = H, w[ns++] = W;
+        if (i < cfg->n_blocks - 1) {
+            H /= 2;
+            W /= 2;
+            ch[ns] = cfg->block_out_channels[i], h[ns] = H, w[ns++] = W;
+        }
+    }
+    return ns;
 }
 
 /* ------------------------------------------------------------------- load */
@@ -261,14 +287,11 @@ static void load_transformer(kg_loader *L, const kg_unet_config *cfg, kg_unet_tr
     kg_load(L, &t->proj_out_b, 1, (int64_t[]){ch}, "%s.proj_out.bias", path);
 }
 
-static kg_status load_fn(void *model, kg_loader *L)
+kg_status kg_unet_load_encoder(kg_unet *m, kg_loader *L)
 {
-    kg_unet *m = model;
     const kg_unet_config *cfg = &m->cfg;
     int n = cfg->n_blocks, groups = cfg->norm_num_groups;
     int64_t c0 = cfg->block_out_channels[0], temb = 4 * c0, ch = c0;
-    int64_t skips[MAX_SKIPS];
-    int ns = 0;
     float eps = cfg->norm_eps;
     char p[160];
 
@@ -278,7 +301,6 @@ static kg_status load_fn(void *model, kg_loader *L)
     kg_load(L, &m->time1_b, 1, (int64_t[]){temb}, "time_embedding.linear_1.bias");
     kg_load(L, &m->time2_w, 2, (int64_t[]){temb, temb}, "time_embedding.linear_2.weight");
     kg_load(L, &m->time2_b, 1, (int64_t[]){temb}, "time_embedding.linear_2.bias");
-    skips[ns++] = c0;
 
     for (int i = 0; i < n; i++) {
         kg_unet_block *b = &m->down[i];
@@ -295,14 +317,12 @@ static kg_status load_fn(void *model, kg_loader *L)
                 load_transformer(L, cfg, &b->attns[l], p, ch, cfg->heads[i],
                                  cfg->transformer_layers[i]);
             }
-            skips[ns++] = ch;
         }
         if (b->has_resample) {
             kg_load(L, &b->resample_w, 4, (int64_t[]){ch, ch, 3, 3},
                     "down_blocks.%d.downsamplers.0.conv.weight", i);
             kg_load(L, &b->resample_b, 1, (int64_t[]){ch}, "down_blocks.%d.downsamplers.0.conv.bias",
                     i);
-            skips[ns++] = ch;
         }
     }
 
@@ -310,7 +330,21 @@ static kg_status load_fn(void *model, kg_loader *L)
     load_transformer(L, cfg, &m->mid_attn, "mid_block.attentions.0", ch, cfg->heads[n - 1],
                      cfg->transformer_layers[n - 1]);
     kg_sd_resnet_load(&m->mid_resnets[1], L, "mid_block.resnets.1", ch, ch, temb, groups, eps);
+    return L->status;
+}
 
+static kg_status load_fn(void *model, kg_loader *L)
+{
+    kg_unet *m = model;
+    const kg_unet_config *cfg = &m->cfg;
+    int n = cfg->n_blocks, groups = cfg->norm_num_groups;
+    int64_t c0 = cfg->block_out_channels[0], temb = 4 * c0, ch = cfg->block_out_channels[n - 1];
+    int64_t skips[KG_UNET_MAX_SKIPS], sh[KG_UNET_MAX_SKIPS], sw[KG_UNET_MAX_SKIPS];
+    int ns = kg_unet_skip_shapes(cfg, 1, 1, skips, sh, sw);
+    float eps = cfg->norm_eps;
+    char p[160];
+
+    kg_unet_load_encoder(m, L);
     for (int i = 0; i < n; i++) {
         kg_unet_block *b = &m->up[i];
         int r = n - 1 - i; /* up block i mirrors down block r */
@@ -510,16 +544,125 @@ static void up_block_forward(kg_ctx *c, const kg_unet *m, int i, kg_tensor *out,
     kg_reset(c, mark);
 }
 
+void kg_unet_encode(kg_ctx *c, const kg_unet *m, kg_unet_state *st, const kg_tensor *sample,
+                    const float *timesteps, const kg_tensor *context, const kg_tensor *add)
+{
+    const kg_unet_config *cfg = &m->cfg;
+    int n = cfg->n_blocks;
+    int64_t B = sample->shape[0], H = sample->shape[2], W = sample->shape[3];
+    int64_t c0 = cfg->block_out_channels[0];
+    float row[KG_UNET_MAX_TIME_DIM];
+    char p[96];
+
+    st->n_skips = 0;
+    /* time embedding: sinusoid on the host, MLP on the backend */
+    kg_tensor tp = kg_new2(c, B, c0);
+    for (int64_t bi = 0; bi < B; bi++) {
+        kg_tensor r = kg_tensor_rows(&tp, bi, 1);
+        time_proj(row, c0, timesteps[bi], cfg->flip_sin_to_cos, cfg->freq_shift);
+        kg_upload_f32(c, &r, row);
+    }
+    kg_tap(c, &tp, "time_proj");
+    kg_tensor t1 = kg_new2(c, B, 4 * c0);
+    kg_tensor emb = kg_new2(c, B, 4 * c0);
+    st->emb_act = kg_new2(c, B, 4 * c0); /* SiLU(temb), what every resnet projects */
+    kg_linear(c, &t1, &tp, &m->time1_w, &m->time1_b);
+    kg_tap(c, &t1, "time_embedding.linear_1");
+    kg_silu(c, &t1, &t1);
+    kg_tap(c, &t1, "time_embedding.act");
+    kg_linear(c, &emb, &t1, &m->time2_w, &m->time2_b);
+    kg_tap(c, &emb, "time_embedding.linear_2");
+    kg_tap(c, &emb, "time_embedding");
+    kg_silu(c, &st->emb_act, &emb);
+
+    kg_tensor h = kg_new4(c, B, c0, H, W);
+    kg_conv2d(c, &h, sample, &m->conv_in_w, &m->conv_in_b, 1, 1);
+    kg_tap(c, &h, "conv_in");
+    if (add)
+        kg_add(c, &h, &h, add); /* ControlNet: conv_in(x) + conditioning embedding is skip 0 */
+    st->skips[st->n_skips++] = h;
+
+    /* down path: every output stays allocated as a skip until the up path */
+    for (int i = 0; i < n; i++) {
+        const kg_unet_block *b = &m->down[i];
+        for (int l = 0; l < b->n_layers; l++) {
+            kg_tensor y = kg_new4(c, B, b->resnets[l].out, H, W);
+            kg_sd_resnet_forward(c, &b->resnets[l], &y, &h, &st->emb_act);
+            kg_tap(c, &y, "down_blocks.%d.resnets.%d", i, l);
+            h = y;
+            if (b->has_attn) {
+                y = kg_new4(c, B, h.shape[1], H, W);
+                snprintf(p, sizeof p, "down_blocks.%d.attentions.%d", i, l);
+                transformer_forward(c, cfg, &b->attns[l], &y, &h, context, p);
+                h = y;
+            }
+            st->skips[st->n_skips++] = h;
+        }
+        if (b->has_resample) {
+            H /= 2;
+            W /= 2;
+            kg_tensor y = kg_new4(c, B, h.shape[1], H, W);
+            kg_conv2d(c, &y, &h, &b->resample_w, &b->resample_b, 2, cfg->downsample_padding);
+            kg_tap(c, &y, "down_blocks.%d.downsamplers.0", i);
+            h = y;
+            st->skips[st->n_skips++] = h;
+        }
+        kg_tap(c, &h, "down_blocks.%d", i);
+    }
+
+    {
+        kg_tensor r0 = kg_new4(c, B, h.shape[1], H, W);
+        kg_tensor a = kg_new4(c, B, h.shape[1], H, W);
+        st->mid = kg_new4(c, B, h.shape[1], H, W);
+        kg_sd_resnet_forward(c, &m->mid_resnets[0], &r0, &h, &st->emb_act);
+        kg_tap(c, &r0, "mid_block.resnets.0");
+        transformer_forward(c, cfg, &m->mid_attn, &a, &r0, context, "mid_block.attentions.0");
+        kg_sd_resnet_forward(c, &m->mid_resnets[1], &st->mid, &a, &st->emb_act);
+        kg_tap(c, &st->mid, "mid_block.resnets.1");
+        kg_tap(c, &st->mid, "mid_block");
+    }
+}
+
+void kg_unet_residuals_new(kg_ctx *c, const kg_unet_config *cfg, kg_unet_residuals *r, int64_t B,
+                           int64_t H, int64_t W)
+{
+    int64_t ch[KG_UNET_MAX_SKIPS], h[KG_UNET_MAX_SKIPS], w[KG_UNET_MAX_SKIPS];
+    int n = cfg->n_blocks;
+    r->n_down = kg_unet_skip_shapes(cfg, H, W, ch, h, w);
+    for (int k = 0; k < r->n_down; k++) {
+        r->down[k] = kg_new4(c, B, ch[k], h[k], w[k]);
+        kg_fill(c, &r->down[k], 0.0f);
+    }
+    r->mid = kg_new4(c, B, cfg->block_out_channels[n - 1], H >> (n - 1), W >> (n - 1));
+    kg_fill(c, &r->mid, 0.0f);
+}
+
+static int residuals_fit(const kg_unet_residuals *r, const kg_unet_state *st)
+{
+    if (r->n_down != st->n_skips || !kg_tensor_same_shape(&r->mid, &st->mid))
+        return 0;
+    for (int k = 0; k < r->n_down; k++)
+        if (!kg_tensor_same_shape(&r->down[k], &st->skips[k]))
+            return 0;
+    return 1;
+}
+
 kg_status kg_unet_forward(kg_ctx *c, const kg_unet *m, kg_tensor *out, const kg_tensor *sample,
                           const float *timesteps, const kg_tensor *context)
 {
+    return kg_unet_forward_res(c, m, out, sample, timesteps, context, NULL);
+}
+
+kg_status kg_unet_forward_res(kg_ctx *c, const kg_unet *m, kg_tensor *out, const kg_tensor *sample,
+                              const float *timesteps, const kg_tensor *context,
+                              const kg_unet_residuals *res)
+{
     const kg_unet_config *cfg = &m->cfg;
-    int n = cfg->n_blocks, ns = 0;
+    int n = cfg->n_blocks;
     int64_t B = sample->shape[0], H = sample->shape[2], W = sample->shape[3];
     int64_t c0 = cfg->block_out_channels[0], f = (int64_t)1 << (n - 1);
-    kg_tensor skips[MAX_SKIPS];
-    float row[KG_UNET_MAX_TIME_DIM];
-    char p[96];
+    kg_unet_state st;
+    kg_tensor h;
     size_t mark;
 
     if (!timesteps) {
@@ -541,78 +684,30 @@ kg_status kg_unet_forward(kg_ctx *c, const kg_unet *m, kg_tensor *out, const kg_
         return kg_ctx_status(c, NULL);
     }
     mark = kg_mark(c);
-
-    /* time embedding: sinusoid on the host, MLP on the backend */
-    kg_tensor tp = kg_new2(c, B, c0);
-    for (int64_t bi = 0; bi < B; bi++) {
-        kg_tensor r = kg_tensor_rows(&tp, bi, 1);
-        time_proj(row, c0, timesteps[bi], cfg->flip_sin_to_cos, cfg->freq_shift);
-        kg_upload_f32(c, &r, row);
-    }
-    kg_tap(c, &tp, "time_proj");
-    kg_tensor t1 = kg_new2(c, B, 4 * c0);
-    kg_tensor emb = kg_new2(c, B, 4 * c0);
-    kg_tensor emb_act = kg_new2(c, B, 4 * c0); /* SiLU(temb), what every resnet projects */
-    kg_linear(c, &t1, &tp, &m->time1_w, &m->time1_b);
-    kg_tap(c, &t1, "time_embedding.linear_1");
-    kg_silu(c, &t1, &t1);
-    kg_tap(c, &t1, "time_embedding.act");
-    kg_linear(c, &emb, &t1, &m->time2_w, &m->time2_b);
-    kg_tap(c, &emb, "time_embedding.linear_2");
-    kg_tap(c, &emb, "time_embedding");
-    kg_silu(c, &emb_act, &emb);
-
-    kg_tensor h = kg_new4(c, B, c0, H, W);
-    kg_conv2d(c, &h, sample, &m->conv_in_w, &m->conv_in_b, 1, 1);
-    kg_tap(c, &h, "conv_in");
-    skips[ns++] = h;
-
-    /* down path: every output stays allocated as a skip until the up path */
-    for (int i = 0; i < n; i++) {
-        const kg_unet_block *b = &m->down[i];
-        for (int l = 0; l < b->n_layers; l++) {
-            kg_tensor y = kg_new4(c, B, b->resnets[l].out, H, W);
-            kg_sd_resnet_forward(c, &b->resnets[l], &y, &h, &emb_act);
-            kg_tap(c, &y, "down_blocks.%d.resnets.%d", i, l);
-            h = y;
-            if (b->has_attn) {
-                y = kg_new4(c, B, h.shape[1], H, W);
-                snprintf(p, sizeof p, "down_blocks.%d.attentions.%d", i, l);
-                transformer_forward(c, cfg, &b->attns[l], &y, &h, context, p);
-                h = y;
-            }
-            skips[ns++] = h;
+    kg_unet_encode(c, m, &st, sample, timesteps, context, NULL);
+    if (res) {
+        if (!residuals_fit(res, &st)) {
+            kg_backend_fail(c->be, KG_ERR_SHAPE,
+                            "unet: %d additional residuals do not match the %d skip connections "
+                            "or the mid block", res->n_down, st.n_skips);
+            kg_reset(c, mark);
+            return kg_ctx_status(c, NULL);
         }
-        if (b->has_resample) {
-            H /= 2;
-            W /= 2;
-            kg_tensor y = kg_new4(c, B, h.shape[1], H, W);
-            kg_conv2d(c, &y, &h, &b->resample_w, &b->resample_b, 2, cfg->downsample_padding);
-            kg_tap(c, &y, "down_blocks.%d.downsamplers.0", i);
-            h = y;
-            skips[ns++] = h;
-        }
-        kg_tap(c, &h, "down_blocks.%d", i);
+        /* diffusers adds them after the whole down path and the mid block: the mid block
+         * sees the plain last skip */
+        for (int k = 0; k < st.n_skips; k++)
+            kg_add(c, &st.skips[k], &st.skips[k], &res->down[k]);
+        kg_add(c, &st.mid, &st.mid, &res->mid);
     }
-
-    {
-        kg_tensor r0 = kg_new4(c, B, h.shape[1], H, W);
-        kg_tensor a = kg_new4(c, B, h.shape[1], H, W);
-        kg_tensor r1 = kg_new4(c, B, h.shape[1], H, W);
-        kg_sd_resnet_forward(c, &m->mid_resnets[0], &r0, &h, &emb_act);
-        kg_tap(c, &r0, "mid_block.resnets.0");
-        transformer_forward(c, cfg, &m->mid_attn, &a, &r0, context, "mid_block.attentions.0");
-        kg_sd_resnet_forward(c, &m->mid_resnets[1], &r1, &a, &emb_act);
-        kg_tap(c, &r1, "mid_block.resnets.1");
-        kg_tap(c, &r1, "mid_block");
-        h = r1;
-    }
+    h = st.mid;
+    H /= f;
+    W /= f;
 
     for (int i = 0; i < n; i++) {
         const kg_unet_block *b = &m->up[i];
         int64_t s = b->has_resample ? 2 : 1;
         kg_tensor y = kg_new4(c, B, b->resnets[0].out, H * s, W * s);
-        up_block_forward(c, m, i, &y, &h, skips, &ns, &emb_act, context);
+        up_block_forward(c, m, i, &y, &h, st.skips, &st.n_skips, &st.emb_act, context);
         H *= s;
         W *= s;
         h = y;

@@ -21,6 +21,8 @@
 #define KG_UNET_MAX_LAYERS 4  /* resnets per down block; up blocks have one more */
 #define KG_UNET_MAX_TLAYERS 2 /* BasicTransformerBlocks per Transformer2DModel */
 #define KG_UNET_MAX_TIME_DIM 4096 /* time_proj width = block_out_channels[0] */
+/* skip connections: conv_in, every down resnet (+ attention) and every downsampler */
+#define KG_UNET_MAX_SKIPS (1 + KG_UNET_MAX_BLOCKS * (KG_UNET_MAX_LAYERS + 1))
 
 typedef struct kg_unet_config {
     int64_t in_channels;                            /* 4 */
@@ -43,6 +45,14 @@ typedef struct kg_unet_config {
 /* Reads a diffusers unet/config.json object; absent keys take the diffusers
  * defaults. Options this implementation does not have give KG_ERR_UNSUPPORTED. */
 kg_status kg_unet_config_from_json(kg_unet_config *cfg, const kg_json *j, kg_error *err);
+/* The same for a model that has only the encoder half (a ControlNet's config):
+ * up_block_types is not read. */
+kg_status kg_unet_encoder_config_from_json(kg_unet_config *cfg, const kg_json *j, kg_error *err);
+
+/* Channels and sizes of the skip connections for a latent of H x W, in push
+ * order (conv_in first); returns their number. */
+int kg_unet_skip_shapes(const kg_unet_config *cfg, int64_t H, int64_t W, int64_t *ch, int64_t *h,
+                        int64_t *w);
 
 /* diffusers Attention (to_q/to_k/to_v without bias, to_out.0 with bias) */
 typedef struct kg_unet_attn {
@@ -116,6 +126,35 @@ typedef struct kg_unet {
 kg_status kg_unet_load(kg_unet *m, const kg_unet_config *cfg, kg_backend *be,
                        const kg_st_file *st, const char *prefix, kg_error *err);
 void kg_unet_free(kg_unet *m, kg_backend *be);
+/* Inside a load function: conv_in, time_embedding, down_blocks and mid_block of
+ * m->cfg (the part a ControlNet copies), under the loader's prefix. */
+kg_status kg_unet_load_encoder(kg_unet *m, kg_loader *L);
+
+/* What the encoder half leaves for the decoder half (all in the arena). */
+typedef struct kg_unet_state {
+    kg_tensor emb_act;                       /* [B, 4 C0] SiLU(time embedding) */
+    int n_skips;
+    kg_tensor skips[KG_UNET_MAX_SKIPS];      /* in push order */
+    kg_tensor mid;                           /* mid_block output */
+} kg_unet_state;
+
+/* Time embedding, conv_in (+ add when not NULL: a ControlNet's conditioning
+ * embedding), down blocks and mid block. Inputs are not checked (the callers do);
+ * the state is allocated from the arena and stays until the caller resets it. */
+void kg_unet_encode(kg_ctx *c, const kg_unet *m, kg_unet_state *st, const kg_tensor *sample,
+                    const float *timesteps, const kg_tensor *context, const kg_tensor *add);
+
+/* ControlNet residuals added to the skip connections and to the mid block's output
+ * (diffusers down_block_additional_residuals / mid_block_additional_residual). */
+typedef struct kg_unet_residuals {
+    int n_down;
+    kg_tensor down[KG_UNET_MAX_SKIPS]; /* shapes of kg_unet_skip_shapes */
+    kg_tensor mid;
+} kg_unet_residuals;
+
+/* Zero-filled residuals for a batch of B latents of H x W, from the arena. */
+void kg_unet_residuals_new(kg_ctx *c, const kg_unet_config *cfg, kg_unet_residuals *r, int64_t B,
+                           int64_t H, int64_t W);
 
 /* out [B, out_channels, H, W] = epsilon prediction for sample [B, in_channels, H, W] at
  * timesteps (host floats, [B]) conditioned on context [B, L, cross_attention_dim].
@@ -123,5 +162,9 @@ void kg_unet_free(kg_unet *m, kg_backend *be);
  * arena and is released before returning. Returns the context's sticky status. */
 kg_status kg_unet_forward(kg_ctx *c, const kg_unet *m, kg_tensor *out, const kg_tensor *sample,
                           const float *timesteps, const kg_tensor *context);
+/* The same with ControlNet residuals (NULL: none); mismatched residuals give KG_ERR_SHAPE. */
+kg_status kg_unet_forward_res(kg_ctx *c, const kg_unet *m, kg_tensor *out, const kg_tensor *sample,
+                              const float *timesteps, const kg_tensor *context,
+                              const kg_unet_residuals *res);
 
 #endif
