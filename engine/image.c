@@ -17,6 +17,7 @@
 /* PIL: 32 - 8 bits of result - 2 bits of headroom for negative lobes. */
 #define PRECISION_BITS 22
 #define BICUBIC_SUPPORT 2.0
+#define LANCZOS_SUPPORT 3.0
 
 static const double clip_mean[3] = {0.48145466, 0.4578275, 0.40821073};
 static const double clip_std[3] = {0.26862954, 0.26130258, 0.27577711};
@@ -97,6 +98,22 @@ static double bicubic(double x)
     return 0.0;
 }
 
+static double sinc(double x)
+{
+    if (x == 0.0)
+        return 1.0;
+    x *= 3.14159265358979323846;
+    return sin(x) / x;
+}
+
+/* PIL Resample.c lanczos_filter: a = 3 */
+static double lanczos(double x)
+{
+    if (-3.0 <= x && x < 3.0)
+        return sinc(x) * sinc(x / 3.0);
+    return 0.0;
+}
+
 /* Fixed-point taps of outputs first .. first + n - 1 along one axis. */
 typedef struct taps {
     int ksize;
@@ -116,11 +133,13 @@ static void taps_free(taps *t)
 /* Resample.c precompute_coeffs + normalize_coeffs_8bpc for a full-image box
  * (in0 = 0, in1 = in_size as a float). */
 static kg_status taps_init(taps *t, int64_t in_size, int64_t out_size, int64_t first, int64_t n,
-                           kg_error *err)
+                           kg_resample filter, kg_error *err)
 {
     double scale = (double)(float)in_size / (double)out_size;
     double filterscale = scale < 1.0 ? 1.0 : scale;
-    double support = BICUBIC_SUPPORT * filterscale;
+    double (*kernel)(double) = filter == KG_RESAMPLE_LANCZOS ? lanczos : bicubic;
+    double support =
+        (filter == KG_RESAMPLE_LANCZOS ? LANCZOS_SUPPORT : BICUBIC_SUPPORT) * filterscale;
     double ss = 1.0 / filterscale; /* PIL multiplies by the reciprocal */
     double *w = NULL;
     int64_t i;
@@ -150,7 +169,7 @@ static kg_status taps_init(taps *t, int64_t in_size, int64_t out_size, int64_t f
             xmax = in_size;
         xmax -= xmin;
         for (x = 0; x < xmax; x++) {
-            w[x] = bicubic(((double)(x + xmin) - center + 0.5) * ss);
+            w[x] = kernel(((double)(x + xmin) - center + 0.5) * ss);
             ww += w[x];
         }
         for (x = 0; x < xmax; x++) {
@@ -177,8 +196,8 @@ static uint8_t clip8(int64_t acc)
 /* Resizes img to out_w x out_h (as RGB) and writes the window
  * [x0, x0 + win_w) x [y0, y0 + win_h) of the result to dst [win_h, win_w, 3]. */
 static kg_status resample_window(const kg_image *img, int64_t out_w, int64_t out_h, int64_t x0,
-                                 int64_t y0, int64_t win_w, int64_t win_h, uint8_t *dst,
-                                 kg_error *err)
+                                 int64_t y0, int64_t win_w, int64_t win_h, kg_resample filter,
+                                 uint8_t *dst, kg_error *err)
 {
     int need_h = out_w != img->width;
     int need_v = out_h != img->height;
@@ -191,7 +210,7 @@ static kg_status resample_window(const kg_image *img, int64_t out_w, int64_t out
 
     channel_offsets(img->format, off);
     if (need_v) {
-        st = taps_init(&tv, img->height, out_h, y0, win_h, err);
+        st = taps_init(&tv, img->height, out_h, y0, win_h, filter, err);
         if (st != KG_OK)
             goto fail;
         row0 = tv.start[0];
@@ -201,7 +220,7 @@ static kg_status resample_window(const kg_image *img, int64_t out_w, int64_t out
         nrows = win_h;
     }
     if (need_h) {
-        st = taps_init(&th, img->width, out_w, x0, win_w, err);
+        st = taps_init(&th, img->width, out_w, x0, win_w, filter, err);
         if (st != KG_OK)
             goto fail;
     }
@@ -265,6 +284,12 @@ fail:
 kg_status kg_image_resize_rgb(const kg_image *img, int64_t out_w, int64_t out_h, uint8_t *dst,
                               kg_error *err)
 {
+    return kg_image_resize_rgb_filter(img, out_w, out_h, KG_RESAMPLE_BICUBIC, dst, err);
+}
+
+kg_status kg_image_resize_rgb_filter(const kg_image *img, int64_t out_w, int64_t out_h,
+                                     kg_resample filter, uint8_t *dst, kg_error *err)
+{
     kg_status st = kg_image_check(img, err);
     if (st != KG_OK)
         return st;
@@ -274,7 +299,7 @@ kg_status kg_image_resize_rgb(const kg_image *img, int64_t out_w, int64_t out_h,
                             (long long)out_w, (long long)out_h);
     if (!dst)
         return kg_error_set(err, KG_ERR_IMAGE, "image: NULL output buffer");
-    return resample_window(img, out_w, out_h, 0, 0, out_w, out_h, dst, err);
+    return resample_window(img, out_w, out_h, 0, 0, out_w, out_h, filter, dst, err);
 }
 
 /* torchvision CenterCrop: int(round((size - 224) / 2)), Python rounds half
@@ -298,7 +323,7 @@ kg_status kg_image_crop(const kg_image *img, uint8_t *dst, kg_error *err)
         return kg_error_set(err, KG_ERR_IMAGE, "image: NULL output buffer");
     kg_image_resized_size(img->width, img->height, &rw, &rh);
     return resample_window(img, rw, rh, crop_offset(rw), crop_offset(rh), KG_IMAGE_SIZE,
-                           KG_IMAGE_SIZE, dst, err);
+                           KG_IMAGE_SIZE, KG_RESAMPLE_BICUBIC, dst, err);
 }
 
 void kg_image_normalize(const uint8_t *rgb, float *out, int round_f16)

@@ -55,6 +55,15 @@ void kg_image_resized_size(int64_t w, int64_t h, int64_t *out_w, int64_t *out_h)
 kg_status kg_image_resize_rgb(const kg_image *img, int64_t out_w, int64_t out_h, uint8_t *dst,
                               kg_error *err);
 
+typedef enum kg_resample {
+    KG_RESAMPLE_BICUBIC, /* PIL Image.BICUBIC (torchvision Resize) */
+    KG_RESAMPLE_LANCZOS, /* PIL Image.LANCZOS (diffusers VaeImageProcessor's default) */
+} kg_resample;
+
+/* kg_image_resize_rgb with PIL's filter of choice. */
+kg_status kg_image_resize_rgb_filter(const kg_image *img, int64_t out_w, int64_t out_h,
+                                     kg_resample filter, uint8_t *dst, kg_error *err);
+
 /* Resize(224) + CenterCrop(224) as packed RGB [224, 224, 3]. Only the
  * cropped window of the resized image is computed (each resampled pixel
  * depends on the source only, so the values are those of the full resize). */

@@ -72,6 +72,29 @@ typedef struct kg_lora_ref {
  * *out, one allocation to free() holding the entries and their paths; "" gives none. */
 kg_status kg_lora_list_parse(const char *spec, kg_lora_ref **out, int *n, kg_error *err);
 
+/* An SD1.5 ControlNet converted by `kosmosg-convert --controlnet`, loaded onto a
+ * model's backend. Immutable once open: sessions of that model may share it. Close
+ * it before its model. A file that is not a ControlNet, or one made for another
+ * U-Net (SDXL, SD2, other widths) is refused with an error naming the file. */
+typedef struct kg_control_net kg_control_net;
+
+kg_status kg_control_net_open(kg_control_net **out, kg_model *m, const char *path,
+                              kg_error *err);
+void kg_control_net_close(kg_control_net *cn);
+
+/* One control map for one ControlNet (the official sample_controlnet; several are
+ * summed, each with its own scale and window, as diffusers' MultiControlNet). */
+typedef struct kg_control {
+    const kg_control_net *net;
+    kg_image image;       /* the control map, any size: resized to the output size
+                           * (PIL Lanczos, as diffusers' VaeImageProcessor), / 255 */
+    float scale;          /* conditioning_scale, default 1.0 */
+    float guidance_start; /* acts on step i when start <= i/N and (i+1)/N <= end */
+    float guidance_end;   /* default 0.0 and 1.0 */
+} kg_control;
+
+void kg_control_init(kg_control *c);
+
 typedef struct kg_params {
     const char *prompt;          /* UTF-8, one "<i>" per reference image */
     const char *negative_prompt; /* NULL or "" = the official unconditional "<s>" */
@@ -89,6 +112,8 @@ typedef struct kg_params {
                                     session keeps them merged and open between generations and
                                     re-merges only when the list or a scale changes */
     int n_loras;
+    const kg_control *controls;  /* optional ControlNet maps (none: plain Kosmos-G) */
+    int n_controls;
 } kg_params;
 
 void kg_params_init(kg_params *p);

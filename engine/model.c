@@ -16,8 +16,6 @@
 #include "cuda/backend_cuda.h"
 #endif
 
-#define KG_FORMAT_VERSION "1"
-
 void kg_model_options_init(kg_model_options *o)
 {
     memset(o, 0, sizeof *o);
@@ -134,6 +132,13 @@ kg_status kg_model_open(kg_model **out, const char *path, const kg_model_options
     if (st != KG_OK)
         goto fail;
     ver = kg_st_metadata(m->st, "kg.format_version");
+    if (kg_st_metadata(m->st, "kg.kind") && !strcmp(kg_st_metadata(m->st, "kg.kind"), "controlnet")) {
+        st = kg_error_set(err, KG_ERR_FORMAT,
+                          "%s is a ControlNet file, not a Kosmos-G model (load it with "
+                          "kg_control_net_open / --controlnet)",
+                          path);
+        goto fail;
+    }
     if (!ver) {
         st = kg_error_set(err, KG_ERR_FORMAT,
                           "%s: no kg.format_version in __metadata__: not a model file written "

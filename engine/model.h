@@ -5,6 +5,7 @@
 #include "aligner.h"
 #include "clip_vit.h"
 #include "connector.h"
+#include "controlnet.h"
 #include "kosmosg.h"
 #include "lora.h"
 #include "mllm.h"
@@ -14,6 +15,9 @@
 #include "tokenizer.h"
 #include "unet.h"
 #include "vae.h"
+
+/* kg.format_version of model and ControlNet files (tools/kosmosg_convert FORMAT_VERSION) */
+#define KG_FORMAT_VERSION "1"
 
 enum {
     KG_LOADED_CLIP = 1 << 0,
@@ -41,6 +45,12 @@ struct kg_model {
     int vae_factor;     /* image pixels per latent pixel: 2^(VAE up blocks - 1) */
     int size_multiple;  /* output sizes the U-Net can halve at every level */
     unsigned loaded;
+};
+
+struct kg_control_net {
+    const kg_model *m;  /* the model whose backend holds the weights */
+    kg_st_file *st;     /* mapping the CPU weights may point into */
+    kg_controlnet net;
 };
 
 struct kg_session {

@@ -26,6 +26,7 @@
 #define KG_VAE_SCALING 0.18215f
 #define KG_MAX_IMAGES 16
 #define KG_MAX_OUTPUTS 64
+#define KG_MAX_CONTROLS 8
 
 typedef struct request {
     const kg_params *p;
@@ -36,6 +37,7 @@ typedef struct request {
     float *pixels;             /* [N, 3, 224, 224] preprocessed */
     float *latents;            /* [n, 4, h, w] initial noise (host) */
     float *step_noise;         /* [n, 4, h, w] LCM's fresh noise of one step (host), or NULL */
+    float *controls;           /* [n_controls, 3, H, W] control maps in [0, 1] (host) */
     float *image;              /* [3, H, W] one decoded image (host) */
     float *check;              /* host copy for the NaN/Inf checks: max(ehs, latents) floats */
     int cfg;                   /* guidance > 1: batch 2n with [uncond; cond] */
@@ -263,6 +265,41 @@ static void step_noise(kg_session *s, request *r, int i)
     kg_upload_f32(&s->ctx, noise, r->step_noise);
 }
 
+/* diffusers controlnet_keep: 1 unless step i of n lies outside [start, end]. */
+static float control_keep(int i, int n, const kg_control *k)
+{
+    return (double)i / n < (double)k->guidance_start ||
+                   (double)(i + 1) / n > (double)k->guidance_end
+               ? 0.0f
+               : 1.0f;
+}
+
+/* The summed residuals of every ControlNet active at step i into *res (*resp = res),
+ * or *resp = NULL when none is. A ControlNet outside its window contributes
+ * scale * 0 in diffusers; it is skipped here (same sum), except in the measure
+ * pass, which must size the arena for the busiest step. */
+static kg_status controlnets(kg_session *s, request *r, kg_unet_residuals *res,
+                             const kg_unet_residuals **resp, const kg_tensor *in, const float *ts,
+                             const kg_tensor *ehs, const kg_tensor *ctl, int i, int calls)
+{
+    const kg_params *p = r->p;
+    kg_ctx *c = &s->ctx;
+    *resp = NULL;
+    for (int k = 0; k < p->n_controls; k++) {
+        const kg_control *ck = &p->controls[k];
+        float keep = control_keep(i, calls, ck);
+        if (keep == 0.0f && !r->measuring)
+            continue;
+        if (!*resp) {
+            kg_unet_residuals_new(c, &s->m->unet.cfg, res, in->shape[0], in->shape[2],
+                                  in->shape[3]);
+            *resp = res;
+        }
+        kg_controlnet_forward(c, &ck->net->net, res, in, ts, ehs, &ctl[k], ck->scale * keep);
+    }
+    return kg_ctx_status(c, NULL);
+}
+
 /* x [n, 4, h, w] <- the denoised latents. */
 static kg_status denoise(kg_session *s, request *r, kg_tensor *x, const kg_tensor *ehs,
                          kg_error *err)
@@ -273,8 +310,21 @@ static kg_status denoise(kg_session *s, request *r, kg_tensor *x, const kg_tenso
     int n = r->n, B = r->cfg ? 2 * r->n : r->n;
     int calls = kg_scheduler_num_calls(&r->sched);
     float ts[2 * KG_MAX_OUTPUTS];
+    kg_tensor ctl[KG_MAX_CONTROLS];
     kg_status st;
 
+    /* sample_controlnet: one control map per latent, repeated for the CFG halves */
+    for (int k = 0; k < p->n_controls; k++) {
+        int64_t H = r->h * m->vae_factor, W = r->w * m->vae_factor;
+        kg_tensor first;
+        ctl[k] = kg_new4(c, B, 3, H, W);
+        first = kg_tensor_rows(&ctl[k], 0, 1);
+        kg_upload_f32(c, &first, r->controls + (size_t)k * 3 * (size_t)(H * W));
+        for (int b = 1; b < B; b++) {
+            kg_tensor row = kg_tensor_rows(&ctl[k], b, 1);
+            kg_copy(c, &row, &first);
+        }
+    }
     kg_upload_f32(c, x, r->latents);
     dump_tensor(s, r, x, "latents.init");
     kg_scale(c, x, x, kg_scheduler_init_noise_sigma(&r->sched));
@@ -292,6 +342,8 @@ static kg_status denoise(kg_session *s, request *r, kg_tensor *x, const kg_tenso
     }
     for (int i = 0; i < calls; i++) {
         size_t mark = kg_mark(c);
+        kg_unet_residuals res;
+        const kg_unet_residuals *resp = NULL;
         kg_tensor in = kg_new4(c, B, x->shape[1], x->shape[2], x->shape[3]);
         kg_tensor eps = kg_new4(c, B, x->shape[1], x->shape[2], x->shape[3]);
         float t = (float)kg_scheduler_timestep(&r->sched, i);
@@ -307,7 +359,10 @@ static kg_status denoise(kg_session *s, request *r, kg_tensor *x, const kg_tenso
             kg_copy(c, &in, x);
         }
         kg_scheduler_scale_model_input(c, &r->sched, &in, &in, i);
-        kg_unet_forward(c, kg_lora_set_unet(&s->lora, &m->unet), &eps, &in, ts, ehs);
+        st = controlnets(s, r, &res, &resp, &in, ts, ehs, ctl, i, calls);
+        if (st != KG_OK)
+            return kg_ctx_status(c, err);
+        kg_unet_forward_res(c, kg_lora_set_unet(&s->lora, &m->unet), &eps, &in, ts, ehs, resp);
         if (r->cfg) {
             kg_tensor eu = kg_tensor_rows(&eps, 0, n), ec = kg_tensor_rows(&eps, n, n);
             kg_tensor guided = kg_new4(c, n, x->shape[1], x->shape[2], x->shape[3]);
@@ -457,6 +512,32 @@ static kg_status check_params(const kg_session *s, const kg_params *p, kg_error 
             return st;
         }
     }
+    if (p->n_controls < 0 || p->n_controls > KG_MAX_CONTROLS ||
+        (p->n_controls > 0 && !p->controls))
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "%d control maps: expected 0..%d",
+                            p->n_controls, KG_MAX_CONTROLS);
+    for (int i = 0; i < p->n_controls; i++) {
+        const kg_control *k = &p->controls[i];
+        if (!k->net)
+            return kg_error_set(err, KG_ERR_INVALID_ARG, "control %d: no ControlNet given", i);
+        if (k->net->m != s->m)
+            return kg_error_set(err, KG_ERR_INVALID_ARG,
+                                "control %d: its ControlNet was opened for another model", i);
+        if (!isfinite(k->scale))
+            return kg_error_set(err, KG_ERR_INVALID_ARG, "control %d: scale %g is not finite", i,
+                                (double)k->scale);
+        if (!(k->guidance_start >= 0.0f && k->guidance_start < k->guidance_end &&
+              k->guidance_end <= 1.0f))
+            return kg_error_set(err, KG_ERR_INVALID_ARG,
+                                "control %d: guidance window [%g, %g]: expected 0 <= start < end "
+                                "<= 1",
+                                i, (double)k->guidance_start, (double)k->guidance_end);
+        st = kg_image_check(&k->image, err);
+        if (st != KG_OK) {
+            kg_error_prefix(err, "control image %d", i);
+            return st;
+        }
+    }
     if (p->steps < 1 || p->steps > 1000)
         return kg_error_set(err, KG_ERR_INVALID_ARG, "steps %d: expected 1..1000", p->steps);
     if (!(p->guidance_scale >= 0.0f && p->guidance_scale <= 100.0f))
@@ -508,8 +589,40 @@ static void request_free(request *r)
     free(r->pixels);
     free(r->latents);
     free(r->step_noise);
+    free(r->controls);
     free(r->image);
     free(r->check);
+}
+
+/* Each control map resized to the output size with PIL's Lanczos (diffusers
+ * VaeImageProcessor.preprocess(image, height, width), do_normalize=False), then
+ * / 255 in float32; an image already at the output size is only converted. */
+static kg_status prepare_controls(const kg_params *p, request *r, kg_error *err)
+{
+    size_t plane = (size_t)p->width * (size_t)p->height;
+    uint8_t *rgb = malloc(plane * 3);
+    kg_status st = KG_OK;
+
+    r->controls = malloc((size_t)p->n_controls * 3 * plane * sizeof(float));
+    if (!rgb || !r->controls) {
+        free(rgb);
+        return kg_error_set(err, KG_ERR_NOMEM, "no host memory for %d control maps",
+                            p->n_controls);
+    }
+    for (int k = 0; k < p->n_controls && st == KG_OK; k++) {
+        float *dst = r->controls + (size_t)k * 3 * plane;
+        st = kg_image_resize_rgb_filter(&p->controls[k].image, p->width, p->height,
+                                        KG_RESAMPLE_LANCZOS, rgb, err);
+        if (st != KG_OK) {
+            kg_error_prefix(err, "control image %d", k);
+            break;
+        }
+        for (size_t q = 0; q < plane; q++)
+            for (int ch = 0; ch < 3; ch++)
+                dst[(size_t)ch * plane + q] = (float)rgb[q * 3 + (size_t)ch] / 255.0f;
+    }
+    free(rgb);
+    return st;
 }
 
 static kg_status prepare(kg_session *s, const kg_params *p, request *r, kg_error *err)
@@ -569,6 +682,11 @@ static kg_status prepare(kg_session *s, const kg_params *p, request *r, kg_error
             kg_error_prefix(err, "reference image %d", i);
             return st;
         }
+    }
+    if (p->n_controls > 0) {
+        st = prepare_controls(p, r, err);
+        if (st != KG_OK)
+            return st;
     }
     if (p->init_latents) {
         size_t nl = (size_t)r->n * lat, bad = first_nonfinite(p->init_latents, nl);

@@ -614,14 +614,18 @@ def swap_unet(args):
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--controlnet" or a.startswith("--controlnet=") for a in argv):
+        from . import controlnet
+        args = controlnet.parse_args(argv)
+        job = controlnet.run
+    else:
+        args = parse_args(argv)
+        job = swap_unet if args.model else run
     QUIET[0] = args.quiet
     try:
         check_output(args.output)
-        if args.model:
-            swap_unet(args)
-        else:
-            run(args)
+        job(args)
     except ConvertError as e:
         print("kosmosg-convert: error: %s" % e, file=sys.stderr)
         return 1

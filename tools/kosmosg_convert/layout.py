@@ -216,6 +216,30 @@ def _transformer(out, b, c, cross, nblocks, linear_proj):
     out.append((b + "proj_out.bias", (c,)))
 
 
+def _unet_encoder(out, p, boc, lpb, cross, cin, down, ntb, linear_proj, what):
+    """conv_in, time embedding, down blocks and mid block: the part a ControlNet copies."""
+    temb = boc[0] * 4
+    _conv(out, p + "conv_in", boc[0], cin, 3)
+    _linear(out, p + "time_embedding.linear_1", temb, boc[0])
+    _linear(out, p + "time_embedding.linear_2", temb, temb)
+    ch = boc[0]
+    for i, kind in enumerate(down):
+        if kind not in ("CrossAttnDownBlock2D", "DownBlock2D"):
+            raise ConvertError("%s config.json: down block type %s is not supported" % (what, kind))
+        b = "%sdown_blocks.%d." % (p, i)
+        for j in range(lpb):
+            _resnet(out, "%sresnets.%d." % (b, j), ch if j == 0 else boc[i], boc[i], temb)
+            if kind == "CrossAttnDownBlock2D":
+                _transformer(out, "%sattentions.%d." % (b, j), boc[i], cross, ntb, linear_proj)
+        if i < len(boc) - 1:
+            _conv(out, b + "downsamplers.0.conv", boc[i], boc[i], 3)
+        ch = boc[i]
+    m = p + "mid_block."
+    _resnet(out, m + "resnets.0.", boc[-1], boc[-1], temb)
+    _transformer(out, m + "attentions.0.", boc[-1], cross, ntb, linear_proj)
+    _resnet(out, m + "resnets.1.", boc[-1], boc[-1], temb)
+
+
 def unet(cfg):
     what = "unet"
     for name, default in (("class_embed_type", None), ("addition_embed_type", None),
@@ -249,25 +273,7 @@ def unet(cfg):
     p = UNET
     temb = boc[0] * 4
     out = []
-    _conv(out, p + "conv_in", boc[0], cin, 3)
-    _linear(out, p + "time_embedding.linear_1", temb, boc[0])
-    _linear(out, p + "time_embedding.linear_2", temb, temb)
-    ch = boc[0]
-    for i, kind in enumerate(down):
-        if kind not in ("CrossAttnDownBlock2D", "DownBlock2D"):
-            raise ConvertError("unet config.json: down block type %s is not supported" % kind)
-        b = "%sdown_blocks.%d." % (p, i)
-        for j in range(lpb):
-            _resnet(out, "%sresnets.%d." % (b, j), ch if j == 0 else boc[i], boc[i], temb)
-            if kind == "CrossAttnDownBlock2D":
-                _transformer(out, "%sattentions.%d." % (b, j), boc[i], cross, ntb, linear_proj)
-        if i < len(boc) - 1:
-            _conv(out, b + "downsamplers.0.conv", boc[i], boc[i], 3)
-        ch = boc[i]
-    m = p + "mid_block."
-    _resnet(out, m + "resnets.0.", boc[-1], boc[-1], temb)
-    _transformer(out, m + "attentions.0.", boc[-1], cross, ntb, linear_proj)
-    _resnet(out, m + "resnets.1.", boc[-1], boc[-1], temb)
+    _unet_encoder(out, p, boc, lpb, cross, cin, down, ntb, linear_proj, "unet")
     rev = boc[::-1]
     och = rev[0]
     for i, kind in enumerate(up):
@@ -330,4 +336,71 @@ def vae(cfg):
     _ln(out, p + "conv_norm_out", boc[0])
     _conv(out, p + "conv_out", cout, boc[0], 3)
     _conv(out, VAE + "post_quant_conv", lat, lat, 1)
+    return out
+
+
+CONTROLNET = "controlnet."
+
+
+def controlnet_base(cfg):
+    """None for an SD1.5 ControlNet config, else the base model's name (what it was made for)."""
+    cross = cfg.get("cross_attention_dim", 1280)
+    if cfg.get("addition_embed_type") == "text_time" or cross == 2048:
+        return "SDXL"
+    if cross == 1024:
+        return "SD2"
+    return None  # SD1.5 (768) or a test model; the engine checks it against the model's U-Net
+
+
+def controlnet(cfg):
+    """Expected keys/shapes of a diffusers 0.21.4 ControlNetModel with this config.json."""
+    what = "controlnet"
+    base = controlnet_base(cfg)
+    if base is not None:
+        raise ConvertError("controlnet config.json: this ControlNet is for %s; Kosmos-G builds on "
+                           "Stable Diffusion 1.5 and needs an SD1.5 ControlNet (cross_attention_dim 768)"
+                           % base)
+    for name, default in (("class_embed_type", None), ("addition_embed_type", None),
+                          ("encoder_hid_dim", None), ("num_class_embeds", None),
+                          ("projection_class_embeddings_input_dim", None)):
+        _cfg(cfg, name, default, what, [None])
+    for name in ("only_cross_attention", "upcast_attention", "global_pool_conditions"):
+        if _cfg(cfg, name, False, what) not in (False, [False] * 4):
+            raise ConvertError("controlnet config.json: %s is not supported" % name)
+    _cfg(cfg, "resnet_time_scale_shift", "default", what, ["default"])
+    _cfg(cfg, "controlnet_conditioning_channel_order", "rgb", what, ["rgb"])
+    ntb = _cfg(cfg, "transformer_layers_per_block", 1, what)
+    if not isinstance(ntb, int):
+        raise ConvertError("controlnet config.json: a per-block transformer_layers_per_block is not supported")
+    linear_proj = bool(cfg.get("use_linear_projection", False))
+    try:
+        boc = [int(c) for c in cfg.get("block_out_channels", (320, 640, 1280, 1280))]
+        lpb = int(cfg.get("layers_per_block", 2))
+        cross = int(cfg.get("cross_attention_dim", 1280))
+        cin = int(cfg.get("in_channels", 4))
+        cond = int(cfg.get("conditioning_channels", 3))
+        emb = [int(c) for c in cfg.get("conditioning_embedding_out_channels", (16, 32, 96, 256))]
+        down = list(cfg.get("down_block_types", ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)))
+    except (TypeError, ValueError) as e:
+        raise ConvertError("controlnet config.json: invalid entry %s" % e)
+    if len(down) != len(boc) or not emb:
+        raise ConvertError("controlnet config.json: down_block_types and block_out_channels differ in "
+                           "length, or conditioning_embedding_out_channels is empty")
+    p = CONTROLNET
+    out = []
+    _unet_encoder(out, p, boc, lpb, cross, cin, down, ntb, linear_proj, what)
+    e = p + "controlnet_cond_embedding."
+    _conv(out, e + "conv_in", emb[0], cond, 3)
+    for i in range(len(emb) - 1):
+        _conv(out, "%sblocks.%d" % (e, 2 * i), emb[i], emb[i], 3)
+        _conv(out, "%sblocks.%d" % (e, 2 * i + 1), emb[i + 1], emb[i], 3)
+    _conv(out, e + "conv_out", boc[0], emb[-1], 3)
+    skips = [boc[0]]
+    for i in range(len(boc)):
+        skips += [boc[i]] * lpb
+        if i < len(boc) - 1:
+            skips.append(boc[i])
+    for k, c in enumerate(skips):
+        _conv(out, "%scontrolnet_down_blocks.%d" % (p, k), c, c, 1)
+    _conv(out, p + "controlnet_mid_block", boc[-1], boc[-1], 1)
     return out
