@@ -391,9 +391,11 @@ static void summary(const result *r, const char *backend, double all_loaded_gib)
     }
     encode = r[KGT_CLIP].best_s + r[KGT_CONNECTOR].best_s + r[KGT_MLLM].best_s +
              r[KGT_ALIGNER].best_s;
-    printf("\n| per 512x512 image (2 input images, CFG) | seconds |\n| --- | --- |\n");
+    printf("\n| per 512x512 image (2 input images, %s) | seconds |\n| --- | --- |\n",
+           r[KGT_UNET].shape[6] == '1' && r[KGT_UNET].shape[7] == ',' ? "no CFG" : "CFG");
     printf("| encode once (clip + connector + mllm + aligner) | %.4f |\n", encode);
-    printf("| per U-Net step (batch 2) | %.4f |\n", step);
+    printf("| per U-Net step (%.*s) | %.4f |\n", (int)strcspn(r[KGT_UNET].shape, ","),
+           r[KGT_UNET].shape, step);
     printf("| VAE decode | %.4f |\n", r[KGT_VAE].best_s);
     printf("| image at 25 steps | %.3f |\n", encode + 25.0 * step + r[KGT_VAE].best_s);
     printf("| image at 50 steps | %.3f |\n", encode + 50.0 * step + r[KGT_VAE].best_s);
