@@ -72,6 +72,16 @@ typedef struct kg_lora_ref {
  * *out, one allocation to free() holding the entries and their paths; "" gives none. */
 kg_status kg_lora_list_parse(const char *spec, kg_lora_ref **out, int *n, kg_error *err);
 
+typedef struct kg_lora_info {
+    const char *layout; /* "diffusers" or "kohya" (static string) */
+    int layers;         /* U-Net layers the file patches */
+    int ignored;        /* text-encoder tensors skipped: Kosmos-G has no CLIP text encoder */
+} kg_lora_info;
+
+/* Opens a LoRA file and checks it against the model's U-Net as kg_generate would (same errors,
+ * naming the file and key), without a session; for tools that report what a LoRA does. */
+kg_status kg_lora_inspect(const kg_model *m, const char *path, kg_lora_info *info, kg_error *err);
+
 /* An SD1.5 ControlNet converted by `kosmosg-convert --controlnet`, loaded onto a
  * model's backend. Immutable once open: sessions of that model may share it. Close
  * it before its model. A file that is not a ControlNet, or one made for another

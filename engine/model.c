@@ -270,6 +270,27 @@ void kg_session_free(kg_session *s)
     free(s);
 }
 
+kg_status kg_lora_inspect(const kg_model *m, const char *path, kg_lora_info *info, kg_error *err)
+{
+    kg_lora_table tab;
+    kg_lora_file *f = NULL;
+    kg_status st;
+    if (!m || !info)
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "kg_lora_inspect: no model or info");
+    st = kg_lora_table_build(&tab, &m->unet, err);
+    if (st != KG_OK)
+        return st;
+    st = kg_lora_file_open(&f, &tab, path, err);
+    if (st == KG_OK) {
+        info->layout = kg_lora_file_layout(f);
+        info->layers = kg_lora_file_layers(f);
+        info->ignored = kg_lora_file_ignored(f);
+    }
+    kg_lora_file_close(f);
+    kg_lora_table_free(&tab);
+    return st;
+}
+
 size_t kg_session_alloc_count(const kg_session *s)
 {
     return s->be->n_allocs;

@@ -204,5 +204,18 @@ timeout 60 "$cli" $base -p "<i>" -i "$work/rgba.png" -g 1 --seed 3 -o "$work/fro
     ok "an RGBA reference gives the bytes of the same image without its alpha channel" ||
     bad "RGBA and RGB references differ: $(tail -c 300 "$work/err")"
 
+echo "== LoRA"
+loras="$here/data/lora"
+refuse "--lora :0.5" 'expected FILE or FILE:SCALE' $base --lora :0.5 -o "$work/l.png"
+fail_run "--lora of another U-Net" "lora_unet_down_blocks_2_attentions_0_proj_in.lora_down.weight" \
+    $base --lora "$loras/unet_tiny4.kohya.safetensors" -o "$work/l.png"
+fail_run "--lora missing file" "nope.safetensors" $base --lora "$work/nope.safetensors:0.5" -o "$work/l.png"
+[ -e "$work/l.png" ] && bad "a PNG was written despite a bad LoRA" || ok "no PNG written for a bad LoRA"
+timeout 60 "$cli" $base -s 4 -g 1 --scheduler lcm --lora "$loras/kosmosg_tiny.kohya.safetensors:0.7" \
+        -o "$work/lcm.png" 2>"$work/err" && [ -s "$work/lcm.png" ] &&
+    grep -q "kohya layout, 242 U-Net layers at scale 0.7; 3 text-encoder tensors ignored" "$work/err" &&
+    ok "--scheduler lcm with a LoRA: image written, the LoRA reported with its ignored text-encoder tensors" ||
+    bad "--scheduler lcm with a LoRA: $(tail -c 300 "$work/err")"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

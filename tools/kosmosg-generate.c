@@ -313,6 +313,19 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "loaded %s on %s (%.1fs)\n", a->model,
             kg_backend_kind_name(kg_model_backend(model)), now() - c.t_start);
+    for (int i = 0; i < a->n_loras; i++) {
+        kg_lora_info li;
+        if (kg_lora_inspect(model, loras[i].path, &li, &err) != KG_OK) {
+            die("%s", err.msg);
+            goto fail;
+        }
+        fprintf(stderr, "LoRA %s: %s layout, %d U-Net layers at scale %g", loras[i].path,
+                li.layout, li.layers, (double)loras[i].scale);
+        if (li.ignored)
+            fprintf(stderr, "; %d text-encoder tensors ignored (Kosmos-G has no CLIP text "
+                            "encoder)", li.ignored);
+        fputc('\n', stderr);
+    }
     c.t_start = now();
     if (kg_generate(session, &a->params, on_progress, a->dump ? on_dump : NULL, &c, &out, &err) !=
         KG_OK) {
