@@ -635,6 +635,47 @@ class SingleFile(Base):
         self.assertEqual([k for k in same if not np.array_equal(before[k], after[k])], [])
         self.assertEqual(len(json.loads(meta["kg.sources"])["unet_swaps"]), 1)
 
+    def vae_only_file(self):
+        """An SD VAE fine-tune as shipped: LDM names without first_stage_model., plus loss.* entries."""
+        vae = {k[len("first_stage_model."):]: v.contiguous() for k, v in self.ldm.items()
+               if k.startswith("first_stage_model.")}
+        vae["loss.logvar"] = torch.zeros(1)
+        vae["model_ema.decay"] = torch.tensor(0.9999)
+        p = self.path("vae_ft.safetensors")
+        save_file(vae, p)
+        return p
+
+    def check_vae(self, path):
+        _, out, _, _ = read_st(path)
+        cmp = [("vae.vae." + k, v) for k, v in self.vae.items()]
+        bad = [k for k, v in cmp if k not in out or out[k].shape != v.shape or not np.array_equal(out[k], v)]
+        have = sorted(k for k in out if k.startswith("vae.vae."))
+        print("  %s: %d VAE tensors compared exactly with the diffusers folder, %d differ"
+              % (os.path.basename(path), len(cmp), len(bad)))
+        self.assertEqual(bad, [])
+        self.assertEqual(have, sorted(k for k, _ in cmp))
+
+    def test_vae_override_and_swap(self):
+        """--vae FILE (a VAE alone, LDM names) at conversion, and --model M --unet U --vae V swapping both
+        in one new file; the MLLM and the rest unchanged."""
+        vae = self.vae_only_file()
+        out = self.path("vae_override.safetensors")
+        r = convert(out, dtype="fp32", extra=TINY_HEADS + ["--vae", vae])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.check_vae(out)
+        base = self.path("swap_both.safetensors")
+        self.assertEqual(convert(base, dtype="fp32").returncode, 0)
+        _, before, _, _ = read_st(base)
+        r = subprocess.run([sys.executable, CONVERT, "--model", base, "--unet", self.unet_only, "--vae", vae],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        meta, after = self.check_sd(base, vae=False)
+        self.check_vae(base)
+        self.assertEqual(json.loads(meta["kg.config.vae"])["block_out_channels"], [32, 32, 64, 64])
+        same = [k for k in before if not k.startswith(("diffusion_unet.", "vae.vae."))]
+        self.assertEqual([k for k in same if not np.array_equal(before[k], after[k])], [])
+        self.assertEqual(len(json.loads(meta["kg.sources"])["vae_swaps"]), 1)
+
     def test_swap_refuses_bad_unet(self):
         """A U-Net file with a stray key, or a U-Net of another width, names the culprit; the model file
         is untouched."""

@@ -195,6 +195,40 @@ def load_unet_source(path, heads):
     return cfg, unet, path
 
 
+VAE_PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+
+
+def load_vae_source(path):
+    """(config, {diffusers key: tensor}, label) of a VAE given as a diffusers vae folder (config.json
+    + weights) or a single LDM-layout file: a whole SD checkpoint (first_stage_model.*) or a VAE alone
+    (encoder./decoder./quant_conv./post_quant_conv. at the top, as the SD VAE fine-tunes ship; their
+    loss.* and EMA entries are not used). Decoder half and post_quant_conv only."""
+    if os.path.isdir(path):
+        cfg = read_json(os.path.join(path, "config.json"))
+        wpath = find_weights(path)
+        out = {}
+        for k, t in open_weights(wpath).items():
+            m = re.match(r"(encoder|decoder)\.mid_block\.attentions\.(\d+)\.(query|key|value|proj_attn)"
+                         r"\.(weight|bias)$", k)
+            if m:
+                k = "%s.mid_block.attentions.%s.%s.%s" % (m.group(1), m.group(2),
+                                                         LEGACY_VAE_ATTN[m.group(3)], m.group(4))
+            out[k] = vae_entry(k, t)
+        return cfg, out, wpath
+    if not os.path.exists(path):
+        raise ConvertError("VAE source %s does not exist" % path)
+    require_regular(path, "VAE source")
+    tensors = open_single_file(path)
+    if any(k.startswith(ldm.VAE_PREFIX) for k in tensors):
+        prefix, keys = ldm.VAE_PREFIX, list(tensors)
+    else:
+        prefix, keys = "", [k for k in tensors if k.startswith(VAE_PARTS)]
+    vmap, _ = ldm.vae_map(keys, prefix=prefix)
+    cfg = ldm.vae_config(lambda k: tuple(tensors[k].shape), vmap)
+    log("  %s: LDM VAE, %d decoder tensors, blocks %s" % (path, len(vmap), cfg["block_out_channels"]))
+    return cfg, {dk: vae_entry(dk, tensors[lk]) for lk, dk in vmap.items()}, path
+
+
 def load_sd15(src, folder, heads=8):
     if os.path.isfile(folder):
         return load_sd15_single(src, folder, heads)
@@ -376,9 +410,14 @@ def parse_args(argv):
                     help="an SD1.5 U-Net fine-tune (diffusers unet folder, or an LDM-layout single file) "
                          "that replaces the U-Net of the checkpoint / SD1.5 folder; with --model: of that "
                          "model file")
+    ap.add_argument("--vae", metavar="DIR|FILE",
+                    help="an SD1.5 VAE (diffusers vae folder, or an LDM-layout file: a whole checkpoint or "
+                         "a VAE alone such as the ft-MSE VAE) that replaces the VAE decoder; with --model: "
+                         "of that model file")
     ap.add_argument("--model", metavar="FILE",
-                    help="swap the U-Net (--unet) of this existing model file instead of converting: writes "
-                         "-o (default: FILE itself) as a new file renamed into place when complete")
+                    help="swap the U-Net (--unet) and/or the VAE (--vae) of this existing model file instead "
+                         "of converting: writes -o (default: FILE itself) as a new file renamed into place "
+                         "when complete")
     ap.add_argument("--unet-heads", type=int, default=8,
                     help="attention heads of a single-file U-Net (not stored in the file; SD1.5: 8)")
     ap.add_argument("-o", "--output", help="model file to write (.safetensors)")
@@ -394,11 +433,11 @@ def parse_args(argv):
     ap.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     args = ap.parse_args(argv)
     if args.model:
-        if not args.unet:
-            ap.error("--model needs --unet (the U-Net to swap in)")
+        if not args.unet and not args.vae:
+            ap.error("--model needs --unet and/or --vae (what to swap in)")
         bad = [f for f in ("checkpoint", "sd15", "spm", "dict") if getattr(args, f)]
         if bad:
-            ap.error("--model swaps a U-Net only; --%s does not apply" % bad[0])
+            ap.error("--model swaps a U-Net and/or a VAE only; --%s does not apply" % bad[0])
         args.output = args.output or args.model
     else:
         missing = [f for f in ("checkpoint", "sd15", "spm", "dict", "output") if not getattr(args, f)]
@@ -430,6 +469,14 @@ def run(args):
             del src.merged[k]
         for k, t in unet.items():
             src.merged[layout.UNET + k] = Entry(t, os.path.basename(label))
+    if args.vae:
+        log("reading VAE %s" % args.vae)
+        configs["vae"], vae, label = load_vae_source(args.vae)
+        src.add_file("vae", label)
+        for k in [k for k in src.merged if k.startswith(layout.VAE)]:
+            del src.merged[k]
+        for k, t in vae.items():
+            src.merged[layout.VAE + k] = Entry(t, os.path.basename(label))
     consumed = split_clip_in_proj(src)
     spm = check_spm(args.spm)
     dict_bytes, dict_lines = check_dict(args.dict)
@@ -561,10 +608,23 @@ def run(args):
     log("wrote %s: %d tensors, %s bytes" % (args.output, len(entries), "{:,}".format(size)))
 
 
-def swap_unet(args):
-    """Replace the U-Net of an existing model file. The new file is written beside the output and
-    renamed over it only when complete, so a process that has the old file mapped keeps reading the
-    old (unlinked) file and the model file is never modified in place."""
+def _check_component(label, prefix, expected, tensors):
+    for k, shape in expected:
+        t = tensors.get(k[len(prefix):])
+        name = k[len(prefix):]
+        if t is None:
+            raise ConvertError("%s: missing tensor '%s' (expected shape %s)" % (label, name, list(shape)))
+        if tuple(t.shape) != tuple(shape):
+            raise ConvertError("%s: tensor '%s' has shape %s, expected %s" % (label, name, list(t.shape),
+                                                                             list(shape)))
+        if t.dtype not in FLOAT_DTYPES:
+            raise ConvertError("%s: tensor '%s' has dtype %s, expected a float tensor" % (label, name, t.dtype))
+
+
+def swap_components(args):
+    """Replace the U-Net and/or the VAE of an existing model file. The new file is written beside the
+    output and renamed over it only when complete, so a process that has the old file mapped keeps
+    reading the old (unlinked) file and the model file is never modified in place."""
     model = SafetensorsFile(args.model)
     meta = dict(model.metadata)
     if meta.get("kg.format_version") != FORMAT_VERSION:
@@ -574,41 +634,43 @@ def swap_unet(args):
     if dtype not in OUT_DTYPES:
         raise ConvertError("%s: unknown kg.dtype %r" % (args.model, dtype))
     out_dtype, out_np = OUT_DTYPES[dtype]
-    log("reading U-Net %s" % args.unet)
-    cfg, unet, label = load_unet_source(args.unet, args.unet_heads)
-    for k, shape in layout.unet(cfg):
-        t = unet.get(k[len(layout.UNET):])
-        if t is None:
-            raise ConvertError("%s: missing tensor '%s' (expected shape %s)" % (label, k[len(layout.UNET):],
-                                                                               list(shape)))
-        if tuple(t.shape) != tuple(shape):
-            raise ConvertError("%s: tensor '%s' has shape %s, expected %s" % (label, k[len(layout.UNET):],
-                                                                             list(t.shape), list(shape)))
-        if t.dtype not in FLOAT_DTYPES:
-            raise ConvertError("%s: tensor '%s' has dtype %s, expected a float tensor"
-                               % (label, k[len(layout.UNET):], t.dtype))
-    old = json.loads(meta["kg.config.unet"])
-    aligner = json.loads(meta.get("kg.config.aligner", "{}"))
-    if int(cfg.get("cross_attention_dim", -1)) != int(aligner.get("dim", cfg.get("cross_attention_dim", -1))):
-        raise ConvertError("%s: cross_attention_dim %s does not match the model's AlignerNet width %s (not an "
-                           "SD1.5 U-Net?)" % (label, cfg.get("cross_attention_dim"), aligner.get("dim")))
-    expected = layout.unet(cfg)
-    entries = []
-    for name, t in model.tensors.items():
-        if not name.startswith(layout.UNET):
-            entries.append((name, t.dtype, tuple(t.shape), t.read))
-    for k, shape in expected:
-        t = unet[k[len(layout.UNET):]]
-        entries.append((k, out_dtype, tuple(shape),
-                        lambda t=t, k=k: convert_array(t.read(), t.dtype, out_np, k)))
+    swaps = []  # (component, prefix, config, tensors, label)
+    if args.unet:
+        log("reading U-Net %s" % args.unet)
+        cfg, unet, label = load_unet_source(args.unet, args.unet_heads)
+        _check_component(label, layout.UNET, layout.unet(cfg), unet)
+        aligner = json.loads(meta.get("kg.config.aligner", "{}"))
+        if int(cfg.get("cross_attention_dim", -1)) != int(aligner.get("dim", cfg.get("cross_attention_dim", -1))):
+            raise ConvertError("%s: cross_attention_dim %s does not match the model's AlignerNet width %s "
+                               "(not an SD1.5 U-Net?)" % (label, cfg.get("cross_attention_dim"), aligner.get("dim")))
+        swaps.append(("unet", layout.UNET, cfg, layout.unet(cfg), unet, label))
+    if args.vae:
+        log("reading VAE %s" % args.vae)
+        cfg, vae, label = load_vae_source(args.vae)
+        _check_component(label, layout.VAE, layout.vae(cfg), vae)
+        unet_cfg = swaps[0][2] if swaps else json.loads(meta["kg.config.unet"])
+        if int(cfg.get("latent_channels", -1)) != int(unet_cfg.get("out_channels", 4)):
+            raise ConvertError("%s: latent_channels %s does not match the U-Net's %s channels"
+                               % (label, cfg.get("latent_channels"), unet_cfg.get("out_channels", 4)))
+        swaps.append(("vae", layout.VAE, cfg, layout.vae(cfg), vae, label))
+    prefixes = tuple(sw[1] for sw in swaps)
+    entries = [(name, t.dtype, tuple(t.shape), t.read) for name, t in model.tensors.items()
+               if not name.startswith(prefixes)]
     sources = json.loads(meta.get("kg.sources", "{}"))
-    sources.setdefault("unet_swaps", []).append(
-        {"path": label, "size": os.path.getsize(label) if os.path.isfile(label) else None,
-         "sha256": sha256_file(label) if os.path.isfile(label) else None,
-         "previous_block_out_channels": old.get("block_out_channels")})
+    for comp, prefix, cfg, expected, tensors, label in swaps:
+        for k, shape in expected:
+            t = tensors[k[len(prefix):]]
+            entries.append((k, out_dtype, tuple(shape),
+                            lambda t=t, k=k: convert_array(t.read(), t.dtype, out_np, k)))
+        old = json.loads(meta["kg.config." + comp])
+        sources.setdefault(comp + "_swaps", []).append(
+            {"path": label, "size": os.path.getsize(label) if os.path.isfile(label) else None,
+             "sha256": sha256_file(label) if os.path.isfile(label) else None,
+             "previous_block_out_channels": old.get("block_out_channels")})
+        meta["kg.config." + comp] = json.dumps(cfg, separators=(",", ":"))
+        log("%s: %d tensors swapped in" % (comp, len(expected)))
     meta["kg.sources"] = json.dumps(sources, separators=(",", ":"))
-    meta["kg.config.unet"] = json.dumps(cfg, separators=(",", ":"))
-    log("writing %s (%s): %d U-Net tensors swapped in" % (args.output, dtype, len(expected)))
+    log("writing %s (%s)" % (args.output, dtype))
     size = write_safetensors(args.output, entries, meta)
     log("wrote %s: %d tensors, %s bytes" % (args.output, len(entries), "{:,}".format(size)))
 
@@ -621,7 +683,7 @@ def main(argv=None):
         job = controlnet.run
     else:
         args = parse_args(argv)
-        job = swap_unet if args.model else run
+        job = swap_components if args.model else run
     QUIET[0] = args.quiet
     try:
         check_output(args.output)
