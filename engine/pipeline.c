@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "finite.h"
 #include "model.h"
 #include "prompt.h"
 #include "rng.h"
@@ -116,15 +117,6 @@ static void dump_host(request *r, const char *name, kg_dtype dt, int ndim, const
     r->dump(r->user, name, &h);
 }
 
-/* Index of the first NaN/Inf of v[0..n), or n. */
-static size_t first_nonfinite(const float *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i]))
-            return i;
-    return n;
-}
-
 /* Non-finite values never reach the user as a uniform image: every stage whose output feeds
  * the next is checked on a host copy (the encoder output once, the latents after every step,
  * the decoded pixels before quantising) and the first bad stage is named. */
@@ -139,7 +131,7 @@ static kg_status check_finite(kg_session *s, request *r, const kg_tensor *t, con
     kg_download_f32(&s->ctx, r->check, t);
     if (kg_ctx_status(&s->ctx, err) != KG_OK)
         return err ? err->code : KG_ERR_DEVICE;
-    bad = first_nonfinite(r->check, n);
+    bad = kg_first_nonfinite(r->check, n);
     if (bad == n)
         return KG_OK;
     va_start(ap, stage_fmt);
@@ -428,7 +420,7 @@ static kg_status decode(kg_session *s, request *r, const kg_tensor *x, kg_output
         if (r->measuring)
             break;
         {
-            size_t bad = first_nonfinite(r->image, 3 * plane);
+            size_t bad = kg_first_nonfinite(r->image, 3 * plane);
             if (bad < 3 * plane) {
                 free(fimg);
                 return kg_error_set(err, KG_ERR_NONFINITE,
@@ -689,7 +681,7 @@ static kg_status prepare(kg_session *s, const kg_params *p, request *r, kg_error
             return st;
     }
     if (p->init_latents) {
-        size_t nl = (size_t)r->n * lat, bad = first_nonfinite(p->init_latents, nl);
+        size_t nl = (size_t)r->n * lat, bad = kg_first_nonfinite(p->init_latents, nl);
         if (bad < nl)
             return kg_error_set(err, KG_ERR_INVALID_ARG,
                                 "initial latents: element %zu of %zu is %s", bad, nl,

@@ -55,6 +55,7 @@ ls "$work"/*.png >/dev/null 2>&1 && bad "a PNG was written by a refused command 
     ok "no PNG written by the refused command lines"
 
 here=$(cd "$(dirname "$0")" && pwd)
+mut="python3 $here/mutate-model.py"
 # fail_run NAME EXPECTED_TEXT ARGS...: a nonzero exit (no signal, no timeout) with the text;
 # the model may have been loaded (the problem shows during the work).
 fail_run() {
@@ -117,6 +118,15 @@ refuse "FIFO as --dump" 'not a regular file' $base --dump "$work/fifo" -o "$work
 refuse "directory as model" 'not a regular file' -m "$work" -p a --size 64x64 -o "$work/f.png"
 refuse "/dev/zero as -i" 'not a regular file' $base -p "<i>" -i /dev/zero -o "$work/f.png"
 
+echo "== long paths: the cause survives (messages shortened in the middle)"
+long="$work/$(printf 'd%.0s' $(seq 1 200))/$(printf 'e%.0s' $(seq 1 200))/$(printf 'f%.0s' $(seq 1 200))/model.safetensors"
+refuse "a 600-byte missing model path" 'model.safetensors: cannot open: No such file or directory' -m "$long" -p a --size 64x64 -o "$work/l.png"
+mkdir -p "$work/$(printf 'd%.0s' $(seq 1 200))"
+cp "$model" "$work/$(printf 'd%.0s' $(seq 1 200))/m.st"
+long2="$work/$(printf 'd%.0s' $(seq 1 200))/m.st"
+$mut "$model" "$long2" --config mllm ln_eps 1e30
+refuse "a config error in a long-named model" 'ln_eps 1e+30: expected a number in (0, 0.1]' -m "$long2" -p a --size 64x64 -o "$work/l.png"
+
 echo "== outputs checked before the work"
 refuse "-o in a missing directory" 'No such file or directory' $base -o "$work/missing/o.png"
 mkdir "$work/ro"
@@ -146,7 +156,6 @@ printf 'precious' >"$work/keep.st"
 no_temp_left "$work" "failed writes"
 
 echo "== non-finite values: detected, the stage named, no image"
-mut="python3 $here/mutate-model.py"
 $mut "$model" "$work/m.st" --fill diffusion_unet.unet.conv_in.weight nan
 fail_run "NaN U-Net weights" 'denoising step 1 of 1 (U-Net + scheduler) produced a non-finite value (NaN' -m "$work/m.st" -p a --size 64x64 -s 1 --threads 1 -o "$work/n.png"
 $mut "$model" "$work/m.st" --fill gpt_model.decoder.embed_tokens.weight inf

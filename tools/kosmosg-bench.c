@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "component_run.h"
+#include "finite.h"
 #include "lora.h"
 #include "ops.h"
 #include "rng.h"
@@ -272,6 +273,31 @@ static void bench(kg_backend *be, kgt_kind k, int64_t batch, int warmup, int rep
         kg_tensor head = kg_tensor_rows(&flat, 0, 4);
         kg_download_f32(&c, probe, &head);
         printf("  output finite: %s\n", isfinite(probe[0]) && isfinite(probe[3]) ? "yes" : "NO");
+    }
+    if (k == KGT_UNET) {
+        /* what kg_generate adds to every denoising step: the latents of one image (batch 1 of
+         * the CFG pair) copied to the host and scanned for NaN/Inf */
+        kg_tensor lat = kg_tensor_rows(&x, 0, 1);
+        size_t n = (size_t)kg_tensor_numel(&lat), bad = 0;
+        float *host = malloc(n * sizeof *host);
+        double cbest = 1e30;
+        if (!host)
+            die("no memory");
+        for (int i = 0; i < 200; i++) {
+            t0 = now();
+            kg_download_f32(&c, host, &lat);
+            bad = kg_first_nonfinite(host, n);
+            t0 = now() - t0;
+            if (t0 < cbest)
+                cbest = t0;
+        }
+        free(host);
+        printf("  non-finite check per denoising step (latents [1, 4, %lld, %lld]: download + scan, "
+               "best of 200): %.1f us = %.2e%% of this U-Net step%s\n",
+               (long long)lat.shape[2], (long long)lat.shape[3], cbest * 1e6, 100.0 * cbest / best,
+               bad == n ? "" : " (the input holds NaN/Inf)");
+        printf("RESULT nonfinite_check_s=%.7f unet_step_s=%.4f ratio=%.6f\n", cbest, best,
+               cbest / best);
     }
     r->name = kgt_kind_names[k];
     r->best_s = best;
