@@ -557,7 +557,7 @@ static kg_status build_pieces(kg_tokenizer *tok, kg_error *err)
         const char *s = m->strings + p->offset;
         if (p->type == KG_SPM_USER_DEFINED || p->type == KG_SPM_BYTE)
             return kg_error_set(err, KG_ERR_UNSUPPORTED,
-                                "sentencepiece model: piece %lld \"%.40s\" is a %s piece (not "
+                                "sentencepiece model: piece %lld \"%s\" is a %s piece (not "
                                 "supported)",
                                 (long long)i, s,
                                 p->type == KG_SPM_BYTE ? "byte" : "user-defined");
@@ -577,7 +577,7 @@ static kg_status build_pieces(kg_tokenizer *tok, kg_error *err)
         }
         if (strmap_find(&tok->pieces, s, p->len, fnv(s, p->len)) >= 0)
             return kg_error_set(err, KG_ERR_FORMAT,
-                                "sentencepiece model: piece %lld \"%.40s\" is already defined",
+                                "sentencepiece model: piece %lld \"%s\" is already defined",
                                 (long long)i, s);
         if (strmap_put(&tok->pieces, s, p->len, (int32_t)i, 1) < 0)
             return kg_error_set(err, KG_ERR_NOMEM, "sentencepiece model: out of memory");
@@ -659,7 +659,7 @@ static kg_status parse_dict_line(kg_tokenizer *tok, char *line, size_t n, size_t
     if (!overwrite && strmap_find(&tok->dict, line, wn, fnv(line, wn)) >= 0)
         return kg_error_set(err, KG_ERR_FORMAT,
                             "dict.txt line %zu: duplicate word \"%.*s\"", lineno,
-                            (int)(wn > 60 ? 60 : wn), line);
+                            (int)(wn > INT32_MAX ? INT32_MAX : wn), line);
     return add_symbol(tok, line, wn, overwrite, err);
 }
 

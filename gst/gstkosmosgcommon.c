@@ -555,8 +555,10 @@ post_generate_error (GstKosmosGEngine * e, const kg_error * err, gint width,
 {
   switch (err->code) {
     case KG_ERR_PROMPT:
+      /* the engine names the cause (too many tokens for the model, a text
+       * the tokenizer refuses); placeholder counts are checked before */
       GST_ELEMENT_ERROR (e->element, LIBRARY, SETTINGS,
-          ("The prompt does not fit the reference images"), ("%s", err->msg));
+          ("Unusable prompt: %s", err->msg), ("%s", kg_status_name (err->code)));
       break;
     case KG_ERR_IMAGE:
       GST_ELEMENT_ERROR (e->element, STREAM, FORMAT,

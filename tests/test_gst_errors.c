@@ -156,6 +156,19 @@ GST_START_TEST (test_placeholder_mismatch)
 
 GST_END_TEST;
 
+/* A prompt longer than the model takes says so (it was reported as "does
+ * not fit the reference images"). */
+GST_START_TEST (test_prompt_too_long)
+{
+  GString *p = g_string_new ("<i>");
+  for (gint i = 0; i < 1500; i++)
+    g_string_append (p, " cat");
+  run_placeholder_mismatch (p->str, "prompt too long");
+  g_string_free (p, TRUE);
+}
+
+GST_END_TEST;
+
 /* The complete model-load progress message: (loaded, users). */
 static void
 load_result (GstBus * bus, gboolean * loaded, guint * users)
@@ -289,6 +302,7 @@ kosmosg_errors_suite (void)
   tcase_add_test (tc, test_cuda_unavailable);
   tcase_add_test (tc, test_auto_fallback_warning);
   tcase_add_test (tc, test_placeholder_mismatch);
+  tcase_add_test (tc, test_prompt_too_long);
   tcase_add_test (tc, test_model_sharing);
   tcase_add_test (tc, test_inspect);
   return s;

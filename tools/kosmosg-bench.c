@@ -33,6 +33,7 @@
  * of LCM-LoRA for SD1.5, 67 M parameters at rank 64) is written to a temporary file, opened and
  * merged into a session copy (kg_lora_set_apply) at scale 1 and again at 0.5 (a scale change),
  * then the U-Net runs on the merged weights; prints the merge seconds. */
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -67,6 +68,18 @@ static void die(const char *fmt, ...)
     fprintf(stderr, "\n");
     va_end(ap);
     exit(1);
+}
+
+/* A whole decimal integer in [lo, hi], or exit with a message (no atoi truncation). */
+static int int_arg(const char *opt, const char *v, long lo, long hi)
+{
+    char *end;
+    long x;
+    errno = 0;
+    x = strtol(v, &end, 10);
+    if (!*v || *end || errno || x < lo || x > hi)
+        die("%s \"%s\": expected an integer in %ld..%ld", opt, v, lo, hi);
+    return (int)x;
 }
 
 static double now(void)
@@ -473,21 +486,21 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--component"))
             component = v;
         else if (!strcmp(a, "--batch"))
-            batch = atoi(v);
+            batch = int_arg(a, v, 1, 64);
         else if (!strcmp(a, "--backend"))
             backend = v;
         else if (!strcmp(a, "--dtype"))
             dtype = v;
         else if (!strcmp(a, "--threads"))
-            threads = atoi(v);
+            threads = int_arg(a, v, 0, 1024);
         else if (!strcmp(a, "--warmup"))
-            warmup = atoi(v);
+            warmup = int_arg(a, v, 0, 1000);
         else if (!strcmp(a, "--reps"))
-            reps = atoi(v);
+            reps = int_arg(a, v, 1, 1000);
         else if (!strcmp(a, "--unet-batch"))
-            unet_batch = atoi(v);
+            unet_batch = int_arg(a, v, 1, 64);
         else if (!strcmp(a, "--lora-rank"))
-            lora_rank = atoi(v);
+            lora_rank = int_arg(a, v, 0, 4096);
         else
             usage();
         i++;
