@@ -62,8 +62,6 @@ typedef struct kg_backend_ops {
     /* over the last dim */
     void (*layer_norm)(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *gamma,
                        const kg_tensor *beta, float eps);
-    /* over the last dim */
-    void (*softmax)(kg_backend *be, kg_tensor *y, const kg_tensor *x);
     /* q [B, Lq, H*Dh], k [B, Lk, H*Dh], v [B, Lk, H*Dv] -> o [B, Lq, H*Dv] (o != q, k, v).
      * softmax(scale * q k^T) v per head; key_pad [B, Lk] U8 (nonzero = key ignored) or NULL;
      * causal: query i sees keys j <= i (Lq == Lk). A row with every key masked gives 0. */
@@ -112,6 +110,33 @@ kg_status kg_backend_cpu_new(kg_backend **out, int n_threads, kg_error *err);
 /* One line naming what a CPU backend dispatches to: threads, our kernels' ISA,
  * the GEMM library and its JIT ISA. Returns snprintf's count. */
 int kg_backend_cpu_describe(kg_backend *be, char *buf, size_t n);
+
+/* A host weight store: fp32 host memory with the memory ops only (no threads,
+ * no scratch); what a CPU model keeps its weights in. */
+kg_status kg_weight_store_host_new(kg_backend **out, kg_error *err);
+
+/* What the engine asks of a backend kind. A model keeps its weights in a
+ * weight store: a kg_backend whose table fills only the memory ops (alloc,
+ * free, upload, download, upload_f32, download_f32, sync, destroy) and owns
+ * no stream, library handle or workspace. Each session computes on its own
+ * full backend of the same kind, device and dtype, which reads the store's
+ * memory (host pointers, or device pointers on the same device). */
+typedef struct kg_backend_config {
+    int device_id;
+    kg_dtype dtype; /* activations and weights; the CPU computes in KG_F32 */
+    int n_threads;  /* CPU; <= 0: all cores */
+} kg_backend_config;
+
+typedef struct kg_backend_provider {
+    const char *name;
+    kg_status (*weights_new)(kg_backend **out, const kg_backend_config *cfg, kg_error *err);
+    kg_status (*compute_new)(kg_backend **out, const kg_backend_config *cfg, kg_error *err);
+} kg_backend_provider;
+
+/* The provider of kind (KG_BACKEND_CPU or KG_BACKEND_CUDA); KG_ERR_NO_DEVICE
+ * with the reason when this build or host has no such backend. */
+kg_status kg_backend_provider_get(kg_backend_kind kind, const kg_backend_provider **out,
+                                  kg_error *err);
 
 /* Releases the backend and everything it allocated. NULL is fine. */
 void kg_backend_free(kg_backend *be);

@@ -69,7 +69,7 @@ kg_status kg_control_net_open(kg_control_net **out, kg_model *m, const char *pat
                           "its control image is %dx the latent, the model's VAE factor is %d",
                           1 << (cfg.n_embed - 1), m->vae_factor);
     if (st == KG_OK)
-        st = kg_controlnet_load(&cn->net, &cfg, m->be, cn->st, "controlnet.", err);
+        st = kg_controlnet_load(&cn->net, &cfg, m->store, cn->st, "controlnet.", err);
     if (st != KG_OK) {
         kg_error_prefix(err, "%s", path);
         goto fail;
@@ -86,7 +86,7 @@ void kg_control_net_close(kg_control_net *cn)
 {
     if (!cn)
         return;
-    kg_controlnet_free(&cn->net, cn->m->be);
+    kg_controlnet_free(&cn->net, cn->m->store);
     kg_st_close(cn->st);
     free(cn);
 }

@@ -11,32 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kosmosg.h" /* kg_image, kg_pixel_format, KG_IMAGE_MAX_SIDE */
 #include "status.h"
 
 /* Side of the square CLIP input. */
 #define KG_IMAGE_SIZE 224
-/* Largest accepted width or height. */
-#define KG_IMAGE_MAX_SIDE 65536
-
-typedef enum kg_pixel_format {
-    KG_PIX_RGB,   /* 3 bytes R, G, B */
-    KG_PIX_RGBA,  /* 4 bytes; alpha dropped */
-    KG_PIX_RGBX,  /* 4 bytes; padding byte ignored */
-    KG_PIX_BGR,   /* 3 bytes B, G, R */
-    KG_PIX_BGRA,  /* 4 bytes; alpha dropped */
-    KG_PIX_BGRX,  /* 4 bytes; padding byte ignored */
-    KG_PIX_GRAY8, /* 1 byte, replicated to R = G = B */
-} kg_pixel_format;
-
-/* A caller-owned 8-bit image: row y starts at data + y * stride. */
-typedef struct kg_image {
-    kg_pixel_format format;
-    int64_t width;
-    int64_t height;
-    size_t stride;       /* bytes per row, >= width * bytes per pixel */
-    const uint8_t *data;
-} kg_image;
-
 /* Bytes per pixel of a format, 0 for an unknown one. */
 int kg_pixel_format_bpp(kg_pixel_format f);
 

@@ -1,23 +1,142 @@
-/* kosmosg.h - the public C API of the Kosmos-G engine.
+/* kosmosg.h - the public C API of the Kosmos-G engine (libkosmosg).
  *
- *   kg_model_open()   maps a model file written by tools/kosmosg-convert, checks its
- *                     format version and every tensor, and uploads the weights to the
- *                     chosen backend. A model is immutable and may be shared.
+ *   kg_model_open()   reads a model file written by kosmosg-convert, checks its
+ *                     format version and every tensor, and puts the weights on the
+ *                     chosen backend. A model holds weights only: it is immutable
+ *                     and may be shared by any number of sessions and threads.
  *   kg_session_new()  per-user state on the model's backend kind: stream/handles,
  *                     activation arena, scheduler state, cached unconditional branch.
+ *                     One session runs one generation at a time.
  *   kg_generate()     prompt with <i> placeholders + reference images -> RGB8 images.
  *
- * Every call returns a kg_status; a kg_error, when given, names the culprit. */
+ * Every call returns a kg_status; a kg_error, when given, names the culprit.
+ * This header is self-contained: it needs only the C standard library. */
 #ifndef KG_KOSMOSG_H
 #define KG_KOSMOSG_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "image.h"
-#include "scheduler.h"
-#include "status.h"
-#include "tensor.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------ limits, defaults */
+
+/* Output width and height: between KG_SIZE_MIN and KG_SIZE_MAX, multiples of
+ * the loaded model's kg_model_size_multiple() (KG_SIZE_STEP for SD1.5). */
+#define KG_SIZE_MIN 8
+#define KG_SIZE_MAX 4096
+#define KG_SIZE_STEP 8
+#define KG_DEFAULT_SIZE 512
+#define KG_STEPS_MIN 1
+#define KG_STEPS_MAX 1000
+#define KG_DEFAULT_STEPS 50
+#define KG_GUIDANCE_MIN 0.0
+#define KG_GUIDANCE_MAX 100.0
+#define KG_DEFAULT_GUIDANCE 6.0 /* the official demo's */
+#define KG_MAX_IMAGES 16        /* reference images per prompt */
+#define KG_MAX_OUTPUTS 64       /* images per kg_generate call */
+#define KG_MAX_CONTROLS 8       /* ControlNet maps per kg_generate call */
+
+/* ----------------------------------------------------------------- status */
+
+typedef enum kg_status {
+    KG_OK = 0,
+    KG_ERR_INVALID_ARG, /* a caller passed a value outside the contract */
+    KG_ERR_IO,          /* a file cannot be opened, mapped or read */
+    KG_ERR_FORMAT,      /* a file is malformed (header, JSON, protobuf) */
+    KG_ERR_VERSION,     /* a model file of an unknown format version */
+    KG_ERR_WEIGHTS,     /* a tensor is missing or has the wrong dtype/shape */
+    KG_ERR_SHAPE,       /* an op was called with inconsistent shapes */
+    KG_ERR_NOMEM,       /* host memory or the activation arena ran out */
+    KG_ERR_NO_DEVICE,   /* the requested GPU backend has no usable device */
+    KG_ERR_DEVICE,      /* a driver/runtime/library call on the device failed */
+    KG_ERR_PROMPT,      /* prompt text or placeholder count is invalid */
+    KG_ERR_IMAGE,       /* a reference image has an unsupported format or size */
+    KG_ERR_CANCELLED,   /* the caller's cancel flag stopped the work */
+    KG_ERR_UNSUPPORTED, /* a valid request this build cannot serve */
+    KG_ERR_NONFINITE,   /* a stage produced NaN/Inf (weights, latents, scheduler config) */
+} kg_status;
+
+#define KG_ERROR_MSG_LEN 512
+
+typedef struct kg_error {
+    kg_status code;
+    char msg[KG_ERROR_MSG_LEN];
+} kg_error;
+
+/* Short constant name of a status, e.g. "KG_ERR_WEIGHTS". */
+const char *kg_status_name(kg_status s);
+
+/* ------------------------------------------------------------------ images */
+
+/* Largest accepted reference image width or height. */
+#define KG_IMAGE_MAX_SIDE 65536
+
+typedef enum kg_pixel_format {
+    KG_PIX_RGB,   /* 3 bytes R, G, B */
+    KG_PIX_RGBA,  /* 4 bytes; alpha dropped */
+    KG_PIX_RGBX,  /* 4 bytes; padding byte ignored */
+    KG_PIX_BGR,   /* 3 bytes B, G, R */
+    KG_PIX_BGRA,  /* 4 bytes; alpha dropped */
+    KG_PIX_BGRX,  /* 4 bytes; padding byte ignored */
+    KG_PIX_GRAY8, /* 1 byte, replicated to R = G = B */
+} kg_pixel_format;
+
+/* A caller-owned 8-bit image: row y starts at data + y * stride. */
+typedef struct kg_image {
+    kg_pixel_format format;
+    int64_t width;
+    int64_t height;
+    size_t stride; /* bytes per row, >= width * bytes per pixel */
+    const uint8_t *data;
+} kg_image;
+
+/* ----------------------------------------------------------------- tensors */
+
+/* What a kg_dump_fn receives: host memory, contiguous, PyTorch dim order. */
+typedef enum kg_dtype {
+    KG_F32 = 0,
+    KG_F16,
+    KG_BF16,
+    KG_I32,
+    KG_I64,
+    KG_U8,
+    KG_F64,
+} kg_dtype;
+
+#define KG_MAX_DIMS 4
+
+typedef struct kg_tensor {
+    kg_dtype dtype;
+    int ndim;
+    int64_t shape[KG_MAX_DIMS]; /* unused trailing dims are 1 */
+    void *data;
+} kg_tensor;
+
+size_t kg_dtype_size(kg_dtype dt);
+const char *kg_dtype_name(kg_dtype dt);
+int64_t kg_tensor_numel(const kg_tensor *t);
+
+/* -------------------------------------------------------------- schedulers */
+
+typedef enum kg_scheduler_type {
+    KG_SCHED_DPMPP_2M = 0,    /* "dpm++2m" (Kosmos-G's default "dpms") */
+    KG_SCHED_DDIM,            /* "ddim" */
+    KG_SCHED_PNDM,            /* "pndm" */
+    KG_SCHED_EULER,           /* "euler" */
+    KG_SCHED_DPMPP_2M_KARRAS, /* "dpm++2m-karras" */
+    KG_SCHED_LCM,          /* "lcm" */
+    KG_SCHED_TYPE_COUNT,
+} kg_scheduler_type;
+
+/* "dpm++2m", "ddim", "pndm", "euler", "dpm++2m-karras", "lcm" (also "dpms", the
+ * official demo's name for dpm++2m). */
+kg_status kg_scheduler_type_from_name(const char *name, kg_scheduler_type *out, kg_error *err);
+const char *kg_scheduler_type_name(kg_scheduler_type type); /* NULL when out of range */
+
+/* ------------------------------------------------------------------- model */
 
 typedef struct kg_model kg_model;
 typedef struct kg_session kg_session;
@@ -51,9 +170,10 @@ kg_backend_kind kg_model_backend(const kg_model *m);
 /* Why KG_BACKEND_AUTO fell back to the CPU (the CUDA init error), or NULL. */
 const char *kg_model_fallback_reason(const kg_model *m);
 const char *kg_backend_kind_name(kg_backend_kind k);
-/* Output width and height must be multiples of this (64 for SD1.5: the VAE's
- * factor 8 times the U-Net's three halvings). */
+/* Output width and height must be multiples of this step (see KG_SIZE_MIN). */
 int kg_model_size_multiple(const kg_model *m);
+
+/* ----------------------------------------------------------------- session */
 
 kg_status kg_session_new(kg_session **out, kg_model *m, kg_error *err);
 void kg_session_free(kg_session *s);
@@ -109,13 +229,13 @@ typedef struct kg_params {
     const char *prompt;          /* UTF-8, one "<i>" per reference image */
     const char *negative_prompt; /* NULL or "" = the official unconditional "<s>" */
     const kg_image *images;
-    int n_images;
-    int steps;                   /* default 50 */
-    float guidance_scale;        /* default 6.0 (the official demo); <= 1: no CFG */
+    int n_images;                /* 0..KG_MAX_IMAGES */
+    int steps;                   /* KG_STEPS_MIN..KG_STEPS_MAX, default KG_DEFAULT_STEPS */
+    float guidance_scale;        /* default KG_DEFAULT_GUIDANCE; <= 1: no CFG */
     int64_t seed;                /* -1: random; the seed used is reported in kg_output */
-    int num_images;              /* default 1 */
+    int num_images;              /* 1..KG_MAX_OUTPUTS, default 1 */
     kg_scheduler_type scheduler; /* default DPM-Solver++ 2M */
-    int width, height;           /* multiples of 8, default 512 */
+    int width, height;           /* default KG_DEFAULT_SIZE; see kg_model_size_multiple */
     const float *init_latents;   /* optional [num_images, 4, height/8, width/8] */
     const volatile int *cancel;  /* optional: nonzero stops between steps (KG_ERR_CANCELLED) */
     const kg_lora_ref *loras;    /* LoRAs on the U-Net, each at its own scale (several add up); the
@@ -153,5 +273,9 @@ typedef struct kg_output {
 kg_status kg_generate(kg_session *s, const kg_params *p, kg_progress_fn progress, kg_dump_fn dump,
                       void *user, kg_output *out, kg_error *err);
 void kg_output_free(kg_output *o);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

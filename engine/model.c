@@ -12,9 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef KG_HAVE_CUDA
-#include "cuda/backend_cuda.h"
-#endif
 
 void kg_model_options_init(kg_model_options *o)
 {
@@ -38,24 +35,25 @@ kg_backend_kind kg_model_backend(const kg_model *m)
     return m->kind;
 }
 
-/* Creates a backend of the model's kind; used for the model and each session. */
-kg_status kg_model_backend_new(const kg_model_options *o, kg_backend_kind kind, kg_backend **out,
-                               kg_error *err)
+static kg_backend_config backend_config(const kg_model_options *o)
 {
-    if (kind == KG_BACKEND_CPU)
-        return kg_backend_cpu_new(out, o->n_threads, err);
-#ifdef KG_HAVE_CUDA
-    return kg_backend_cuda_new(out, o->device_id,
-                               o->precision == KG_PRECISION_BF16 ? KG_BF16
-                               : o->precision == KG_PRECISION_FP32 ? KG_F32
-                                                                   : KG_F16,
-                               err);
-#else
-    (void)o;
-    return kg_error_set(err, KG_ERR_NO_DEVICE,
-                        "backend cuda requested, but this build has no CUDA backend "
-                        "(configured with -Dcuda=disabled or without the CUDA toolkit)");
-#endif
+    kg_backend_config c;
+    c.device_id = o->device_id;
+    c.dtype = o->precision == KG_PRECISION_BF16   ? KG_BF16
+              : o->precision == KG_PRECISION_FP32 ? KG_F32
+                                                  : KG_F16;
+    c.n_threads = o->n_threads;
+    return c;
+}
+
+/* Finds the provider of kind and creates the model's weight store on it. */
+static kg_status open_store(kg_model *m, kg_backend_kind kind, kg_error *err)
+{
+    kg_backend_config cfg = backend_config(&m->opt);
+    kg_status st = kg_backend_provider_get(kind, &m->provider, err);
+    if (st == KG_OK)
+        st = m->provider->weights_new(&m->store, &cfg, err);
+    return st;
 }
 
 static kg_status meta_json(const kg_st_file *st, const char *key, kg_json **out, kg_error *err)
@@ -172,28 +170,32 @@ kg_status kg_model_open(kg_model **out, const char *path, const kg_model_options
     if (m->kind == KG_BACKEND_AUTO) {
         kg_error probe = {0};
         m->kind = KG_BACKEND_CUDA;
-        if (kg_model_backend_new(opt, KG_BACKEND_CUDA, &m->be, &probe) != KG_OK) {
+        if (open_store(m, KG_BACKEND_CUDA, &probe) != KG_OK) {
             m->kind = KG_BACKEND_CPU;
             snprintf(m->fallback_reason, sizeof m->fallback_reason, "%s", probe.msg);
         }
     }
-    if (!m->be) {
-        st = kg_model_backend_new(opt, m->kind, &m->be, err);
+    if (!m->store) {
+        st = open_store(m, m->kind, err);
         if (st != KG_OK)
             goto fail;
     }
 
-    LOAD("img_model.visual", kg_clip_load(&m->clip, &clip_cfg, m->be, m->st, "img_model.visual.", err));
+    LOAD("img_model.visual",
+         kg_clip_load(&m->clip, &clip_cfg, m->store, m->st, "img_model.visual.", err));
     m->loaded |= KG_LOADED_CLIP;
-    LOAD("img_connector", kg_connector_load(&m->connector, &conn_cfg, m->be, m->st, "img_connector.", err));
+    LOAD("img_connector",
+         kg_connector_load(&m->connector, &conn_cfg, m->store, m->st, "img_connector.", err));
     m->loaded |= KG_LOADED_CONNECTOR;
-    LOAD("gpt_model.decoder", kg_mllm_load(&m->mllm, &mllm_cfg, m->be, m->st, "gpt_model.decoder.", err));
+    LOAD("gpt_model.decoder",
+         kg_mllm_load(&m->mllm, &mllm_cfg, m->store, m->st, "gpt_model.decoder.", err));
     m->loaded |= KG_LOADED_MLLM;
-    LOAD("aligner", kg_aligner_load(&m->aligner, &al_cfg, m->be, m->st, "aligner.", err));
+    LOAD("aligner", kg_aligner_load(&m->aligner, &al_cfg, m->store, m->st, "aligner.", err));
     m->loaded |= KG_LOADED_ALIGNER;
-    LOAD("diffusion_unet.unet", kg_unet_load(&m->unet, &unet_cfg, m->be, m->st, "diffusion_unet.unet.", err));
+    LOAD("diffusion_unet.unet",
+         kg_unet_load(&m->unet, &unet_cfg, m->store, m->st, "diffusion_unet.unet.", err));
     m->loaded |= KG_LOADED_UNET;
-    LOAD("vae.vae", kg_vae_load(&m->vae, &vae_cfg, m->be, m->st, "vae.vae.", err));
+    LOAD("vae.vae", kg_vae_load(&m->vae, &vae_cfg, m->store, m->st, "vae.vae.", err));
     m->loaded |= KG_LOADED_VAE;
     m->vae_factor = 1 << (vae_cfg.n_blocks - 1);
     m->size_multiple = m->vae_factor << (unet_cfg.n_blocks - 1);
@@ -220,19 +222,19 @@ void kg_model_close(kg_model *m)
     if (!m)
         return;
     if (m->loaded & KG_LOADED_VAE)
-        kg_vae_free(&m->vae, m->be);
+        kg_vae_free(&m->vae, m->store);
     if (m->loaded & KG_LOADED_UNET)
-        kg_unet_free(&m->unet, m->be);
+        kg_unet_free(&m->unet, m->store);
     if (m->loaded & KG_LOADED_ALIGNER)
-        kg_aligner_free(&m->aligner, m->be);
+        kg_aligner_free(&m->aligner, m->store);
     if (m->loaded & KG_LOADED_MLLM)
-        kg_mllm_free(&m->mllm, m->be);
+        kg_mllm_free(&m->mllm, m->store);
     if (m->loaded & KG_LOADED_CONNECTOR)
-        kg_connector_free(&m->connector, m->be);
+        kg_connector_free(&m->connector, m->store);
     if (m->loaded & KG_LOADED_CLIP)
-        kg_clip_free(&m->clip, m->be);
+        kg_clip_free(&m->clip, m->store);
     kg_tokenizer_free(m->tok);
-    kg_backend_free(m->be);
+    kg_backend_free(m->store);
     kg_st_close(m->st);
     free(m);
 }
@@ -248,7 +250,10 @@ kg_status kg_session_new(kg_session **out, kg_model *m, kg_error *err)
     if (!s)
         return kg_error_set(err, KG_ERR_NOMEM, "no memory for a session");
     s->m = m;
-    st = kg_model_backend_new(&m->opt, m->kind, &s->be, err);
+    {
+        kg_backend_config cfg = backend_config(&m->opt);
+        st = m->provider->compute_new(&s->be, &cfg, err);
+    }
     if (st != KG_OK) {
         free(s);
         return st;

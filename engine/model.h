@@ -32,7 +32,8 @@ struct kg_model {
     kg_model_options opt;
     kg_backend_kind kind;          /* resolved: CPU or CUDA */
     char fallback_reason[KG_ERROR_MSG_LEN]; /* why AUTO chose the CPU */
-    kg_backend *be;                /* owns the weight blobs */
+    const kg_backend_provider *provider;
+    kg_backend *store;             /* weight store: owns the weight blobs, computes nothing */
     kg_st_file *st;                /* mapping the CPU weights may point into */
     kg_tokenizer *tok;
     kg_clip clip;
@@ -61,8 +62,5 @@ struct kg_session {
     float *uncond;      /* [queries, dim] host copy, NULL until computed */
     kg_lora_set lora;   /* the LoRA-merged U-Net weights of this session */
 };
-
-kg_status kg_model_backend_new(const kg_model_options *o, kg_backend_kind kind, kg_backend **out,
-                               kg_error *err);
 
 #endif

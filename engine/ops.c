@@ -242,12 +242,6 @@ void kg_upload(kg_ctx *c, kg_tensor *dst, const void *src)
         c->be->ops->upload(c->be, dst->data, src, kg_tensor_nbytes(dst));
 }
 
-void kg_download(kg_ctx *c, void *dst, const kg_tensor *src)
-{
-    if (check_t(c, "download", "src", src) && run(c))
-        c->be->ops->download(c->be, dst, src->data, kg_tensor_nbytes(src));
-}
-
 void kg_tap(kg_ctx *c, const kg_tensor *t, const char *fmt, ...)
 {
     char name[256];
@@ -354,15 +348,6 @@ void kg_layer_norm(kg_ctx *c, kg_tensor *y, const kg_tensor *x, const kg_tensor 
         return;
     if (run(c))
         c->be->ops->layer_norm(c->be, y, x, gamma, beta, eps);
-}
-
-void kg_softmax(kg_ctx *c, kg_tensor *y, const kg_tensor *x)
-{
-    if (!ok(c) || !check_act(c, "softmax", "y", y) || !check_act(c, "softmax", "x", x) ||
-        !check_same(c, "softmax", y, x))
-        return;
-    if (run(c))
-        c->be->ops->softmax(c->be, y, x);
 }
 
 void kg_attention(kg_ctx *c, kg_tensor *o, const kg_tensor *q, const kg_tensor *k,
@@ -481,21 +466,6 @@ void kg_add_tile(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b
 void kg_add_spread(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b)
 {
     binary(c, y, a, b, KG_BIN_ADD, KG_BCAST_SPREAD);
-}
-
-void kg_mul(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b)
-{
-    binary(c, y, a, b, KG_BIN_MUL, KG_BCAST_SAME);
-}
-
-void kg_mul_tile(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b)
-{
-    binary(c, y, a, b, KG_BIN_MUL, KG_BCAST_TILE);
-}
-
-void kg_mul_spread(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b)
-{
-    binary(c, y, a, b, KG_BIN_MUL, KG_BCAST_SPREAD);
 }
 
 void kg_axpby(kg_ctx *c, kg_tensor *y, float alpha, const kg_tensor *a, float beta,

@@ -57,11 +57,10 @@ size_t kg_mark(const kg_ctx *c);
 void kg_reset(kg_ctx *c, size_t mark);
 
 /* Host <-> backend transfers. The _f32 forms convert from/to float32 host
- * data for float tensors; kg_upload/kg_download copy raw bytes. */
+ * data for float tensors; kg_upload copies raw bytes. */
 void kg_upload_f32(kg_ctx *c, kg_tensor *dst, const float *src);
 void kg_download_f32(kg_ctx *c, float *dst, const kg_tensor *src);
 void kg_upload(kg_ctx *c, kg_tensor *dst, const void *src);
-void kg_download(kg_ctx *c, void *dst, const kg_tensor *src);
 
 /* Fires the tap, if any, with a printf-formatted module path. */
 void kg_tap(kg_ctx *c, const kg_tensor *t, const char *fmt, ...)
@@ -81,7 +80,6 @@ void kg_group_norm_silu(kg_ctx *c, kg_tensor *y, const kg_tensor *x, const kg_te
                         const kg_tensor *beta, int groups, float eps);
 void kg_layer_norm(kg_ctx *c, kg_tensor *y, const kg_tensor *x, const kg_tensor *gamma,
                    const kg_tensor *beta, float eps);
-void kg_softmax(kg_ctx *c, kg_tensor *y, const kg_tensor *x);
 void kg_attention(kg_ctx *c, kg_tensor *o, const kg_tensor *q, const kg_tensor *k,
                   const kg_tensor *v, const kg_tensor *key_pad, int n_heads, float scale,
                   int causal);
@@ -92,9 +90,6 @@ void kg_geglu(kg_ctx *c, kg_tensor *y, const kg_tensor *x);
 void kg_add(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b);
 void kg_add_tile(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b);
 void kg_add_spread(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b);
-void kg_mul(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b);
-void kg_mul_tile(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b);
-void kg_mul_spread(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b);
 void kg_axpby(kg_ctx *c, kg_tensor *y, float alpha, const kg_tensor *a, float beta,
               const kg_tensor *b);
 void kg_scale(kg_ctx *c, kg_tensor *y, const kg_tensor *x, float alpha);

@@ -19,15 +19,13 @@
 #include <unistd.h>
 
 #include "finite.h"
+#include "image.h"
 #include "model.h"
 #include "prompt.h"
 #include "rng.h"
 
 /* Kosmos-G hard-codes SD1.5's VAE scaling factor (diffusion.py:264). */
 #define KG_VAE_SCALING 0.18215f
-#define KG_MAX_IMAGES 16
-#define KG_MAX_OUTPUTS 64
-#define KG_MAX_CONTROLS 8
 
 typedef struct request {
     const kg_params *p;
@@ -55,13 +53,13 @@ typedef struct request {
 void kg_params_init(kg_params *p)
 {
     memset(p, 0, sizeof *p);
-    p->steps = 50;
-    p->guidance_scale = 6.0f;
+    p->steps = KG_DEFAULT_STEPS;
+    p->guidance_scale = (float)KG_DEFAULT_GUIDANCE;
     p->seed = -1;
     p->num_images = 1;
     p->scheduler = KG_SCHED_DPMPP_2M;
-    p->width = 512;
-    p->height = 512;
+    p->width = KG_DEFAULT_SIZE;
+    p->height = KG_DEFAULT_SIZE;
 }
 
 void kg_output_free(kg_output *o)
@@ -530,21 +528,24 @@ static kg_status check_params(const kg_session *s, const kg_params *p, kg_error 
             return st;
         }
     }
-    if (p->steps < 1 || p->steps > 1000)
-        return kg_error_set(err, KG_ERR_INVALID_ARG, "steps %d: expected 1..1000", p->steps);
-    if (!(p->guidance_scale >= 0.0f && p->guidance_scale <= 100.0f))
-        return kg_error_set(err, KG_ERR_INVALID_ARG, "guidance scale %g: expected 0..100",
-                            (double)p->guidance_scale);
+    if (p->steps < KG_STEPS_MIN || p->steps > KG_STEPS_MAX)
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "steps %d: expected %d..%d", p->steps,
+                            KG_STEPS_MIN, KG_STEPS_MAX);
+    if (!(p->guidance_scale >= KG_GUIDANCE_MIN && p->guidance_scale <= KG_GUIDANCE_MAX))
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "guidance scale %g: expected %g..%g",
+                            (double)p->guidance_scale, KG_GUIDANCE_MIN, KG_GUIDANCE_MAX);
     if (p->num_images < 1 || p->num_images > KG_MAX_OUTPUTS)
         return kg_error_set(err, KG_ERR_INVALID_ARG, "num_images %d: expected 1..%d",
                             p->num_images, KG_MAX_OUTPUTS);
-    if (p->width < 8 || p->height < 8 || p->width > 4096 || p->height > 4096 ||
-        p->width % s->m->size_multiple || p->height % s->m->size_multiple)
+    if (p->width < KG_SIZE_MIN || p->height < KG_SIZE_MIN || p->width > KG_SIZE_MAX ||
+        p->height > KG_SIZE_MAX || p->width % s->m->size_multiple ||
+        p->height % s->m->size_multiple)
         return kg_error_set(err, KG_ERR_INVALID_ARG,
                             "output size %dx%d: width and height must be multiples of %d "
-                            "between %d and 4096",
+                            "between %d and %d",
                             p->width, p->height, s->m->size_multiple,
-                            s->m->size_multiple);
+                            s->m->size_multiple > KG_SIZE_MIN ? s->m->size_multiple : KG_SIZE_MIN,
+                            KG_SIZE_MAX);
     return KG_OK;
 }
 

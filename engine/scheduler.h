@@ -36,24 +36,10 @@
 #include <stdint.h>
 
 #include "json.h"
+#include "kosmosg.h" /* kg_scheduler_type and its names */
 #include "ops.h"
 #include "status.h"
 #include "tensor.h"
-
-typedef enum kg_scheduler_type {
-    KG_SCHED_DPMPP_2M = 0, /* "dpm++2m" (Kosmos-G's default "dpms") */
-    KG_SCHED_DDIM,         /* "ddim" */
-    KG_SCHED_PNDM,         /* "pndm" */
-    KG_SCHED_EULER,        /* "euler" */
-    KG_SCHED_DPMPP_2M_KARRAS, /* "dpm++2m-karras" */
-    KG_SCHED_LCM,          /* "lcm" */
-    KG_SCHED_TYPE_COUNT,
-} kg_scheduler_type;
-
-/* "dpm++2m", "ddim", "pndm", "euler", "dpm++2m-karras", "lcm" (also "dpms", the
- * official demo's name for dpm++2m). */
-kg_status kg_scheduler_type_from_name(const char *name, kg_scheduler_type *out, kg_error *err);
-const char *kg_scheduler_type_name(kg_scheduler_type type); /* NULL when out of range */
 
 typedef enum kg_beta_schedule {
     KG_BETA_SCALED_LINEAR = 0, /* linspace(sqrt(start), sqrt(end), T)^2 (SD) */

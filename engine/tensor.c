@@ -67,11 +67,6 @@ kg_tensor kg_tensor_2d(void *data, kg_dtype dt, int64_t d0, int64_t d1)
     return kg_tensor_make(data, dt, 2, (int64_t[]){d0, d1});
 }
 
-kg_tensor kg_tensor_3d(void *data, kg_dtype dt, int64_t d0, int64_t d1, int64_t d2)
-{
-    return kg_tensor_make(data, dt, 3, (int64_t[]){d0, d1, d2});
-}
-
 kg_tensor kg_tensor_4d(void *data, kg_dtype dt, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
 {
     return kg_tensor_make(data, dt, 4, (int64_t[]){d0, d1, d2, d3});

@@ -10,36 +10,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum kg_dtype {
-    KG_F32 = 0,
-    KG_F16,
-    KG_BF16,
-    KG_I32,
-    KG_I64,
-    KG_U8,
-    KG_F64, /* golden references only; no backend computes in it */
-} kg_dtype;
+#include "kosmosg.h" /* kg_dtype, kg_tensor, kg_dtype_size/name, kg_tensor_numel */
 
-#define KG_MAX_DIMS 4
-
-typedef struct kg_tensor {
-    kg_dtype dtype;
-    int ndim;
-    int64_t shape[KG_MAX_DIMS];
-    void *data;
-} kg_tensor;
-
-size_t kg_dtype_size(kg_dtype dt);
-const char *kg_dtype_name(kg_dtype dt);
-
-int64_t kg_tensor_numel(const kg_tensor *t);
 size_t kg_tensor_nbytes(const kg_tensor *t);
 
 /* Builds a tensor header; unused trailing dims are set to 1. */
 kg_tensor kg_tensor_make(void *data, kg_dtype dt, int ndim, const int64_t *shape);
 kg_tensor kg_tensor_1d(void *data, kg_dtype dt, int64_t d0);
 kg_tensor kg_tensor_2d(void *data, kg_dtype dt, int64_t d0, int64_t d1);
-kg_tensor kg_tensor_3d(void *data, kg_dtype dt, int64_t d0, int64_t d1, int64_t d2);
 kg_tensor kg_tensor_4d(void *data, kg_dtype dt, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
 
 /* Same bytes, new shape; returns a tensor with data == NULL when the element

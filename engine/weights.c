@@ -226,3 +226,81 @@ void kg_weights_free(kg_backend *be, void *blob)
     if (be && blob)
         be->ops->free(be, blob);
 }
+
+/* ------------------------------------------------------- host weight store */
+
+/* Each block carries its size in front, so free() keeps bytes_allocated exact;
+ * the header keeps the payload on the weight alignment. */
+static void *host_alloc(kg_backend *be, size_t nbytes)
+{
+    void *p = NULL;
+    if (nbytes > SIZE_MAX - KG_WEIGHT_ALIGN ||
+        posix_memalign(&p, KG_WEIGHT_ALIGN, nbytes + KG_WEIGHT_ALIGN) != 0)
+        return NULL;
+    *(size_t *)p = nbytes;
+    be->n_allocs++;
+    be->bytes_allocated += nbytes;
+    return (char *)p + KG_WEIGHT_ALIGN;
+}
+
+static void host_free(kg_backend *be, void *p)
+{
+    char *base;
+    if (!p)
+        return;
+    base = (char *)p - KG_WEIGHT_ALIGN;
+    be->bytes_allocated -= *(size_t *)base;
+    free(base);
+}
+
+static void host_copy(kg_backend *be, void *dst, const void *src, size_t nbytes)
+{
+    if (nbytes)
+        memmove(dst, src, nbytes);
+}
+
+/* The store holds fp32 only (its act_dtype), so these are plain copies. */
+static void host_upload_f32(kg_backend *be, kg_tensor *dst, const float *src)
+{
+    host_copy(be, dst->data, src, (size_t)kg_tensor_numel(dst) * sizeof(float));
+}
+
+static void host_download_f32(kg_backend *be, float *dst, const kg_tensor *src)
+{
+    host_copy(be, dst, src->data, (size_t)kg_tensor_numel(src) * sizeof(float));
+}
+
+static kg_status host_sync(kg_backend *be)
+{
+    return be->err.code;
+}
+
+static void host_destroy(kg_backend *be)
+{
+    free(be);
+}
+
+static const kg_backend_ops host_store_ops = {
+    .name = "host weights",
+    .alloc = host_alloc,
+    .free = host_free,
+    .upload = host_copy,
+    .download = host_copy,
+    .upload_f32 = host_upload_f32,
+    .download_f32 = host_download_f32,
+    .sync = host_sync,
+    .destroy = host_destroy,
+};
+
+kg_status kg_weight_store_host_new(kg_backend **out, kg_error *err)
+{
+    kg_backend *be = calloc(1, sizeof *be);
+    *out = NULL;
+    if (!be)
+        return kg_error_set(err, KG_ERR_NOMEM, "no memory for a weight store");
+    be->ops = &host_store_ops;
+    be->act_dtype = KG_F32;
+    be->host_memory = 1;
+    *out = be;
+    return KG_OK;
+}

@@ -107,12 +107,14 @@ gst_kosmosg_install_properties (GObjectClass * klass, guint first_id)
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_NUM_INFERENCE_STEPS,
       g_param_spec_uint ("num-inference-steps", "Inference Steps",
-          "Denoising steps per image", 1, 1000, GST_KOSMOSG_DEFAULT_STEPS,
+          "Denoising steps per image", KG_STEPS_MIN, KG_STEPS_MAX,
+          GST_KOSMOSG_DEFAULT_STEPS,
           rw | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_GUIDANCE_SCALE,
       g_param_spec_double ("guidance-scale", "Guidance Scale",
-          "Classifier-free guidance scale (<= 1: no guidance)", 0.0, 100.0,
+          "Classifier-free guidance scale (<= 1: no guidance)", KG_GUIDANCE_MIN,
+          KG_GUIDANCE_MAX,
           GST_KOSMOSG_DEFAULT_GUIDANCE,
           rw | GST_PARAM_MUTABLE_PLAYING | GST_PARAM_CONTROLLABLE));
   g_object_class_install_property (klass, first_id + GST_KOSMOSG_PROP_SEED,
@@ -123,7 +125,8 @@ gst_kosmosg_install_properties (GObjectClass * klass, guint first_id)
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_NUM_IMAGES,
       g_param_spec_uint ("num-images", "Number of Images",
-          "Images generated per trigger (one output buffer each)", 1, 64,
+          "Images generated per trigger (one output buffer each)", 1,
+          KG_MAX_OUTPUTS,
           GST_KOSMOSG_DEFAULT_NUM_IMAGES, rw | GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_SCHEDULER,
@@ -341,11 +344,11 @@ gst_kosmosg_output_info_from_caps (GstElement * element, GstCaps * caps,
   }
   w = GST_VIDEO_INFO_WIDTH (info);
   h = GST_VIDEO_INFO_HEIGHT (info);
-  if (w % 8 == 0 && h % 8 == 0)
+  if (w % KG_SIZE_STEP == 0 && h % KG_SIZE_STEP == 0)
     return TRUE;
   GST_ELEMENT_ERROR (element, CORE, NEGOTIATION,
       ("Unsupported output size %dx%d: width and height must be multiples "
-          "of 8", w, h), ("downstream asked for %dx%d", w, h));
+          "of %d", w, h, KG_SIZE_STEP), ("downstream asked for %dx%d", w, h));
   return FALSE;
 }
 

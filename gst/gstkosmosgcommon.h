@@ -33,13 +33,14 @@ GType gst_kosmosg_precision_get_type (void);
  * kg_generate). */
 #define GST_KOSMOSG_SRC_CAPS \
   "video/x-raw, format = (string) { RGB, RGBA }, " \
-  "width = (int) [ 8, 4096 ], height = (int) [ 8, 4096 ], " \
+  "width = (int) [ " G_STRINGIFY (KG_SIZE_MIN) ", " G_STRINGIFY (KG_SIZE_MAX) " ], " \
+  "height = (int) [ " G_STRINGIFY (KG_SIZE_MIN) ", " G_STRINGIFY (KG_SIZE_MAX) " ], " \
   "pixel-aspect-ratio = (fraction) 1/1, " \
   "framerate = (fraction) [ 0/1, MAX ]"
 
-#define GST_KOSMOSG_DEFAULT_SIZE 512
-#define GST_KOSMOSG_DEFAULT_STEPS 50
-#define GST_KOSMOSG_DEFAULT_GUIDANCE 6.0
+#define GST_KOSMOSG_DEFAULT_SIZE KG_DEFAULT_SIZE
+#define GST_KOSMOSG_DEFAULT_STEPS KG_DEFAULT_STEPS
+#define GST_KOSMOSG_DEFAULT_GUIDANCE KG_DEFAULT_GUIDANCE
 #define GST_KOSMOSG_DEFAULT_SEED (-1)
 #define GST_KOSMOSG_DEFAULT_NUM_IMAGES 1
 #define GST_KOSMOSG_DEFAULT_SCHEDULER KG_SCHED_DPMPP_2M

@@ -13,7 +13,6 @@
 struct _GstKosmosGModel
 {
   gchar *key;                   /* "<canonical path>|<backend>|<device>|<precision>" */
-  gchar *path;                  /* as the first user gave it, for messages */
   kg_model *model;
   guint users;                  /* protected by registry_lock */
 };
@@ -61,7 +60,6 @@ gst_kosmosg_model_acquire (const gchar * path, const kg_model_options * opt,
   }
   entry = g_new0 (GstKosmosGModel, 1);
   entry->key = key;
-  entry->path = g_strdup (path);
   entry->model = model;
   entry->users = 1;
   g_hash_table_insert (registry, entry->key, entry);
@@ -85,7 +83,6 @@ gst_kosmosg_model_release (GstKosmosGModel * entry)
   g_mutex_unlock (&registry_lock);
   kg_model_close (entry->model);
   g_free (entry->key);
-  g_free (entry->path);
   g_free (entry);
 }
 
@@ -93,10 +90,4 @@ kg_model *
 gst_kosmosg_model_get (GstKosmosGModel * entry)
 {
   return entry->model;
-}
-
-const gchar *
-gst_kosmosg_model_path (GstKosmosGModel * entry)
-{
-  return entry->path;
 }

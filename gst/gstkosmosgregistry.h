@@ -36,8 +36,6 @@ void gst_kosmosg_model_release (GstKosmosGModel * model);
 
 kg_model *gst_kosmosg_model_get (GstKosmosGModel * model);
 
-const gchar *gst_kosmosg_model_path (GstKosmosGModel * model);
-
 G_END_DECLS
 
 #endif /* __GST_KOSMOSG_REGISTRY_H__ */

@@ -99,12 +99,6 @@ static inline void kgt_f16e_layer_norm(kg_backend *be, kg_tensor *y, const kg_te
     kgt_f16e_out(y);
 }
 
-static inline void kgt_f16e_softmax(kg_backend *be, kg_tensor *y, const kg_tensor *x)
-{
-    kgt_f16e_cpu->softmax(be, y, x);
-    kgt_f16e_out(y);
-}
-
 static inline void kgt_f16e_attention(kg_backend *be, kg_tensor *o, const kg_tensor *q,
                                       const kg_tensor *k, const kg_tensor *v,
                                       const kg_tensor *key_pad, int n_heads, float scale,
@@ -188,7 +182,6 @@ static inline void kgt_f16e_wrap(kg_backend *be)
     kgt_f16e_ops.conv2d = kgt_f16e_conv2d;
     kgt_f16e_ops.group_norm = kgt_f16e_group_norm;
     kgt_f16e_ops.layer_norm = kgt_f16e_layer_norm;
-    kgt_f16e_ops.softmax = kgt_f16e_softmax;
     kgt_f16e_ops.attention = kgt_f16e_attention;
     kgt_f16e_ops.activation = kgt_f16e_activation;
     kgt_f16e_ops.geglu = kgt_f16e_geglu;

@@ -1,6 +1,8 @@
 /* cli_args.c - kosmosg-generate's option parser (see cli_args.h). */
 #include "cli_args.h"
 
+#include "status.h" /* kg_vformat_elided */
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -36,19 +38,22 @@ typedef struct opt_def {
     const char *help; /* "ARG  text" as printed by usage */
 } opt_def;
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 static const opt_def options[] = {
     {"model", 'm', 1, O_MODEL, "FILE        model file from kosmosg-convert"},
     {"prompt", 'p', 1, O_PROMPT, "TEXT       prompt; one <i> per -i image, in order"},
     {"image", 'i', 1, O_IMAGE, "FILE        reference image (PNG; alpha is dropped), repeatable"},
     {"negative", 'N', 1, O_NEGATIVE, "TEXT     negative prompt (default: none)"},
-    {"steps", 's', 1, O_STEPS, "N           denoising steps, 1..1000 (default 50)"},
-    {"guidance", 'g', 1, O_GUIDANCE, "S        guidance scale, 0..100 (default 6.0; <= 1: no guidance)"},
+    {"steps", 's', 1, O_STEPS, "N           denoising steps, " STR(KG_STEPS_MIN) ".." STR(KG_STEPS_MAX) " (default " STR(KG_DEFAULT_STEPS) ")"},
+    {"guidance", 'g', 1, O_GUIDANCE, "S        guidance scale, " STR(KG_GUIDANCE_MIN) ".." STR(KG_GUIDANCE_MAX) " (default " STR(KG_DEFAULT_GUIDANCE) "; <= 1: no guidance)"},
     {"seed", 0, 1, O_SEED, "N            seed, 0..2^63-1 (default -1: random; the seed used is printed)"},
-    {"num-images", 'n', 1, O_NUM_IMAGES, "N      images to generate, 1..64 (default 1)"},
+    {"num-images", 'n', 1, O_NUM_IMAGES, "N      images to generate, 1.." STR(KG_MAX_OUTPUTS) " (default 1)"},
     {"scheduler", 0, 1, O_SCHEDULER, "NAME    dpm++2m (default), ddim, pndm, euler, dpm++2m-karras, lcm"},
     {"lora", 0, 1, O_LORA, "FILE[:S]     LoRA on the U-Net (diffusers or kohya .safetensors) at scale S\n"
                            "                      (default 1; 0 = off), repeatable, up to 8; several add up"},
-    {"size", 0, 1, O_SIZE, "WxH          output size, multiples of 8 up to 4096 (default 512x512)"},
+    {"size", 0, 1, O_SIZE, "WxH          output size, multiples of " STR(KG_SIZE_STEP) " up to " STR(KG_SIZE_MAX) " (default " STR(KG_DEFAULT_SIZE) "x" STR(KG_DEFAULT_SIZE) ")"},
     {"backend", 0, 1, O_BACKEND, "NAME      auto (default), cpu, cuda"},
     {"threads", 0, 1, O_THREADS, "N         CPU threads, 1..1024 (default: all cores)"},
     {"latents", 0, 1, O_LATENTS, "FILE      start from tensor 'latents' F32 [n,4,H/8,W/8] in a safetensors FILE"},
@@ -118,7 +123,7 @@ static int parse_float(const char *s, double lo, double hi, double *out)
     return 0;
 }
 
-/* "WxH" with both in 8..KG_CLI_MAX_SIZE, multiples of 8. */
+/* "WxH" with both in KG_SIZE_MIN..KG_SIZE_MAX, multiples of KG_SIZE_STEP. */
 static int parse_size(const char *s, int *w, int *h)
 {
     const char *x = strchr(s, 'x');
@@ -128,8 +133,8 @@ static int parse_size(const char *s, int *w, int *h)
         return -1;
     memcpy(wbuf, s, (size_t)(x - s));
     wbuf[x - s] = '\0';
-    if (parse_int(wbuf, 8, KG_CLI_MAX_SIZE, &vw) || parse_int(x + 1, 8, KG_CLI_MAX_SIZE, &vh) ||
-        vw % 8 || vh % 8)
+    if (parse_int(wbuf, KG_SIZE_MIN, KG_SIZE_MAX, &vw) ||
+        parse_int(x + 1, KG_SIZE_MIN, KG_SIZE_MAX, &vh) || vw % KG_SIZE_STEP || vh % KG_SIZE_STEP)
         return -1;
     *w = (int)vw;
     *h = (int)vh;
@@ -254,8 +259,9 @@ static kg_cli_result apply(kg_cli_args *a, const opt_def *o, const char *spelled
         a->params.steps = (int)iv;
         break;
     case O_GUIDANCE:
-        if (parse_float(v, 0.0, 100.0, &fv))
-            return fail(msg, size, "%s \"%s\": expected a number in 0..100", spelled, v);
+        if (parse_float(v, KG_GUIDANCE_MIN, KG_GUIDANCE_MAX, &fv))
+            return fail(msg, size, "%s \"%s\": expected a number in %g..%g", spelled, v,
+                         KG_GUIDANCE_MIN, KG_GUIDANCE_MAX);
         a->params.guidance_scale = (float)fv;
         break;
     case O_SEED:

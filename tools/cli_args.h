@@ -13,12 +13,13 @@
 
 #include "kosmosg.h"
 
-#define KG_CLI_MAX_IMAGES 16
+/* the engine's limits (kosmosg.h), and the CLI's own thread bound */
+#define KG_CLI_MAX_IMAGES KG_MAX_IMAGES
 #define KG_CLI_MAX_THREADS 1024
-#define KG_CLI_MAX_NUM_IMAGES 64
-#define KG_CLI_MAX_STEPS 1000
+#define KG_CLI_MAX_NUM_IMAGES KG_MAX_OUTPUTS
+#define KG_CLI_MAX_STEPS KG_STEPS_MAX
 #define KG_CLI_MAX_LORAS 8
-#define KG_CLI_MAX_SIZE 4096
+#define KG_CLI_MAX_SIZE KG_SIZE_MAX
 /* Longest output path after %d is replaced (PATH_MAX on Linux, NUL included). */
 #define KG_CLI_PATH_MAX 4096
 

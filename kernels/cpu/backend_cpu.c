@@ -78,7 +78,6 @@ static const kg_backend_ops cpu_ops = {
     .conv2d = kg_cpu_conv2d,
     .group_norm = kg_cpu_group_norm,
     .layer_norm = kg_cpu_layer_norm,
-    .softmax = kg_cpu_softmax,
     .attention = kg_cpu_attention,
     .activation = kg_cpu_activation,
     .geglu = kg_cpu_geglu,

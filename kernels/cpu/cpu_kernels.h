@@ -130,7 +130,6 @@ void kg_cpu_group_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const k
                        const kg_tensor *beta, int groups, float eps, int silu);
 void kg_cpu_layer_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *gamma,
                        const kg_tensor *beta, float eps);
-void kg_cpu_softmax(kg_backend *be, kg_tensor *y, const kg_tensor *x);
 void kg_cpu_l2_normalize(kg_backend *be, kg_tensor *y, const kg_tensor *x, float eps);
 
 /* attention.c */

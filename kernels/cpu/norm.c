@@ -1,4 +1,4 @@
-/* norm.c - group norm, layer norm, softmax and L2 normalisation.
+/* norm.c - group norm, layer norm and L2 normalisation.
  *
  * Statistics are accumulated in double: a group of an SD1.5 feature map
  * holds up to ~160k elements, where a float sum drifts past the 1e-4
@@ -99,26 +99,6 @@ void kg_cpu_layer_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const k
     kg_cpu *cpu = kg_cpu_of(be);
     row_job j = {cpu, x->data, gamma->data, beta ? beta->data : NULL, y->data, 0, eps};
     run_rows(cpu, x, layer_norm_rows, &j);
-}
-
-static void softmax_rows(void *ctx, int64_t r0, int64_t r1, int tid)
-{
-    const row_job *j = ctx;
-    int64_t d = j->d;
-    for (int64_t r = r0; r < r1; r++) {
-        const float *xr = j->x + r * d;
-        float *yr = j->y + r * d;
-        float inv = 1.0f / kg_cpu_exp_shift_sum(j->cpu, yr, xr, d, kg_cpu_max(j->cpu, xr, d));
-        for (int64_t i = 0; i < d; i++)
-            yr[i] *= inv;
-    }
-}
-
-void kg_cpu_softmax(kg_backend *be, kg_tensor *y, const kg_tensor *x)
-{
-    kg_cpu *cpu = kg_cpu_of(be);
-    row_job j = {cpu, x->data, NULL, NULL, y->data, 0, 0.0f};
-    run_rows(cpu, x, softmax_rows, &j);
 }
 
 static void l2_rows(void *ctx, int64_t r0, int64_t r1, int tid)

@@ -356,9 +356,9 @@ static int key_stride(int dh, size_t es)
     return (int)((size_t)words * 4 / es);
 }
 
-extern "C" void kg_cuda_attention(kg_backend *be, kg_tensor *o, const kg_tensor *q,
-                                  const kg_tensor *k, const kg_tensor *v, const kg_tensor *key_pad,
-                                  int n_heads, float scale, int causal)
+static void attention(kg_backend *be, kg_tensor *o, const kg_tensor *q, const kg_tensor *k,
+                      const kg_tensor *v, const kg_tensor *key_pad, int n_heads, float scale,
+                      int causal, int tensor_cores)
 {
     kg_cuda *cu = kg_cuda_of(be);
     size_t es = kg_dtype_size(q->dtype), smem;
@@ -388,7 +388,7 @@ extern "C" void kg_cuda_attention(kg_backend *be, kg_tensor *o, const kg_tensor 
                         (long long)nb, n_heads);
         return;
     }
-    if (q->dtype != KG_F32 && !cu->force_plain) {
+    if (q->dtype != KG_F32 && tensor_cores) {
         tc_args t;
         size_t off[7];
         t.lq = a.lq;
@@ -434,4 +434,19 @@ extern "C" void kg_cuda_attention(kg_backend *be, kg_tensor *o, const kg_tensor 
                                                 key_pad ? (const unsigned char *)key_pad->data : NULL,
                                                 a, (int)nb, n_heads, smem, cu->stream));
     kg_cuda_check(be, e, "attention");
+}
+
+extern "C" void kg_cuda_attention(kg_backend *be, kg_tensor *o, const kg_tensor *q,
+                                  const kg_tensor *k, const kg_tensor *v, const kg_tensor *key_pad,
+                                  int n_heads, float scale, int causal)
+{
+    attention(be, o, q, k, v, key_pad, n_heads, scale, causal, 1);
+}
+
+extern "C" void kg_cuda_attention_plain(kg_backend *be, kg_tensor *o, const kg_tensor *q,
+                                        const kg_tensor *k, const kg_tensor *v,
+                                        const kg_tensor *key_pad, int n_heads, float scale,
+                                        int causal)
+{
+    attention(be, o, q, k, v, key_pad, n_heads, scale, causal, 0);
 }

@@ -232,7 +232,6 @@ static const kg_backend_ops cuda_ops = {
     .conv2d = kg_cuda_conv2d,
     .group_norm = kg_cuda_group_norm,
     .layer_norm = kg_cuda_layer_norm,
-    .softmax = kg_cuda_softmax,
     .attention = kg_cuda_attention,
     .activation = kg_cuda_activation,
     .geglu = kg_cuda_geglu,
@@ -269,24 +268,13 @@ static const kg_backend_ops cuda_ops = {
         }                                                                                      \
     } while (0)
 
-kg_status kg_backend_cuda_new(kg_backend **out, int device_id, kg_dtype dtype, kg_error *err)
+/* KG_OK when device_id is a device this build can run on; KG_ERR_NO_DEVICE
+ * with the runtime's reason otherwise. */
+static kg_status check_device(int device_id, kg_error *err)
 {
-    kg_backend *be = NULL;
-    kg_cuda *cu = NULL;
     struct cudaDeviceProp prop;
-    kg_status st = KG_OK;
-    cublasStatus_t bs;
     int n = 0;
-    cudaError_t e;
-
-    if (!out)
-        return kg_error_set(err, KG_ERR_INVALID_ARG, "cuda backend: out is NULL");
-    *out = NULL;
-    if (dtype != KG_F16 && dtype != KG_BF16 && dtype != KG_F32)
-        return kg_error_set(err, KG_ERR_INVALID_ARG,
-                            "cuda backend: cannot compute in %s (F16, BF16 or F32)",
-                            kg_dtype_name(dtype));
-    e = cudaGetDeviceCount(&n);
+    cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
         cudaGetLastError();
         return kg_error_set(err, KG_ERR_NO_DEVICE, "cuda backend: no usable CUDA device: %s (%s)",
@@ -298,6 +286,39 @@ kg_status kg_backend_cuda_new(kg_backend **out, int device_id, kg_dtype dtype, k
         return kg_error_set(err, KG_ERR_NO_DEVICE,
                             "cuda backend: device %d requested, %d device%s present", device_id,
                             n, n == 1 ? "" : "s");
+    e = cudaGetDeviceProperties(&prop, device_id);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return kg_error_set(err, KG_ERR_DEVICE,
+                            "cuda backend, device %d: cudaGetDeviceProperties: %s", device_id,
+                            cudaGetErrorString(e));
+    }
+    /* the kernels are built for sm_80 and sm_90 (+ compute_90 PTX) */
+    if (prop.major < 8)
+        return kg_error_set(err, KG_ERR_NO_DEVICE,
+                            "cuda backend: device %d (%s) has compute capability %d.%d; this build "
+                            "needs 8.0 or newer",
+                            device_id, prop.name, prop.major, prop.minor);
+    return KG_OK;
+}
+
+kg_status kg_backend_cuda_new(kg_backend **out, int device_id, kg_dtype dtype, kg_error *err)
+{
+    kg_backend *be = NULL;
+    kg_cuda *cu = NULL;
+    kg_status st = KG_OK;
+    cublasStatus_t bs;
+
+    if (!out)
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "cuda backend: out is NULL");
+    *out = NULL;
+    if (dtype != KG_F16 && dtype != KG_BF16 && dtype != KG_F32)
+        return kg_error_set(err, KG_ERR_INVALID_ARG,
+                            "cuda backend: cannot compute in %s (F16, BF16 or F32)",
+                            kg_dtype_name(dtype));
+    st = check_device(device_id, err);
+    if (st != KG_OK)
+        return st;
 
     be = calloc(1, sizeof *be);
     cu = calloc(1, sizeof *cu);
@@ -307,15 +328,6 @@ kg_status kg_backend_cuda_new(kg_backend **out, int device_id, kg_dtype dtype, k
     }
     cu->device = device_id;
     RT(cudaSetDevice(device_id), "cudaSetDevice");
-    RT(cudaGetDeviceProperties(&prop, device_id), "cudaGetDeviceProperties");
-    /* the kernels are built for sm_80 and sm_90 (+ compute_90 PTX) */
-    if (prop.major < 8) {
-        st = kg_error_set(err, KG_ERR_NO_DEVICE,
-                          "cuda backend: device %d (%s) has compute capability %d.%d; this build "
-                          "needs 8.0 or newer",
-                          device_id, prop.name, prop.major, prop.minor);
-        goto fail;
-    }
     RT(cudaDeviceGetAttribute(&cu->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_id),
        "shared memory attribute");
     RT(cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -356,3 +368,119 @@ fail:
     free(be);
     return st;
 }
+
+/* ------------------------------------------------------------ weight store */
+
+/* A model's weights: device memory and synchronous copies on the legacy
+ * default stream, nothing else (no stream, handles, workspaces or staging).
+ * Sessions' backends on the same device read these blocks from their own
+ * streams; every upload has completed when kg_load_component's sync returns. */
+
+static void store_upload_f32(kg_backend *be, kg_tensor *dst, const float *src)
+{
+    int64_t n = kg_tensor_numel(dst);
+    uint16_t *half;
+    if (dst->dtype == KG_F32) {
+        cuda_upload(be, dst->data, src, (size_t)n * sizeof(float));
+        return;
+    }
+    /* converted on the host with the same round-to-nearest-even as the
+     * device's __float2half_rn / __float2bfloat16_rn */
+    half = malloc(n ? (size_t)n * sizeof *half : 1);
+    if (!half) {
+        kg_backend_fail(be, KG_ERR_NOMEM, "cuda weights: no host memory to convert %lld values",
+                        (long long)n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        half[i] = dst->dtype == KG_F16 ? kg_f32_to_f16(src[i]) : kg_f32_to_bf16(src[i]);
+    cuda_upload(be, dst->data, half, (size_t)n * sizeof *half);
+    free(half);
+}
+
+static void store_download_f32(kg_backend *be, float *dst, const kg_tensor *src)
+{
+    int64_t n = kg_tensor_numel(src);
+    uint16_t *half;
+    if (src->dtype == KG_F32) {
+        cuda_download(be, dst, src->data, (size_t)n * sizeof(float));
+        return;
+    }
+    half = malloc(n ? (size_t)n * sizeof *half : 1);
+    if (!half) {
+        kg_backend_fail(be, KG_ERR_NOMEM, "cuda weights: no host memory to convert %lld values",
+                        (long long)n);
+        return;
+    }
+    cuda_download(be, half, src->data, (size_t)n * sizeof *half);
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = src->dtype == KG_F16 ? kg_f16_to_f32(half[i]) : kg_bf16_to_f32(half[i]);
+    free(half);
+}
+
+static kg_status store_sync(kg_backend *be)
+{
+    if (kg_cuda_check(be, cudaSetDevice(kg_cuda_of(be)->device), "weights: cudaSetDevice"))
+        kg_cuda_check(be, cudaDeviceSynchronize(), "weights: device synchronize");
+    return be->err.code;
+}
+
+static const kg_backend_ops store_ops = {
+    .name = "cuda weights",
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .upload = cuda_upload,
+    .download = cuda_download,
+    .upload_f32 = store_upload_f32,
+    .download_f32 = store_download_f32,
+    .sync = store_sync,
+    .destroy = cuda_destroy,
+};
+
+static kg_status cuda_weights_new(kg_backend **out, const kg_backend_config *cfg, kg_error *err)
+{
+    kg_backend *be;
+    kg_cuda *cu;
+    kg_status st;
+    cudaError_t e;
+
+    *out = NULL;
+    if (cfg->dtype != KG_F16 && cfg->dtype != KG_BF16 && cfg->dtype != KG_F32)
+        return kg_error_set(err, KG_ERR_INVALID_ARG,
+                            "cuda backend: cannot compute in %s (F16, BF16 or F32)",
+                            kg_dtype_name(cfg->dtype));
+    st = check_device(cfg->device_id, err);
+    if (st != KG_OK)
+        return st;
+    e = cudaSetDevice(cfg->device_id);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return kg_error_set(err, KG_ERR_DEVICE, "cuda backend, device %d: cudaSetDevice: %s",
+                            cfg->device_id, cudaGetErrorString(e));
+    }
+    be = calloc(1, sizeof *be);
+    cu = calloc(1, sizeof *cu);
+    if (!be || !cu) {
+        free(be);
+        free(cu);
+        return kg_error_set(err, KG_ERR_NOMEM, "cuda backend: out of host memory");
+    }
+    cu->device = cfg->device_id;
+    be->ops = &store_ops;
+    be->impl = cu;
+    be->act_dtype = cfg->dtype;
+    be->host_memory = 0;
+    *out = be;
+    return KG_OK;
+}
+
+static kg_status cuda_compute_new(kg_backend **out, const kg_backend_config *cfg, kg_error *err)
+{
+    return kg_backend_cuda_new(out, cfg->device_id, cfg->dtype, err);
+}
+
+const kg_backend_provider kg_cuda_provider = {
+    .name = "cuda",
+    .weights_new = cuda_weights_new,
+    .compute_new = cuda_compute_new,
+};

@@ -114,10 +114,6 @@ extern "C" void kg_cuda_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x,
     kg_cuda_conv_plan *plan = NULL, fresh;
     float alpha = 1.0f, beta = 0.0f;
 
-    if (cu->force_plain) {
-        conv_direct(be, y, x, w, b, stride, pad);
-        return;
-    }
     DNN(cudnnSetTensor4dDescriptor(cu->x_desc, CUDNN_TENSOR_NCHW, dt, (int)key[0], (int)key[1],
                                    (int)key[2], (int)key[3]),
         "input descriptor");
@@ -190,4 +186,10 @@ extern "C" void kg_cuda_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x,
                                             plane, y->shape[1], cu->stream));
         kg_cuda_check_launch(be, "conv2d bias");
     }
+}
+
+extern "C" void kg_cuda_conv2d_direct(kg_backend *be, kg_tensor *y, const kg_tensor *x,
+                                      const kg_tensor *w, const kg_tensor *b, int stride, int pad)
+{
+    conv_direct(be, y, x, w, b, stride, pad);
 }

@@ -64,7 +64,6 @@ typedef struct kg_cuda_block {
 
 typedef struct kg_cuda {
     int device;
-    int force_plain; /* tests: the plain kernels instead of cuBLASLt, cuDNN and tensor cores */
     kg_cuda_block *blocks;
     int smem_optin;  /* bytes of shared memory a block may opt in to */
     cudaStream_t stream;
@@ -109,15 +108,21 @@ void kg_cuda_gemm_simple(kg_backend *be, kg_tensor *y, const kg_tensor *x, const
                          const kg_tensor *b);
 void kg_cuda_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
                     const kg_tensor *b, int stride, int pad);
+/* the direct kernel conv2d falls back to when cuDNN offers no algorithm */
+void kg_cuda_conv2d_direct(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
+                           const kg_tensor *b, int stride, int pad);
 void kg_cuda_group_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *gamma,
                         const kg_tensor *beta, int groups, float eps, int silu);
 void kg_cuda_layer_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *gamma,
                         const kg_tensor *beta, float eps);
-void kg_cuda_softmax(kg_backend *be, kg_tensor *y, const kg_tensor *x);
 void kg_cuda_l2_normalize(kg_backend *be, kg_tensor *y, const kg_tensor *x, float eps);
 void kg_cuda_attention(kg_backend *be, kg_tensor *o, const kg_tensor *q, const kg_tensor *k,
                        const kg_tensor *v, const kg_tensor *key_pad, int n_heads, float scale,
                        int causal);
+/* the CUDA-core kernel attention uses for fp32 and where the tensor-core one does not fit */
+void kg_cuda_attention_plain(kg_backend *be, kg_tensor *o, const kg_tensor *q, const kg_tensor *k,
+                             const kg_tensor *v, const kg_tensor *key_pad, int n_heads, float scale,
+                             int causal);
 void kg_cuda_activation(kg_backend *be, kg_tensor *y, const kg_tensor *x, kg_act act);
 void kg_cuda_geglu(kg_backend *be, kg_tensor *y, const kg_tensor *x);
 void kg_cuda_binary(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_tensor *b,

@@ -62,10 +62,6 @@ void kg_cuda_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_t
 
     if (m == 0 || n == 0)
         return;
-    if (cu->force_plain) {
-        kg_cuda_gemm_simple(be, y, x, w, b);
-        return;
-    }
     LT(cublasLtMatmulDescInit(desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul descriptor");
     LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "transa");
     LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "transb");

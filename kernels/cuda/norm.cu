@@ -1,4 +1,4 @@
-/* norm.cu - group norm (+SiLU), layer norm, softmax and L2 normalisation.
+/* norm.cu - group norm (+SiLU), layer norm and L2 normalisation.
  *
  * One block per normalised set (group or row; large groups are split, see
  * below); statistics in fp32 over
@@ -217,43 +217,6 @@ extern "C" void kg_cuda_layer_norm(kg_backend *be, kg_tensor *y, const kg_tensor
                                          beta ? (const T *)beta->data : (const T *)NULL, rows, d,
                                          eps, kg_cuda_of(be)->stream));
     kg_cuda_check_launch(be, "layer_norm");
-}
-
-template <typename T>
-static __global__ void __launch_bounds__(ROW_THREADS) softmax_kernel(T *y, const T *x, int64_t d)
-{
-    __shared__ float sh[33];
-    const T *xr = x + (int64_t)blockIdx.x * d;
-    T *yr = y + (int64_t)blockIdx.x * d;
-    float mx = -INFINITY, sum = 0.0f, inv;
-
-    for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
-        mx = fmaxf(mx, kg_ld(xr[i]));
-    mx = kg_block_max(mx, sh);
-    for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
-        sum += expf(kg_ld(xr[i]) - mx);
-    inv = 1.0f / kg_block_sum(sum, sh);
-    /* y may alias x: every read of the row above happens before the
-     * barrier inside kg_block_sum, every write below after it */
-    for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
-        yr[i] = kg_st<T>(expf(kg_ld(xr[i]) - mx) * inv);
-}
-
-template <typename T>
-static void softmax_cuda(T *y, const T *x, int64_t rows, int64_t d, cudaStream_t s)
-{
-    softmax_kernel<T><<<(unsigned)rows, ROW_THREADS, 0, s>>>(y, x, d);
-}
-
-extern "C" void kg_cuda_softmax(kg_backend *be, kg_tensor *y, const kg_tensor *x)
-{
-    int64_t d = x->shape[x->ndim - 1], rows = kg_tensor_numel(x) / d;
-    if (rows == 0)
-        return;
-    KG_FLOAT_DISPATCH(x->dtype, T,
-                      softmax_cuda<T>((T *)y->data, (const T *)x->data, rows, d,
-                                      kg_cuda_of(be)->stream));
-    kg_cuda_check_launch(be, "softmax");
 }
 
 template <typename T>
