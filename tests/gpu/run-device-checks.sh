@@ -194,7 +194,7 @@ build() {
     done
     # the benchmark, once it can run on the CUDA backend
     if grep -q kg_backend_cuda_new "$ROOT/tools/kosmosg-bench.c" 2>/dev/null; then
-        gcc "${CFLAGS[@]}" -I"$ROOT/tools" "$ROOT/tools/kosmosg-bench.c" "$BUILD/libkg.a" "${LIBS[@]}" \
+        gcc "${CFLAGS[@]}" -I"$ROOT/tools" "$ROOT/tools/kosmosg-bench.c" "$ROOT/tools/st_writer.c" "$ROOT/tools/outfile.c" "$BUILD/libkg.a" "${LIBS[@]}" \
             -o "$BUILD/kosmosg-bench" || fail=1
     fi
     return $fail
