@@ -243,7 +243,7 @@ typedef struct kg_params {
                                     re-merges only when the list or a scale changes */
     int n_loras;
     const kg_control *controls;  /* optional ControlNet maps (none: plain Kosmos-G) */
-    int n_controls;
+    int n_controls;              /* 0..KG_MAX_CONTROLS */
 } kg_params;
 
 void kg_params_init(kg_params *p);
