@@ -21,6 +21,7 @@ typedef struct
   GstElement *pipeline;
   GstElement *mixer;
   gint frames_left;             /* -1: run until EOS/error/Ctrl-C */
+  gboolean failed;              /* an error ended the run: exit status 1 */
 } App;
 
 static gboolean
@@ -37,6 +38,7 @@ on_bus (GstBus * bus, GstMessage * msg, gpointer data)
       g_printerr ("error: %s\n(%s)\n", err->message, dbg ? dbg : "");
       g_error_free (err);
       g_free (dbg);
+      app->failed = TRUE;
       g_main_loop_quit (app->loop);
       break;
     }
@@ -52,10 +54,13 @@ on_bus (GstBus * bus, GstMessage * msg, gpointer data)
       g_main_loop_quit (app->loop);
       break;
     case GST_MESSAGE_PROGRESS:{
-      gchar *text = NULL;
+      gchar *code = NULL, *text = NULL;
 
-      gst_message_parse_progress (msg, NULL, NULL, &text);
-      g_print ("%s\n", text);
+      /* model loading; the per-step "generate" progress would flood */
+      gst_message_parse_progress (msg, NULL, &code, &text);
+      if (g_strcmp0 (code, "generate") != 0)
+        g_print ("%s\n", text);
+      g_free (code);
       g_free (text);
       break;
     }
@@ -81,7 +86,8 @@ on_bus (GstBus * bus, GstMessage * msg, gpointer data)
   return TRUE;
 }
 
-/* One line on stdin = the new prompt (it needs two "<i>": camera, reference). */
+/* One line on stdin = the new prompt (it needs two "<i>": camera, reference;
+ * the mixer refuses another one with a warning and keeps its prompt). */
 static gboolean
 on_stdin (GIOChannel * ch, GIOCondition cond, gpointer data)
 {
@@ -94,8 +100,12 @@ on_stdin (GIOChannel * ch, GIOCondition cond, gpointer data)
   if (line) {
     g_strstrip (line);
     if (*line) {
+      gchar *now = NULL;
+
       g_object_set (app->mixer, "prompt", line, NULL);
-      g_print ("prompt -> \"%s\"\n", line);
+      g_object_get (app->mixer, "prompt", &now, NULL);
+      g_print ("prompt: \"%s\"\n", now);
+      g_free (now);
     }
     g_free (line);
   }
@@ -160,10 +170,20 @@ main (int argc, char **argv)
 
   g_print ("type a new prompt (two <i>: live image, reference) and Enter\n");
   if (gst_element_set_state (app.pipeline, GST_STATE_PLAYING) ==
-      GST_STATE_CHANGE_FAILURE)
+      GST_STATE_CHANGE_FAILURE) {
+    GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+
+    /* the error that failed the state change, not yet dispatched */
+    if (msg) {
+      on_bus (bus, msg, &app);
+      gst_message_unref (msg);
+    }
     ret = 1;
-  else
+  } else {
     g_main_loop_run (app.loop);
+  }
+  if (app.failed)
+    ret = 1;
 
   gst_element_set_state (app.pipeline, GST_STATE_NULL);
   g_io_channel_unref (in);

@@ -307,6 +307,57 @@ gst_kosmosg_settings_get (const GstKosmosGSettings * s, GstKosmosGProp prop,
   }
 }
 
+void
+gst_kosmosg_set_property (GstElement * element, GstKosmosGSettings * s,
+    GstKosmosGProp prop, const GValue * value, gint n_refs)
+{
+  const gchar *v = NULL, *end = NULL, *what = "prompt";
+  gchar *old = NULL, *escaped;
+  gboolean streaming;
+  gint n;
+
+  if (prop != GST_KOSMOSG_PROP_PROMPT
+      && prop != GST_KOSMOSG_PROP_NEGATIVE_PROMPT)
+    goto set;
+  v = g_value_get_string (value);
+  if (prop == GST_KOSMOSG_PROP_NEGATIVE_PROMPT)
+    what = "negative prompt";
+  if (v && !g_utf8_validate (v, -1, &end)) {
+    /* the text itself cannot go into a GError message: escaped, in the
+     * debug text */
+    escaped = g_strescape (v, NULL);
+    GST_ELEMENT_WARNING (element, LIBRARY, SETTINGS,
+        ("The new %s is refused: it is not valid UTF-8 (byte %"
+            G_GSIZE_FORMAT "); the previous one stays", what,
+            (gsize) (end - v)), ("refused: \"%s\"", escaped));
+    g_free (escaped);
+    return;
+  }
+  if (prop != GST_KOSMOSG_PROP_PROMPT || !v)
+    goto set;
+  n = gst_kosmosg_count_placeholders (v);
+  GST_OBJECT_LOCK (element);
+  streaming = GST_STATE (element) >= GST_STATE_PAUSED;
+  old = g_strdup (s->prompt);
+  GST_OBJECT_UNLOCK (element);
+  if (streaming && n != n_refs) {
+    GST_ELEMENT_WARNING (element, LIBRARY, SETTINGS,
+        ("The new prompt is refused: it has %d \"<i>\" placeholder%s but "
+            "%d reference image%s %s connected; the previous prompt stays",
+            n, n == 1 ? "" : "s", n_refs, n_refs == 1 ? "" : "s",
+            n_refs == 1 ? "is" : "are"), ("refused: \"%s\"; kept: \"%s\"",
+            v, old ? old : ""));
+    g_free (old);
+    return;
+  }
+  g_free (old);
+
+set:
+  GST_OBJECT_LOCK (element);
+  gst_kosmosg_settings_set (s, prop, value);
+  GST_OBJECT_UNLOCK (element);
+}
+
 GstCaps *
 gst_kosmosg_fixate_src_caps (GstCaps * caps)
 {
@@ -533,14 +584,36 @@ typedef struct
   gint64 start_us;
 } ProgressCtx;
 
+/* GST_MESSAGE_PROGRESS code "generate": what gst-launch-1.0 prints. Every
+ * START is closed by COMPLETE, CANCELED or ERROR, as gst-launch waits for
+ * that before it sets a prerolled pipeline to PLAYING. */
+static void
+post_generate_progress (GstKosmosGEngine * e, GstProgressType type,
+    const gchar * text, gint step, gint total)
+{
+  GstMessage *msg = gst_message_new_progress (GST_OBJECT (e->element), type,
+      "generate", text);
+
+  if (total > 0)
+    gst_structure_set (gst_message_writable_structure (msg),
+        "step", G_TYPE_UINT, (guint) step, "num-steps", G_TYPE_UINT,
+        (guint) total, NULL);
+  gst_element_post_message (e->element, msg);
+}
+
 static void
 on_progress (void *user, kg_stage stage, int step, int total)
 {
   ProgressCtx *ctx = user;
   GstStructure *st;
+  gchar *text;
 
   if (!ctx->post || stage != KG_STAGE_DENOISE)
     return;
+  text = g_strdup_printf ("Denoising step %d of %d", step, total);
+  post_generate_progress (ctx->e, GST_PROGRESS_TYPE_CONTINUE, text, step,
+      total);
+  g_free (text);
   st = gst_structure_new ("kosmosg-progress",
       "step", G_TYPE_UINT, (guint) step,
       "num-steps", G_TYPE_UINT, (guint) total,
@@ -652,17 +725,32 @@ gst_kosmosg_engine_generate (GstKosmosGEngine * e,
         ("one kg_session never runs two generations at once"));
     return GST_FLOW_ERROR;
   }
+  if (s->post_messages) {
+    gchar *text = g_strdup_printf ("Generating %u %dx%d image%s in %u steps",
+        s->num_images, width, height, s->num_images == 1 ? "" : "s", s->steps);
+
+    post_generate_progress (e, GST_PROGRESS_TYPE_START, text, 0, 0);
+    g_free (text);
+  }
   st = kg_generate (e->session, &p, on_progress, NULL, &ctx, out, &err);
   g_atomic_int_set (&e->busy, 0);
   free (loras);
   if (st == KG_ERR_CANCELLED) {
     GST_DEBUG_OBJECT (e->element, "generation cancelled: %s", err.msg);
+    if (s->post_messages)
+      post_generate_progress (e, GST_PROGRESS_TYPE_CANCELED,
+          "Generation cancelled", 0, 0);
     return GST_FLOW_FLUSHING;
   }
   if (st != KG_OK) {
+    if (s->post_messages)
+      post_generate_progress (e, GST_PROGRESS_TYPE_ERROR,
+          "Generation failed", 0, 0);
     post_generate_error (e, &err, width, height);
     return GST_FLOW_ERROR;
   }
+  if (s->post_messages)
+    post_generate_progress (e, GST_PROGRESS_TYPE_COMPLETE, "Generated", 0, 0);
 
   took = (GstClockTime) (g_get_monotonic_time () - ctx.start_us) * GST_USECOND;
   GST_OBJECT_LOCK (e->element);

@@ -151,6 +151,14 @@ GstFlowReturn gst_kosmosg_engine_generate (GstKosmosGEngine * e,
 GstBuffer *gst_kosmosg_make_buffer (const kg_output * out, gint index,
     const GstVideoInfo * info, const GstKosmosGSettings * s);
 
+/* Sets a property of s from set_property, under the element's object lock
+ * except for the checks: a prompt or negative prompt that is not valid
+ * UTF-8 is refused, and while the element streams (PAUSED or PLAYING) so is
+ * a prompt whose placeholders do not match its n_refs reference pads: a
+ * warning message says why and the previous value stays. */
+void gst_kosmosg_set_property (GstElement * element, GstKosmosGSettings * s,
+    GstKosmosGProp prop, const GValue * value, gint n_refs);
+
 /* Number of "<i>" placeholders in prompt. */
 gint gst_kosmosg_count_placeholders (const gchar * prompt);
 

@@ -219,8 +219,13 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
     GST_PAD_ALWAYS,
     GST_STATIC_CAPS (GST_KOSMOSG_SRC_CAPS));
 
+static void gst_kosmosg_filter_child_proxy_init (gpointer g_iface,
+    gpointer iface_data);
+
 #define gst_kosmosg_filter_parent_class parent_class
-G_DEFINE_TYPE (GstKosmosGFilter, gst_kosmosg_filter, GST_TYPE_AGGREGATOR);
+G_DEFINE_TYPE_WITH_CODE (GstKosmosGFilter, gst_kosmosg_filter,
+    GST_TYPE_AGGREGATOR, G_IMPLEMENT_INTERFACE (GST_TYPE_CHILD_PROXY,
+        gst_kosmosg_filter_child_proxy_init));
 GST_ELEMENT_REGISTER_DEFINE (kosmosgfilter, "kosmosgfilter", GST_RANK_NONE,
     GST_TYPE_KOSMOSG_FILTER);
 
@@ -229,6 +234,7 @@ gst_kosmosg_filter_set_property (GObject * object, guint prop_id,
     const GValue * value, GParamSpec * pspec)
 {
   GstKosmosGFilter *self = GST_KOSMOSG_FILTER (object);
+  gint n_refs;
 
   if (prop_id < PROP_COMMON_FIRST
       || prop_id >= PROP_COMMON_FIRST + GST_KOSMOSG_N_PROPS) {
@@ -236,9 +242,10 @@ gst_kosmosg_filter_set_property (GObject * object, guint prop_id,
     return;
   }
   GST_OBJECT_LOCK (self);
-  gst_kosmosg_settings_set (&self->settings, prop_id - PROP_COMMON_FIRST,
-      value);
+  n_refs = (gint) GST_ELEMENT (self)->numsinkpads;
   GST_OBJECT_UNLOCK (self);
+  gst_kosmosg_set_property (GST_ELEMENT (self), &self->settings,
+      prop_id - PROP_COMMON_FIRST, value, n_refs);
 }
 
 static void
@@ -450,6 +457,8 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
   GstBuffer **refs = g_new0 (GstBuffer *, MAX (n, 1));
   GstVideoInfo *infos = g_new0 (GstVideoInfo, MAX (n, 1));
   guint mapped = 0;
+  /* a pad at EOS that never had an image: it can never get one (until a
+   * flush), so waiting for it would wait forever */
   GstKosmosGFilterPad *missing = NULL;
   gboolean live = GST_CLOCK_TIME_IS_VALID (gst_aggregator_get_latency (agg));
 
@@ -457,6 +466,7 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
     GstKosmosGFilterPad *pad = l->data;
     GstAggregatorPad *aggpad = GST_AGGREGATOR_PAD (pad);
     GstBuffer *buf;
+    gboolean pad_eos;
 
     /* live: only the newest image counts, older queued ones are stale;
      * not live: every image is a reference set of its own */
@@ -477,9 +487,9 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
       if (!live)
         break;
     }
-    if (!gst_aggregator_pad_is_eos (aggpad)
-        || gst_aggregator_pad_has_buffer (aggpad))
-      all_eos = FALSE;
+    pad_eos = gst_aggregator_pad_is_eos (aggpad)
+        && !gst_aggregator_pad_has_buffer (aggpad);
+    all_eos &= pad_eos;
     /* a ref, as a flush may clear pad->last from upstream's thread */
     GST_OBJECT_LOCK (pad);
     if (pad->last) {
@@ -490,7 +500,7 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
     GST_OBJECT_UNLOCK (pad);
     if (!refs[i]) {
       all_have = FALSE;
-      if (!missing)
+      if (!missing && pad_eos)
         missing = pad;
     }
     i++;
@@ -533,7 +543,7 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
      * even after a flush that is already over */
     if (ret == GST_FLOW_FLUSHING)
       ret = GST_FLOW_OK;
-  } else if (all_eos && missing) {
+  } else if (missing) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED,
         ("Pad %s reached end-of-stream without a reference image",
             GST_PAD_NAME (missing)), (NULL));
@@ -839,12 +849,66 @@ gst_kosmosg_filter_request_new_pad (GstElement * element,
   GstPad *pad = GST_ELEMENT_CLASS (parent_class)->request_new_pad (element,
       templ, name, caps);
 
-  if (pad && is_text_only (GST_KOSMOSG_FILTER (element)))
+  if (!pad)
+    return NULL;
+  if (is_text_only (GST_KOSMOSG_FILTER (element)))
     GST_ELEMENT_WARNING (element, CORE, PAD,
         ("Pad %s is used from the next start: kosmosgfilter is generating "
             "from the prompt alone, as it had no sink pad when it started",
             GST_PAD_NAME (pad)), (NULL));
+  gst_child_proxy_child_added (GST_CHILD_PROXY (element), G_OBJECT (pad),
+      GST_OBJECT_NAME (pad));
   return pad;
+}
+
+static void
+gst_kosmosg_filter_release_pad (GstElement * element, GstPad * pad)
+{
+  gchar *name = gst_pad_get_name (pad);
+
+  /* the element's reference goes with the pad */
+  gst_object_ref (pad);
+  GST_ELEMENT_CLASS (parent_class)->release_pad (element, pad);
+  gst_child_proxy_child_removed (GST_CHILD_PROXY (element), G_OBJECT (pad),
+      name);
+  gst_object_unref (pad);
+  g_free (name);
+}
+
+/* GstChildProxy: the sink pads are children, so `sink_0::index=1` works
+ * from gst-launch (set once the pad is requested, through child-added). */
+static GObject *
+gst_kosmosg_filter_child_proxy_get_child_by_index (GstChildProxy * proxy,
+    guint index)
+{
+  GObject *obj;
+
+  GST_OBJECT_LOCK (proxy);
+  obj = g_list_nth_data (GST_ELEMENT_CAST (proxy)->sinkpads, index);
+  if (obj)
+    gst_object_ref (obj);
+  GST_OBJECT_UNLOCK (proxy);
+  return obj;
+}
+
+static guint
+gst_kosmosg_filter_child_proxy_get_children_count (GstChildProxy * proxy)
+{
+  guint count;
+
+  GST_OBJECT_LOCK (proxy);
+  count = GST_ELEMENT_CAST (proxy)->numsinkpads;
+  GST_OBJECT_UNLOCK (proxy);
+  return count;
+}
+
+static void
+gst_kosmosg_filter_child_proxy_init (gpointer g_iface, gpointer iface_data)
+{
+  GstChildProxyInterface *iface = g_iface;
+
+  iface->get_child_by_index = gst_kosmosg_filter_child_proxy_get_child_by_index;
+  iface->get_children_count = gst_kosmosg_filter_child_proxy_get_children_count;
 }
 
 static GstStateChangeReturn
@@ -916,6 +980,8 @@ gst_kosmosg_filter_class_init (GstKosmosGFilterClass * klass)
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_change_state);
   element_class->request_new_pad =
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_request_new_pad);
+  element_class->release_pad =
+      GST_DEBUG_FUNCPTR (gst_kosmosg_filter_release_pad);
   agg_class->src_event = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_src_event);
   agg_class->aggregate = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_aggregate);
   agg_class->sink_event = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_sink_event);

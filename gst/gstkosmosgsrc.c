@@ -91,9 +91,9 @@ gst_kosmosg_src_set_property (GObject * object, guint prop_id,
     G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     return;
   }
+  gst_kosmosg_set_property (GST_ELEMENT (self), &self->settings,
+      prop_id - PROP_COMMON_FIRST, value, 0);
   GST_OBJECT_LOCK (self);
-  gst_kosmosg_settings_set (&self->settings, prop_id - PROP_COMMON_FIRST,
-      value);
   g_cond_broadcast (&self->cond);
   GST_OBJECT_UNLOCK (self);
 }

@@ -3,9 +3,13 @@
 # the tiny model: image variation (one PNG, also through uridecodebin whose
 # pad appears after PAUSED), two-image mixing, text only.
 # Each must end normally and write a valid PNG of the requested size.
+# Then examples/live-mix: a bad prompt on stdin is refused with a warning
+# and the run goes on; an error makes it exit 1.
+# usage: gst-launch-smoke.sh LIVE_MIX_EXECUTABLE
 # Env: KG_TINY_MODEL, GST_PLUGIN_PATH (the build's gst dir), GST_REGISTRY.
 set -eu
 
+live_mix=${1:?usage: gst-launch-smoke.sh LIVE_MIX_EXECUTABLE}
 model=${KG_TINY_MODEL:?KG_TINY_MODEL is not set}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/kosmosg-smoke.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
@@ -78,6 +82,34 @@ run kosmosgfilter name=k model-location="$model" backend=cpu prompt="<i> wearing
     filesrc location="$dir/b.png" ! pngdec ! k.sink_1
 check_png "$dir/mix.png" 64 128
 
+# sink_N::index through GstChildProxy: swapping the pads' indexes gives the
+# bytes of swapping the inputs, and differs from the plain binding
+mix() { # out first second [extra properties]
+    out=$1; first=$2; second=$3; shift 3
+    run kosmosgfilter name=k model-location="$model" backend=cpu prompt="<i> wearing <i>" \
+            num-inference-steps=2 seed=3 "$@" ! \
+        video/x-raw,width=64,height=64 ! pngenc ! filesink location="$dir/$out" \
+        filesrc location="$dir/$first" ! pngdec ! k.sink_0 \
+        filesrc location="$dir/$second" ! pngdec ! k.sink_1
+}
+mix index-swapped.png a.png b.png sink_0::index=1 sink_1::index=0
+mix inputs-swapped.png b.png a.png
+mix plain.png a.png b.png
+cmp "$dir/index-swapped.png" "$dir/inputs-swapped.png"
+if cmp -s "$dir/index-swapped.png" "$dir/plain.png"; then
+    echo "FAIL: sink_N::index changed nothing"; exit 1
+fi
+echo "ok: sink_0::index=1 sink_1::index=0 binds the pads in swapped order"
+
+# per-step progress as GST_MESSAGE_PROGRESS, which gst-launch-1.0 prints
+gst-launch-1.0 kosmosgsrc model-location="$model" backend=cpu prompt="a red bicycle" \
+    num-inference-steps=2 ! video/x-raw,width=64,height=64 ! fakesink > "$dir/progress.txt" 2>&1
+for line in "Progress: (generate) Denoising step 1 of 2" "Progress: (generate) Denoising step 2 of 2" \
+        "Progress: (generate) Generated"; do
+    grep -qF "$line" "$dir/progress.txt" || { cat "$dir/progress.txt"; echo "FAIL: no '$line'"; exit 1; }
+done
+echo "ok: gst-launch prints the per-step progress"
+
 # text only: kosmosgsrc, and kosmosgfilter without sink pads
 run kosmosgsrc model-location="$model" backend=cpu prompt="a red bicycle" num-inference-steps=2 ! \
     video/x-raw,width=64,height=64 ! pngenc ! filesink location="$dir/text.png"
@@ -103,4 +135,19 @@ if timeout 120 gst-launch-1.0 -q kosmosgsrc model-location="$model" backend=cpu 
 fi
 grep -q "missing.safetensors" "$dir/err2.txt" || { cat "$dir/err2.txt"; exit 1; }
 echo "ok: missing LoRA refused"
+
+# live-mix: the refused prompt leaves the two-placeholder one in use
+printf 'only one <i>\n' | timeout 120 "$live_mix" --frames 2 --steps 2 --size 64 "$model" \
+    "$dir/b.png" > "$dir/live.txt" 2>&1 || { cat "$dir/live.txt"; echo "FAIL: live-mix"; exit 1; }
+grep -q "warning: The new prompt is refused" "$dir/live.txt" || { cat "$dir/live.txt"; exit 1; }
+test "$(grep -c 'image done: .*prompt "<i> in the style of <i>"' "$dir/live.txt")" = 2 || {
+    cat "$dir/live.txt"; echo "FAIL: live-mix did not go on with its prompt"; exit 1; }
+echo "ok: live-mix refused the bad prompt and went on"
+head -c 100 "$dir/b.png" > "$dir/truncated.png"  # pngdec fails while streaming
+if timeout 120 "$live_mix" --frames 1 --steps 2 --size 64 "$model" "$dir/truncated.png" \
+        < /dev/null > "$dir/live-err.txt" 2>&1; then
+    cat "$dir/live-err.txt"; echo "FAIL: live-mix exited 0 after an error"; exit 1
+fi
+grep -q "^error:" "$dir/live-err.txt" || { cat "$dir/live-err.txt"; exit 1; }
+echo "ok: live-mix exits 1 after an error"
 echo "gst-launch smoke: all passed"

@@ -191,6 +191,47 @@ load_result (GstBus * bus, gboolean * loaded, guint * users)
   fail ("no model-load COMPLETE message");
 }
 
+/* Issue 18: an invalid UTF-8 prompt set through the property made GLib warn
+ * ("please file a bug") and vanished from the done message. It is refused,
+ * by both elements, with a warning naming UTF-8; the old value stays. */
+static void
+run_invalid_utf8 (const gchar * factory, const gchar * prop)
+{
+  GstBus *bus;
+  GstElement *e = make_element (factory, "a cat", TEST_STEPS, &bus);
+  GstMessage *msg;
+  GError *err = NULL;
+  gchar *dbg = NULL, *now = NULL;
+
+  g_object_set (e, "negative-prompt", "blurry", NULL);
+  g_object_set (e, prop, "a \xff\xfe cat", NULL);
+  msg = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING);
+  fail_unless (msg != NULL, "no warning for an invalid UTF-8 %s", prop);
+  gst_message_parse_warning (msg, &err, &dbg);
+  GST_INFO ("warning: %s (%s)", err->message, dbg);
+  fail_unless (strstr (err->message, "UTF-8") != NULL, "%s", err->message);
+  fail_unless (g_utf8_validate (dbg, -1, NULL));
+  g_object_get (e, prop, &now, NULL);
+  fail_unless_equals_string (now, strcmp (prop, "prompt") ? "blurry" :
+      "a cat");
+  assert_no_error (bus);
+  g_error_free (err);
+  g_free (dbg);
+  g_free (now);
+  gst_message_unref (msg);
+  release_element (e, bus);
+}
+
+GST_START_TEST (test_invalid_utf8_prompt)
+{
+  run_invalid_utf8 ("kosmosgfilter", "prompt");
+  run_invalid_utf8 ("kosmosgfilter", "negative-prompt");
+  run_invalid_utf8 ("kosmosgsrc", "prompt");
+  run_invalid_utf8 ("kosmosgsrc", "negative-prompt");
+}
+
+GST_END_TEST;
+
 GST_START_TEST (test_model_sharing)
 {
   GstBus *b1, *b2, *b3, *b4;
@@ -303,6 +344,7 @@ kosmosg_errors_suite (void)
   tcase_add_test (tc, test_auto_fallback_warning);
   tcase_add_test (tc, test_placeholder_mismatch);
   tcase_add_test (tc, test_prompt_too_long);
+  tcase_add_test (tc, test_invalid_utf8_prompt);
   tcase_add_test (tc, test_model_sharing);
   tcase_add_test (tc, test_inspect);
   return s;

@@ -1,7 +1,8 @@
 /* test_gst_pipeline.c - kosmosgfilter in whole pipelines on the real engine
  * (CPU backend, tiny model, 64x64): the threading of the text-only mode (a
  * pad requested during a text-only generation never starts a second
- * generation on the session), reference pads that appear after PAUSED. The
+ * generation on the session), reference pads that appear after PAUSED, a
+ * bad prompt while PLAYING. The
  * pipelines use appsrc/appsink through their action signals. */
 #include "test_gst_common.h"
 
@@ -44,10 +45,11 @@ pipe_stop (Pipe * p)
   gst_object_unref (p->pipeline);
 }
 
-/* An appsrc holding one reference image (then EOS), linked to a newly
- * requested sink pad of the filter while the pipeline runs. */
+/* An appsrc holding one reference image (then EOS when eos), linked to a
+ * newly requested sink pad of the filter while the pipeline runs. */
 static GstPad *
-add_reference (Pipe * p, GstBuffer * ref, const GstVideoInfo * info)
+add_reference (Pipe * p, GstBuffer * ref, const GstVideoInfo * info,
+    gboolean eos)
 {
   GstElement *src = gst_element_factory_make ("appsrc", NULL);
   GstCaps *caps = gst_video_info_to_caps (info);
@@ -66,7 +68,8 @@ add_reference (Pipe * p, GstBuffer * ref, const GstVideoInfo * info)
   fail_unless (gst_element_sync_state_with_parent (src));
   g_signal_emit_by_name (src, "push-buffer", ref, &ret);
   fail_unless_equals_int (ret, GST_FLOW_OK);
-  g_signal_emit_by_name (src, "end-of-stream", &ret);
+  if (eos)
+    g_signal_emit_by_name (src, "end-of-stream", &ret);
   return sinkpad;
 }
 
@@ -189,7 +192,7 @@ GST_START_TEST (test_pad_requested_during_text_only)
   pipe_start (&p, props, TRUE);
   wait_first_step (&p);
   g_object_set (p.filter, "prompt", "<i> on a beach", NULL);
-  pad = add_reference (&p, ref, &info);
+  pad = add_reference (&p, ref, &info, TRUE);
 
   sample = pull_sample (&p, 120);
   fail_unless (sample != NULL, "no text-only image");
@@ -245,7 +248,7 @@ GST_START_TEST (test_pad_after_paused)
       GST_MESSAGE_TYPE_NAME (msg));
   fail_unless (pull_sample (&p, 0.1) == NULL);
 
-  pad = add_reference (&p, ref, &info);
+  pad = add_reference (&p, ref, &info, TRUE);
   sample = pull_sample (&p, 120);
   fail_unless (sample != NULL, "no image after the pad appeared");
   collect_until_eos (&p, &log, 120);
@@ -266,6 +269,105 @@ GST_START_TEST (test_pad_after_paused)
 
 GST_END_TEST;
 
+static GstElement *
+appsrc_of (GstPad * sinkpad)
+{
+  GstPad *peer = gst_pad_get_peer (sinkpad);
+  GstElement *src = gst_pad_get_parent_element (peer);
+
+  gst_object_unref (peer);
+  return src;
+}
+
+static void
+push_ref (GstPad * sinkpad, GstBuffer * ref, GstClockTime pts)
+{
+  GstElement *src = appsrc_of (sinkpad);
+  GstBuffer *buf = gst_buffer_copy (ref);
+  GstFlowReturn ret = GST_FLOW_ERROR;
+
+  GST_BUFFER_PTS (buf) = pts;
+  g_signal_emit_by_name (src, "push-buffer", buf, &ret);
+  fail_unless_equals_int (ret, GST_FLOW_OK);
+  gst_buffer_unref (buf);
+  gst_object_unref (src);
+}
+
+/* Issue 16 (4): a prompt with the wrong placeholder count set while PLAYING
+ * tore the pipeline down. It is refused with a warning, the last good
+ * prompt stays and makes the image of the next reference, and the next
+ * good prompt is used from the reference after it. */
+GST_START_TEST (test_bad_prompt_while_playing)
+{
+  Pipe p;
+  GstVideoInfo info;
+  GstBuffer *ref = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 23, &info);
+  GstBuffer *ref2 = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 24, &info);
+  GstBuffer *ref3 = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 25, &info);
+  GstSample *first, *second, *third;
+  GstPad *pad;
+  GstMessage *msg;
+  GError *err = NULL;
+  gchar *now = NULL;
+  kg_output want2 = { 0 }, want3 = { 0 };
+  gchar *props = g_strdup_printf ("prompt=\"<i> in the snow\" "
+      "num-inference-steps=%d", TEST_STEPS);
+
+  pipe_start (&p, props, TRUE);
+  pad = add_reference (&p, ref, &info, FALSE);
+  first = pull_sample (&p, 120);
+  fail_unless (first != NULL);
+  fail_unless_equals_int (gst_element_get_state (p.pipeline, NULL, NULL,
+          10 * GST_SECOND), GST_STATE_CHANGE_SUCCESS);
+
+  g_object_set (p.filter, "prompt", "<i> wearing <i>", NULL);
+  msg = gst_bus_timed_pop_filtered (p.bus, 10 * GST_SECOND,
+      GST_MESSAGE_WARNING | GST_MESSAGE_ERROR);
+  fail_unless (msg != NULL && GST_MESSAGE_TYPE (msg) == GST_MESSAGE_WARNING,
+      "no warning for the refused prompt");
+  gst_message_parse_warning (msg, &err, NULL);
+  GST_INFO ("warning: %s", err->message);
+  fail_unless (strstr (err->message, "2 \"<i>\" placeholders but 1 "
+          "reference image") != NULL, "%s", err->message);
+  g_clear_error (&err);
+  gst_message_unref (msg);
+  g_object_get (p.filter, "prompt", &now, NULL);
+  fail_unless_equals_string (now, "<i> in the snow");
+  g_free (now);
+
+  push_ref (pad, ref2, GST_SECOND);
+  second = pull_sample (&p, 120);
+  fail_unless (second != NULL, "no image after the refused prompt");
+  engine_generate ("<i> in the snow", &ref2, &info, 1, TEST_SIZE, TEST_SIZE,
+      1, &want2);
+  assert_same_image (gst_sample_get_buffer (second),
+      gst_sample_get_caps (second), &want2, 0);
+
+  g_object_set (p.filter, "prompt", "<i> at night", NULL);
+  push_ref (pad, ref3, 2 * GST_SECOND);
+  third = pull_sample (&p, 120);
+  fail_unless (third != NULL, "no image for the next good prompt");
+  engine_generate ("<i> at night", &ref3, &info, 1, TEST_SIZE, TEST_SIZE, 1,
+      &want3);
+  assert_same_image (gst_sample_get_buffer (third),
+      gst_sample_get_caps (third), &want3, 0);
+  assert_no_error (p.bus);
+
+  kg_output_free (&want2);
+  kg_output_free (&want3);
+  gst_sample_unref (first);
+  gst_sample_unref (second);
+  gst_sample_unref (third);
+  gst_object_unref (pad);
+  gst_buffer_unref (ref);
+  gst_buffer_unref (ref2);
+  gst_buffer_unref (ref3);
+  g_free (props);
+  pipe_stop (&p);
+}
+
+GST_END_TEST;
+
 static Suite *
 kosmosg_pipeline_suite (void)
 {
@@ -275,6 +377,7 @@ kosmosg_pipeline_suite (void)
   suite_add_tcase (s, tc);
   tcase_add_test (tc, test_pad_requested_during_text_only);
   tcase_add_test (tc, test_pad_after_paused);
+  tcase_add_test (tc, test_bad_prompt_while_playing);
   return s;
 }
 
