@@ -161,6 +161,12 @@ gst_kosmosg_install_properties (GObjectClass * klass, guint first_id)
           ".safetensors; scale 1 when omitted, 0 = off; several add up). "
           "Changeable while PLAYING: the next generation uses the new list "
           "without reloading the model", NULL, rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (klass,
+      first_id + GST_KOSMOSG_PROP_N_THREADS,
+      g_param_spec_uint ("n-threads", "Threads",
+          "Worker threads of the CPU backend (0: one per core); they sleep "
+          "while idle", 0, GST_KOSMOSG_MAX_THREADS, GST_KOSMOSG_DEFAULT_N_THREADS,
+          rw | GST_PARAM_MUTABLE_READY));
 
   gst_type_mark_as_plugin_api (GST_TYPE_KOSMOSG_SCHEDULER, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_KOSMOSG_BACKEND, 0);
@@ -181,6 +187,7 @@ gst_kosmosg_settings_init (GstKosmosGSettings * s)
   s->cuda_device_id = GST_KOSMOSG_DEFAULT_DEVICE_ID;
   s->precision = GST_KOSMOSG_DEFAULT_PRECISION;
   s->post_messages = GST_KOSMOSG_DEFAULT_POST_MESSAGES;
+  s->n_threads = GST_KOSMOSG_DEFAULT_N_THREADS;
 }
 
 void
@@ -253,6 +260,9 @@ gst_kosmosg_settings_set (GstKosmosGSettings * s, GstKosmosGProp prop,
       g_free (s->loras);
       s->loras = g_value_dup_string (value);
       break;
+    case GST_KOSMOSG_PROP_N_THREADS:
+      s->n_threads = g_value_get_uint (value);
+      break;
     case GST_KOSMOSG_N_PROPS:
       break;
   }
@@ -301,6 +311,9 @@ gst_kosmosg_settings_get (const GstKosmosGSettings * s, GstKosmosGProp prop,
       break;
     case GST_KOSMOSG_PROP_LORAS:
       g_value_set_string (value, s->loras);
+      break;
+    case GST_KOSMOSG_PROP_N_THREADS:
+      g_value_set_uint (value, s->n_threads);
       break;
     case GST_KOSMOSG_N_PROPS:
       break;
@@ -516,6 +529,7 @@ gst_kosmosg_engine_open (GstKosmosGEngine * e, const GstKosmosGSettings * s)
   opt.backend = s->backend;
   opt.device_id = s->cuda_device_id;
   opt.precision = s->precision;
+  opt.n_threads = (int) s->n_threads;
 
   text = g_strdup_printf ("Loading Kosmos-G model '%s'", path);
   post_load_progress (e, GST_PROGRESS_TYPE_START, text, FALSE, 0);

@@ -48,6 +48,8 @@ GType gst_kosmosg_precision_get_type (void);
 #define GST_KOSMOSG_DEFAULT_DEVICE_ID 0
 #define GST_KOSMOSG_DEFAULT_PRECISION KG_PRECISION_FP16
 #define GST_KOSMOSG_DEFAULT_POST_MESSAGES TRUE
+#define GST_KOSMOSG_DEFAULT_N_THREADS 0
+#define GST_KOSMOSG_MAX_THREADS 1024 /* the CPU backend's KG_CPU_MAX_THREADS */
 
 /* Name of the GstCustomMeta on every output buffer. */
 #define GST_KOSMOSG_META_NAME "KosmosGGenerationMeta"
@@ -68,6 +70,7 @@ typedef enum
   GST_KOSMOSG_PROP_PRECISION,
   GST_KOSMOSG_PROP_POST_MESSAGES,
   GST_KOSMOSG_PROP_LORAS,
+  GST_KOSMOSG_PROP_N_THREADS,
   GST_KOSMOSG_N_PROPS
 } GstKosmosGProp;
 
@@ -87,6 +90,7 @@ typedef struct
   gboolean post_messages;
   /* "a.safetensors:0.8;b.safetensors" (kg_lora_list_parse), NULL = none */
   gchar *loras;
+  guint n_threads;              /* CPU backend; 0: all cores */
   /* bumped whenever prompt or negative-prompt changes */
   guint prompt_serial;
 } GstKosmosGSettings;

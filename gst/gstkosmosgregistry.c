@@ -12,7 +12,8 @@
 
 struct _GstKosmosGModel
 {
-  gchar *key;                   /* "<canonical path>|<backend>|<device>|<precision>" */
+  gchar *key;                   /* "<canonical path>|<backend>|<device>|<precision>|<threads>" */
+  gchar *path;                  /* as the first user gave it, for messages */
   kg_model *model;
   guint users;                  /* protected by registry_lock */
 };
@@ -26,8 +27,9 @@ static gchar *
 make_key (const gchar * path, const kg_model_options * opt)
 {
   char *real = realpath (path, NULL);
-  gchar *key = g_strdup_printf ("%s|%d|%d|%d", real ? real : path,
-      (int) opt->backend, opt->device_id, (int) opt->precision);
+  gchar *key = g_strdup_printf ("%s|%d|%d|%d|%d", real ? real : path,
+      (int) opt->backend, opt->device_id, (int) opt->precision,
+      opt->n_threads);
 
   free (real);
   return key;

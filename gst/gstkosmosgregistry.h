@@ -9,8 +9,8 @@
 /* gstkosmosgregistry.h - the process-wide table of loaded Kosmos-G models.
  *
  * A model file is large (GBs) and slow to load, so every element of the
- * process that asks for the same file on the same backend, device and
- * precision shares one kg_model (the engine's model is immutable and may be
+ * process that asks for the same file on the same backend, device,
+ * precision and CPU thread count shares one kg_model (the engine's model is immutable and may be
  * shared; each element keeps its own kg_session). Entries are refcounted and
  * unloaded when the last element releases them. */
 #ifndef __GST_KOSMOSG_REGISTRY_H__
@@ -25,7 +25,7 @@ G_BEGIN_DECLS
 typedef struct _GstKosmosGModel GstKosmosGModel;
 
 /* Returns the shared entry for (path, opt->backend, opt->device_id,
- * opt->precision), loading the file when no element holds it yet.
+ * opt->precision, opt->n_threads), loading the file when no element holds it yet.
  * *loaded_now tells whether this call loaded it; *users is the number of
  * holders including this one. NULL with err filled on failure. */
 GstKosmosGModel *gst_kosmosg_model_acquire (const gchar * path,

@@ -263,6 +263,24 @@ GST_START_TEST (test_model_sharing)
   fail_unless (loaded);
   fail_unless_equals_int (users, 1);
 
+  /* another CPU thread count is another entry too (n-threads reaches the
+   * backend: kg_model_options.n_threads) */
+  {
+    GstBus *b5;
+    GstElement *t1 = make_element ("kosmosgsrc", "a cat", TEST_STEPS, &b5);
+    guint nt = 0;
+
+    g_object_set (t1, "n-threads", 1, NULL);
+    g_object_get (t1, "n-threads", &nt, NULL);
+    fail_unless_equals_int (nt, 1);
+    fail_unless_equals_int (gst_element_set_state (t1, GST_STATE_READY),
+        GST_STATE_CHANGE_SUCCESS);
+    load_result (b5, &loaded, &users);
+    fail_unless (loaded);
+    fail_unless_equals_int (users, 1);
+    release_element (t1, b5);
+  }
+
   /* the model outlives the first user and goes with the last */
   release_element (f, b1);
   again = make_element ("kosmosgfilter", "<i>", TEST_STEPS, &b4);
