@@ -297,7 +297,8 @@ void kg_cpu_attention(kg_backend *be, kg_tensor *o, const kg_tensor *q, const kg
 #ifdef KG_ATTN_X86
     if (hv % 8 == 0 && fused_floats(&g) <= cpu->scratch_floats_per_thread && kg_cpu_avx2(cpu)) {
         attn_job j = {cpu, &g, n_heads, (lq + FQ - 1) / FQ, 0, qd, kd, vd, pad, od};
-        kg_pool_run(cpu->pool, nb * n_heads * j.n_items, fused_work_item, &j);
+        kg_cpu_parallel(cpu, nb * n_heads * j.n_items, (double)(nb * lq) * lk * (dq + dv),
+                        fused_work_item, &j);
         return;
     }
 #endif
@@ -314,7 +315,8 @@ void kg_cpu_attention(kg_backend *be, kg_tensor *o, const kg_tensor *q, const kg
 
     {
         attn_job j = {cpu, &g, n_heads, n_blocks, qb, qd, kd, vd, pad, od};
-        kg_pool_run(cpu->pool, nb * n_heads * n_blocks, gemm_block_item, &j);
+        kg_cpu_parallel(cpu, nb * n_heads * n_blocks, (double)(nb * lq) * lk * (dq + dv),
+                        gemm_block_item, &j);
     }
     kg_cpu_gemm_status(be, "attention");
 }

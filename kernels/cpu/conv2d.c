@@ -82,7 +82,7 @@ static int conv_shared(kg_cpu *cpu, const conv_geom *g, int64_t nb, int64_t co, 
         float *yb = yd + bi * co * P;
         if (!direct) {
             im2col_job j = {g, xb, kc, P, 4 * nt, cpu->scratch};
-            kg_pool_run(cpu->pool, j.parts, im2col_part, &j);
+            kg_cpu_parallel(cpu, j.parts, (double)(kc * P), im2col_part, &j);
             col = cpu->scratch;
         }
         kg_cpu_sgemm(cpu, 0, co, P, kc, 1.0f, wd, kc, col, P, 0.0f, yb, P);
@@ -173,7 +173,7 @@ void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
 
     {
         conv_job c = {cpu, &g, co, P, kc, pc, per_item, direct, xd, wd, bd, yd};
-        kg_pool_run(cpu->pool, nb * per_item, conv_chunk, &c);
+        kg_cpu_parallel(cpu, nb * per_item, (double)(nb * P) * co * kc, conv_chunk, &c);
     }
     kg_cpu_gemm_status(be, "conv2d");
 }

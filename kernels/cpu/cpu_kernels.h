@@ -78,6 +78,12 @@ static inline int kg_cpu_avx2(const kg_cpu *cpu)
     return cpu->isa >= KG_CPU_ISA_AVX2;
 }
 
+/* kg_pool_run, but all items on the calling thread when the op's work (about
+ * its element or multiply-add count) is below KG_CPU_PAR_MIN_WORK: waking the
+ * workers costs more than small ops (the tiny model's 8x8 latents) save. */
+#define KG_CPU_PAR_MIN_WORK 32768.0
+void kg_cpu_parallel(const kg_cpu *cpu, int64_t n_items, double work, kg_pool_fn fn, void *ctx);
+
 /* Flat loops over n elements: items of `chunk` elements, inline below
  * `par_min` elements where waking the pool costs more than it saves.
  * fn(ctx, i0, i1, tid) handles elements [i0, i1). */

@@ -53,7 +53,7 @@ void kg_cpu_group_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const k
     int64_t spatial = nb && c ? kg_tensor_numel(x) / (nb * c) : 0;
     gn_job j = {cpu, x->data, gamma->data, beta->data, y->data, groups, c / groups, spatial,
                 c / groups * spatial, eps, silu};
-    kg_pool_run(cpu->pool, nb * groups, group_norm_item, &j);
+    kg_cpu_parallel(cpu, nb * groups, (double)kg_tensor_numel(x), group_norm_item, &j);
 }
 
 typedef struct row_job {

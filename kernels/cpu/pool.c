@@ -251,3 +251,26 @@ void kg_cpu_parallel_range(const kg_cpu *cpu, int64_t n, int64_t chunk, int64_t 
         r.chunk = n;
     kg_pool_run(cpu->pool, (n + r.chunk - 1) / r.chunk, range_item, &r);
 }
+
+typedef struct all_items {
+    kg_pool_fn fn;
+    void *ctx;
+    int64_t n;
+} all_items;
+
+static void run_all(void *ctx, int64_t t, int tid)
+{
+    const all_items *a = ctx;
+    for (int64_t i = 0; i < a->n; i++)
+        a->fn(a->ctx, i, tid);
+}
+
+void kg_cpu_parallel(const kg_cpu *cpu, int64_t n_items, double work, kg_pool_fn fn, void *ctx)
+{
+    if (work < KG_CPU_PAR_MIN_WORK && n_items > 1) {
+        all_items a = {fn, ctx, n_items};
+        kg_pool_run(cpu->pool, 1, run_all, &a);
+        return;
+    }
+    kg_pool_run(cpu->pool, n_items, fn, ctx);
+}
