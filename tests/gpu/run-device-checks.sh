@@ -236,7 +236,7 @@ done
 # test_e2e needs the golden e2e files: $KG_GOLDEN or a carried device-data/golden.
 GOLDEN_DIR=${KG_GOLDEN:-$(ls -d "$ROOT"/device-data/golden 2>/dev/null | head -n 1)}
 if [ -n "$GOLDEN_DIR" ] && [ -n "${KG_TINY_MODEL:-}" ] && [ -e "$GOLDEN_DIR/kosmosg/e2e_two_images_dpms.safetensors" ] &&
-    gcc "${CFLAGS[@]}" -I"$ROOT/tools" "$ROOT/tests/test_e2e.c" "$ROOT/tools/st_writer.c" "$BUILD/testutil.o" \
+    gcc "${CFLAGS[@]}" -I"$ROOT/tools" "$ROOT/tests/test_e2e.c" "$ROOT/tools/st_writer.c" "$ROOT/tools/outfile.c" "$BUILD/testutil.o" \
         "$BUILD/libkg.a" "${LIBS[@]}" -lpng -o "$BUILD/test_e2e"; then
     for c in two_images_dpms text_negative_dpms variation_g1_dpms two_images_ddim text_pndm app512_dpms; do
         step "test_e2e api $c (cuda vs float64 golden)" 90 \
