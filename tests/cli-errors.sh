@@ -226,5 +226,29 @@ timeout 60 "$cli" $base -s 4 -g 1 --scheduler lcm --lora "$loras/kosmosg_tiny.ko
     ok "--scheduler lcm with a LoRA: image written, the LoRA reported with its ignored text-encoder tensors" ||
     bad "--scheduler lcm with a LoRA: $(tail -c 300 "$work/err")"
 
+echo "== ControlNet options and files (issue 15)"
+cnet=${KG_CONTROLNET_FILE:-}
+other=${KG_CONTROLNET_OTHER:-}
+png 64 64 0 "$work/ctl.png"
+refuse "--control without --controlnet" 'needs a --controlnet FILE' $base --control "$work/ctl.png" -o "$work/c.png"
+refuse "--controlnet without --control" 'without a --control IMAGE' $base --controlnet x.st -o "$work/c.png"
+refuse "--control-scale without --control" 'without a --control IMAGE' $base --control-scale 0.5 -o "$work/c.png"
+refuse "2 --controlnet for 3 --control" '2 --controlnet for 3 --control' $base --control a --control b --control c --controlnet x --controlnet y -o "$work/c.png"
+refuse "--control-scale abc" 'expected a number in -100..100' $base --control "$work/ctl.png" --controlnet x --control-scale abc -o "$work/c.png"
+refuse "--control-start after --control-end" 'is not before --control-end' $base --control "$work/ctl.png" --controlnet x --control-start 0.8 --control-end 0.2 -o "$work/c.png"
+refuse "--control-end 1.5" 'expected a number in 0..1' $base --control "$work/ctl.png" --controlnet x --control-end 1.5 -o "$work/c.png"
+refuse "--control missing file" '--control /nonexistent/ctl.png: cannot open' $base --control /nonexistent/ctl.png --controlnet x -o "$work/c.png"
+if [ -n "$cnet" ] && [ -n "$other" ]; then
+    fail_run "model file as --controlnet" 'is not a ControlNet file' $base --control "$work/ctl.png" --controlnet "$model" -o "$work/c.png"
+    fail_run "ControlNet for another U-Net" "does not fit the model's U-Net" $base --control "$work/ctl.png" --controlnet "$other" -o "$work/c.png"
+    fail_run "ControlNet file as -m" 'is a ControlNet file, not a Kosmos-G model' -m "$cnet" -p a --size 64x64 -o "$work/c.png"
+    fail_run "missing --controlnet file" 'No such file' $base --control "$work/ctl.png" --controlnet "$work/none.st" -o "$work/c.png"
+    timeout 60 "$cli" $base --control "$work/ctl.png" --controlnet "$cnet" --control-scale 0.5 -o "$work/cn.png" 2>"$work/err" &&
+        [ -s "$work/cn.png" ] && ok "--control with --controlnet generates $(tail -1 "$work/err")" ||
+        bad "--control run failed: $(tail -c 300 "$work/err")"
+else
+    bad "KG_CONTROLNET_FILE / KG_CONTROLNET_OTHER not set"
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -21,6 +21,11 @@ enum opt_id {
     O_NUM_IMAGES,
     O_SCHEDULER,
     O_LORA,
+    O_CONTROL,
+    O_CONTROLNET,
+    O_CONTROL_SCALE,
+    O_CONTROL_START,
+    O_CONTROL_END,
     O_SIZE,
     O_BACKEND,
     O_THREADS,
@@ -53,6 +58,14 @@ static const opt_def options[] = {
     {"scheduler", 0, 1, O_SCHEDULER, "NAME    dpm++2m (default), ddim, pndm, euler, dpm++2m-karras, lcm"},
     {"lora", 0, 1, O_LORA, "FILE[:S]     LoRA on the U-Net (diffusers or kohya .safetensors) at scale S\n"
                            "                      (default 1; 0 = off), repeatable, up to 8; several add up"},
+    {"control", 0, 1, O_CONTROL, "IMAGE     control map (PNG: canny edges, depth, pose...), resized to the output\n"
+                                 "                      size; repeatable, up to 8, each needs a --controlnet"},
+    {"controlnet", 0, 1, O_CONTROLNET, "FILE   ControlNet from kosmosg-convert --controlnet: one per --control,\n"
+                                       "                      in order, or one for all"},
+    {"control-scale", 0, 1, O_CONTROL_SCALE, "S conditioning scale, -100..100 (default 1.0): one per\n"
+                                             "                      --control or one for all"},
+    {"control-start", 0, 1, O_CONTROL_START, "F fraction of the steps before the ControlNets act, 0..1 (default 0)"},
+    {"control-end", 0, 1, O_CONTROL_END, "F   fraction of the steps after which they stop, 0..1 (default 1)"},
     {"size", 0, 1, O_SIZE, "WxH          output size, multiples of " STR(KG_SIZE_STEP) " up to " STR(KG_SIZE_MAX) " (default " STR(KG_DEFAULT_SIZE) "x" STR(KG_DEFAULT_SIZE) ")"},
     {"backend", 0, 1, O_BACKEND, "NAME      auto (default), cpu, cuda"},
     {"threads", 0, 1, O_THREADS, "N         CPU threads, 1..1024 (default: all cores)"},
@@ -79,6 +92,7 @@ void kg_cli_args_init(kg_cli_args *a)
     memset(a, 0, sizeof *a);
     kg_params_init(&a->params);
     kg_model_options_init(&a->mopt);
+    a->control_end = 1.0f;
 }
 
 static kg_cli_result fail(char *msg, size_t size, const char *fmt, ...)
@@ -297,6 +311,31 @@ static kg_cli_result apply(kg_cli_args *a, const opt_def *o, const char *spelled
         a->lora_scales[a->n_loras++] = (float)sc;
         break;
     }
+    case O_CONTROL:
+        if (a->n_controls == KG_CLI_MAX_CONTROLS)
+            return fail(msg, size, "%s %s: at most %d control maps", spelled, v,
+                        KG_CLI_MAX_CONTROLS);
+        a->controls[a->n_controls++] = v;
+        break;
+    case O_CONTROLNET:
+        if (a->n_controlnets == KG_CLI_MAX_CONTROLS)
+            return fail(msg, size, "%s %s: at most %d ControlNets", spelled, v,
+                        KG_CLI_MAX_CONTROLS);
+        a->controlnets[a->n_controlnets++] = v;
+        break;
+    case O_CONTROL_SCALE:
+        if (a->n_control_scales == KG_CLI_MAX_CONTROLS)
+            return fail(msg, size, "%s %s: at most %d scales", spelled, v, KG_CLI_MAX_CONTROLS);
+        if (parse_float(v, -100.0, 100.0, &fv))
+            return fail(msg, size, "%s \"%s\": expected a number in -100..100", spelled, v);
+        a->control_scales[a->n_control_scales++] = (float)fv;
+        break;
+    case O_CONTROL_START:
+    case O_CONTROL_END:
+        if (parse_float(v, 0.0, 1.0, &fv))
+            return fail(msg, size, "%s \"%s\": expected a number in 0..1", spelled, v);
+        *(o->id == O_CONTROL_START ? &a->control_start : &a->control_end) = (float)fv;
+        break;
     case O_SIZE:
         if (parse_size(v, &a->params.width, &a->params.height))
             return fail(msg, size,
@@ -383,6 +422,22 @@ kg_cli_result kg_cli_parse(kg_cli_args *a, int argc, char *const *argv, char *ms
         return fail(msg, msg_size, "no prompt: -p TEXT is required (\"\" for none)");
     if (!a->out)
         return fail(msg, msg_size, "no output: -o PATTERN is required");
+    if (a->n_controls && !a->n_controlnets)
+        return fail(msg, msg_size, "--control %s needs a --controlnet FILE", a->controls[0]);
+    if (!a->n_controls && (a->n_controlnets || a->n_control_scales))
+        return fail(msg, msg_size, "--%s given without a --control IMAGE",
+                    a->n_controlnets ? "controlnet" : "control-scale");
+    if (a->n_controlnets > 1 && a->n_controlnets != a->n_controls)
+        return fail(msg, msg_size,
+                    "%d --controlnet for %d --control: give one for all or one per control map",
+                    a->n_controlnets, a->n_controls);
+    if (a->n_control_scales > 1 && a->n_control_scales != a->n_controls)
+        return fail(msg, msg_size,
+                    "%d --control-scale for %d --control: give one for all or one per control map",
+                    a->n_control_scales, a->n_controls);
+    if (!(a->control_start < a->control_end))
+        return fail(msg, msg_size, "--control-start %g is not before --control-end %g",
+                    (double)a->control_start, (double)a->control_end);
     if (kg_cli_check_pattern(a->out, a->params.num_images, msg, msg_size))
         return KG_CLI_ERROR;
     return KG_CLI_RUN;

@@ -20,6 +20,7 @@
 #define KG_CLI_MAX_STEPS KG_STEPS_MAX
 #define KG_CLI_MAX_LORAS 8
 #define KG_CLI_MAX_SIZE KG_SIZE_MAX
+#define KG_CLI_MAX_CONTROLS KG_MAX_CONTROLS
 /* Longest output path after %d is replaced (PATH_MAX on Linux, NUL included). */
 #define KG_CLI_PATH_MAX 4096
 
@@ -33,6 +34,15 @@ typedef struct kg_cli_args {
     char lora_paths[KG_CLI_MAX_LORAS][KG_CLI_PATH_MAX];
     float lora_scales[KG_CLI_MAX_LORAS];
     int n_loras;
+    /* --control IMAGE, --controlnet FILE, --control-scale S in order: one ControlNet and
+     * scale per control map, or a single one for all; --control-start/--control-end for all */
+    const char *controls[KG_CLI_MAX_CONTROLS];
+    int n_controls;
+    const char *controlnets[KG_CLI_MAX_CONTROLS];
+    int n_controlnets;
+    float control_scales[KG_CLI_MAX_CONTROLS];
+    int n_control_scales;
+    float control_start, control_end;
     kg_model_options mopt;
 } kg_cli_args;
 

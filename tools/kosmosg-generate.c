@@ -80,10 +80,10 @@ static FILE *open_regular(const char *path, const char *what)
 /* A PNG as the official code sees it after PIL's convert("RGB"): alpha is dropped (not
  * composited), gray is replicated. Images with alpha go to the engine as RGBA, whose rule
  * (engine/image.c, shared with the GStreamer elements) ignores the alpha byte. */
-static int load_png(const char *path, kg_image *img, uint8_t **pixels)
+static int load_png(const char *opt, const char *path, kg_image *img, uint8_t **pixels)
 {
     png_image pi;
-    FILE *f = open_regular(path, "-i");
+    FILE *f = open_regular(path, opt);
     int alpha;
     if (!f)
         return 1;
@@ -91,7 +91,7 @@ static int load_png(const char *path, kg_image *img, uint8_t **pixels)
     pi.version = PNG_IMAGE_VERSION;
     if (!png_image_begin_read_from_stdio(&pi, f)) {
         fclose(f);
-        return die("-i %s: cannot read PNG: %s", path, pi.message);
+        return die("%s %s: cannot read PNG: %s", opt, path, pi.message);
     }
     alpha = (pi.format & PNG_FORMAT_FLAG_ALPHA) != 0;
     pi.format = alpha ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB;
@@ -99,14 +99,14 @@ static int load_png(const char *path, kg_image *img, uint8_t **pixels)
     if (!*pixels) {
         png_image_free(&pi);
         fclose(f);
-        return die("-i %s: out of memory", path);
+        return die("%s %s: out of memory", opt, path);
     }
     /* no background: with an alpha format libpng composites nothing */
     if (!png_image_finish_read(&pi, NULL, *pixels, 0, NULL)) {
         free(*pixels);
         *pixels = NULL;
         fclose(f);
-        return die("-i %s: cannot decode PNG: %s", path, pi.message);
+        return die("%s %s: cannot decode PNG: %s", opt, path, pi.message);
     }
     fclose(f);
     img->format = alpha ? KG_PIX_RGBA : KG_PIX_RGB;
@@ -253,6 +253,9 @@ int main(int argc, char **argv)
     kg_image images[KG_CLI_MAX_IMAGES];
     kg_lora_ref loras[KG_CLI_MAX_LORAS];
     uint8_t *pixels[KG_CLI_MAX_IMAGES] = {0};
+    kg_control controls[KG_CLI_MAX_CONTROLS];
+    uint8_t *control_pixels[KG_CLI_MAX_CONTROLS] = {0};
+    kg_control_net *nets[KG_CLI_MAX_CONTROLS] = {0};
     kg_model *model = NULL;
     kg_session *session = NULL;
     kg_output out = {0};
@@ -284,10 +287,21 @@ int main(int argc, char **argv)
     a->params.prompt = a->prompt;
     a->params.negative_prompt = a->negative;
     for (int i = 0; i < a->n_inputs; i++)
-        if (load_png(a->inputs[i], &images[i], &pixels[i]))
+        if (load_png("-i", a->inputs[i], &images[i], &pixels[i]))
             goto fail;
     a->params.images = images;
     a->params.n_images = a->n_inputs;
+    for (int i = 0; i < a->n_controls; i++) {
+        kg_control_init(&controls[i]);
+        if (load_png("--control", a->controls[i], &controls[i].image, &control_pixels[i]))
+            goto fail;
+        if (a->n_control_scales)
+            controls[i].scale = a->control_scales[a->n_control_scales > 1 ? i : 0];
+        controls[i].guidance_start = a->control_start;
+        controls[i].guidance_end = a->control_end;
+    }
+    a->params.controls = controls;
+    a->params.n_controls = a->n_controls;
     for (int i = 0; i < a->n_loras; i++) {
         loras[i].path = a->lora_paths[i];
         loras[i].scale = a->lora_scales[i];
@@ -311,6 +325,18 @@ int main(int argc, char **argv)
         die("%s", err.msg);
         goto fail;
     }
+    /* each --controlnet opened once, shared by the maps it serves */
+    for (int i = 0; i < a->n_controlnets; i++) {
+        for (int j = 0; j < i && !nets[i]; j++)
+            if (!strcmp(a->controlnets[j], a->controlnets[i]))
+                nets[i] = nets[j];
+        if (!nets[i] && kg_control_net_open(&nets[i], model, a->controlnets[i], &err) != KG_OK) {
+            die("--controlnet %s", err.msg);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < a->n_controls; i++)
+        controls[i].net = nets[a->n_controlnets > 1 ? i : 0];
     fprintf(stderr, "loaded %s on %s (%.1fs)\n", a->model,
             kg_backend_kind_name(kg_model_backend(model)), now() - c.t_start);
     for (int i = 0; i < a->n_loras; i++) {
@@ -372,6 +398,15 @@ fail:
     kg_outfile_abort(&c.dump_out);
     kg_output_free(&out);
     kg_session_free(session);
+    for (int i = 0; i < a->n_controlnets; i++) {
+        int shared = 0;
+        for (int j = 0; j < i; j++)
+            shared |= nets[j] == nets[i];
+        if (!shared)
+            kg_control_net_close(nets[i]);
+    }
+    for (int i = 0; i < a->n_controls; i++)
+        free(control_pixels[i]);
     kg_model_close(model);
     kg_st_writer_free(c.dumper);
     free(lat);
