@@ -12,6 +12,8 @@ void kg_control_init(kg_control *c)
     c->scale = 1.0f;
     c->guidance_start = 0.0f;
     c->guidance_end = 1.0f;
+    c->canny_low = 100.0f;
+    c->canny_high = 200.0f;
 }
 
 kg_status kg_control_net_open(kg_control_net **out, kg_model *m, const char *path,

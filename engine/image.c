@@ -355,3 +355,138 @@ kg_status kg_image_preprocess(const kg_image *img, float *out, kg_error *err)
     free(rgb);
     return st;
 }
+
+/* ------------------------------------------------------------------ canny */
+
+/* OpenCV canny.cpp: tan(22.5 deg) in 15-bit fixed point */
+#define CANNY_SHIFT 15
+#define CANNY_TG22 13573 /* (int)(0.4142135623730950488 * (1 << 15) + 0.5) */
+
+kg_status kg_image_canny(const kg_image *img, double low_thresh, double high_thresh, uint8_t *dst,
+                         kg_error *err)
+{
+    int64_t W, H;
+    int bpp, off[3];
+    int32_t *dx = NULL, *dy = NULL, *mag = NULL;
+    uint8_t *map = NULL;
+    int64_t *stack = NULL, top = 0;
+    int low, high;
+    kg_status st = kg_image_check(img, err);
+
+    if (st != KG_OK)
+        return st;
+    if (!dst)
+        return kg_error_set(err, KG_ERR_IMAGE, "canny: NULL output buffer");
+    if (!(low_thresh >= 0.0 && high_thresh >= 0.0 && low_thresh < 1e9 && high_thresh < 1e9))
+        return kg_error_set(err, KG_ERR_INVALID_ARG,
+                            "canny: thresholds %g / %g: expected finite values >= 0", low_thresh,
+                            high_thresh);
+    if (low_thresh > high_thresh) {
+        double t = low_thresh;
+        low_thresh = high_thresh;
+        high_thresh = t;
+    }
+    low = (int)floor(low_thresh); /* cvFloor, L1 gradient */
+    high = (int)floor(high_thresh);
+    W = img->width;
+    H = img->height;
+    bpp = kg_pixel_format_bpp(img->format);
+    channel_offsets(img->format, off);
+    dx = malloc((size_t)(W * H) * sizeof *dx);
+    dy = malloc((size_t)(W * H) * sizeof *dy);
+    mag = calloc((size_t)((W + 2) * (H + 2)), sizeof *mag);
+    map = malloc((size_t)((W + 2) * (H + 2)));
+    stack = malloc((size_t)(W * H) * sizeof *stack);
+    if (!dx || !dy || !mag || !map || !stack) {
+        st = kg_error_set(err, KG_ERR_NOMEM, "canny: no memory for a %lldx%lld image",
+                          (long long)W, (long long)H);
+        goto done;
+    }
+
+    /* Sobel 3x3 (BORDER_REPLICATE) per channel; per pixel the channel with the largest
+     * |dx| + |dy| (the first on ties) gives dx, dy and the magnitude */
+    for (int64_t y = 0; y < H; y++) {
+        const uint8_t *rows[3];
+        rows[0] = img->data + (size_t)(y > 0 ? y - 1 : 0) * img->stride;
+        rows[1] = img->data + (size_t)y * img->stride;
+        rows[2] = img->data + (size_t)(y < H - 1 ? y + 1 : H - 1) * img->stride;
+        for (int64_t x = 0; x < W; x++) {
+            int64_t xl = x > 0 ? x - 1 : 0, xr = x < W - 1 ? x + 1 : W - 1;
+            int best = -1, bx = 0, by = 0;
+            for (int c = 0; c < 3; c++) {
+#define P(r, xx) ((int)rows[r][(size_t)(xx) * (size_t)bpp + (size_t)off[c]])
+                int gx = (P(0, xr) - P(0, xl)) + 2 * (P(1, xr) - P(1, xl)) + (P(2, xr) - P(2, xl));
+                int gy = (P(2, xl) + 2 * P(2, x) + P(2, xr)) - (P(0, xl) + 2 * P(0, x) + P(0, xr));
+#undef P
+                int m = abs(gx) + abs(gy);
+                if (m > best) {
+                    best = m;
+                    bx = gx;
+                    by = gy;
+                }
+                if (img->format == KG_PIX_GRAY8)
+                    break; /* one channel: what cv2 sees for a grey image */
+            }
+            dx[y * W + x] = bx;
+            dy[y * W + x] = by;
+            mag[(y + 1) * (W + 2) + x + 1] = best;
+        }
+    }
+
+    /* non-maximum suppression along the gradient's octant (OpenCV's comparisons: strict on
+     * one side, >= on the other for horizontal/vertical, strict on both diagonally);
+     * map: 0 candidate, 1 not an edge, 2 edge */
+    memset(map, 1, (size_t)((W + 2) * (H + 2)));
+    for (int64_t y = 0; y < H; y++) {
+        for (int64_t x = 0; x < W; x++) {
+            int64_t j = (y + 1) * (W + 2) + x + 1, s2 = W + 2;
+            int m = mag[j], keep = 0;
+            if (m > low) {
+                int xs = dx[y * W + x], ys = dy[y * W + x];
+                int64_t ax = abs(xs), ay = (int64_t)abs(ys) << CANNY_SHIFT;
+                int64_t tg22x = ax * CANNY_TG22;
+                if (ay < tg22x) {
+                    keep = m > mag[j - 1] && m >= mag[j + 1];
+                } else {
+                    int64_t tg67x = tg22x + (ax << (CANNY_SHIFT + 1));
+                    if (ay > tg67x) {
+                        keep = m > mag[j - s2] && m >= mag[j + s2];
+                    } else {
+                        int64_t sgn = (xs ^ ys) < 0 ? -1 : 1;
+                        keep = m > mag[j - s2 - sgn] && m > mag[j + s2 + sgn];
+                    }
+                }
+            }
+            if (!keep)
+                continue;
+            if (m > high) {
+                map[j] = 2;
+                stack[top++] = j;
+            } else {
+                map[j] = 0;
+            }
+        }
+    }
+
+    /* hysteresis: candidates 8-connected to an edge become edges */
+    while (top > 0) {
+        int64_t j = stack[--top], s2 = W + 2;
+        const int64_t nb[8] = {-s2 - 1, -s2, -s2 + 1, -1, 1, s2 - 1, s2, s2 + 1};
+        for (int k = 0; k < 8; k++) {
+            if (map[j + nb[k]] == 0) {
+                map[j + nb[k]] = 2;
+                stack[top++] = j + nb[k];
+            }
+        }
+    }
+    for (int64_t y = 0; y < H; y++)
+        for (int64_t x = 0; x < W; x++)
+            dst[y * W + x] = map[(y + 1) * (W + 2) + x + 1] == 2 ? 255 : 0;
+done:
+    free(dx);
+    free(dy);
+    free(mag);
+    free(map);
+    free(stack);
+    return st;
+}

@@ -221,6 +221,9 @@ typedef struct kg_control {
     float scale;          /* conditioning_scale, default 1.0 */
     float guidance_start; /* acts on step i when start <= i/N and (i+1)/N <= end */
     float guidance_end;   /* default 0.0 and 1.0 */
+    int canny;            /* nonzero: the image is a photo; its Canny edges (OpenCV's
+                           * algorithm on RGB, as the demo's CannyDetector) are the map */
+    float canny_low, canny_high; /* thresholds, default 100 and 200 (CannyDetector's) */
 } kg_control;
 
 void kg_control_init(kg_control *c);

@@ -522,6 +522,11 @@ static kg_status check_params(const kg_session *s, const kg_params *p, kg_error 
                                 "control %d: guidance window [%g, %g]: expected 0 <= start < end "
                                 "<= 1",
                                 i, (double)k->guidance_start, (double)k->guidance_end);
+        if (k->canny && !(k->canny_low >= 0.0f && k->canny_high >= 0.0f &&
+                          k->canny_low < 1e9f && k->canny_high < 1e9f))
+            return kg_error_set(err, KG_ERR_INVALID_ARG,
+                                "control %d: Canny thresholds %g / %g: expected finite values >= 0",
+                                i, (double)k->canny_low, (double)k->canny_high);
         st = kg_image_check(&k->image, err);
         if (st != KG_OK) {
             kg_error_prefix(err, "control image %d", i);
@@ -604,8 +609,23 @@ static kg_status prepare_controls(const kg_params *p, request *r, kg_error *err)
     }
     for (int k = 0; k < p->n_controls && st == KG_OK; k++) {
         float *dst = r->controls + (size_t)k * 3 * plane;
-        st = kg_image_resize_rgb_filter(&p->controls[k].image, p->width, p->height,
-                                        KG_RESAMPLE_LANCZOS, rgb, err);
+        const kg_control *ck = &p->controls[k];
+        kg_image src = ck->image;
+        uint8_t *edges = NULL;
+        if (ck->canny) {
+            /* CannyDetector at the image's own size; its grey map is replicated (HWC3) */
+            edges = malloc((size_t)(src.width * src.height));
+            if (!edges) {
+                st = kg_error_set(err, KG_ERR_NOMEM, "no host memory for control map %d", k);
+                break;
+            }
+            st = kg_image_canny(&src, ck->canny_low, ck->canny_high, edges, err);
+            src = (kg_image){KG_PIX_GRAY8, src.width, src.height, (size_t)src.width, edges};
+        }
+        if (st == KG_OK)
+            st = kg_image_resize_rgb_filter(&src, p->width, p->height, KG_RESAMPLE_LANCZOS, rgb,
+                                            err);
+        free(edges);
         if (st != KG_OK) {
             kg_error_prefix(err, "control image %d", k);
             break;

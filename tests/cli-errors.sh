@@ -237,6 +237,8 @@ refuse "2 --controlnet for 3 --control" '2 --controlnet for 3 --control' $base -
 refuse "--control-scale abc" 'expected a number in -100..100' $base --control "$work/ctl.png" --controlnet x --control-scale abc -o "$work/c.png"
 refuse "--control-start after --control-end" 'is not before --control-end' $base --control "$work/ctl.png" --controlnet x --control-start 0.8 --control-end 0.2 -o "$work/c.png"
 refuse "--control-end 1.5" 'expected a number in 0..1' $base --control "$work/ctl.png" --controlnet x --control-end 1.5 -o "$work/c.png"
+refuse "--control-canny 100" 'expected LOW:HIGH' $base --control "$work/ctl.png" --controlnet x --control-canny 100 -o "$work/c.png"
+refuse "--control-canny without --control" 'control-canny given without a --control IMAGE' $base --control-canny 100:200 -o "$work/c.png"
 refuse "--control missing file" '--control /nonexistent/ctl.png: cannot open' $base --control /nonexistent/ctl.png --controlnet x -o "$work/c.png"
 if [ -n "$cnet" ] && [ -n "$other" ]; then
     fail_run "model file as --controlnet" 'is not a ControlNet file' $base --control "$work/ctl.png" --controlnet "$model" -o "$work/c.png"
@@ -246,6 +248,9 @@ if [ -n "$cnet" ] && [ -n "$other" ]; then
     timeout 60 "$cli" $base --control "$work/ctl.png" --controlnet "$cnet" --control-scale 0.5 -o "$work/cn.png" 2>"$work/err" &&
         [ -s "$work/cn.png" ] && ok "--control with --controlnet generates $(tail -1 "$work/err")" ||
         bad "--control run failed: $(tail -c 300 "$work/err")"
+    timeout 60 "$cli" $base --control "$work/ctl.png" --controlnet "$cnet" --control-canny 50:120 -o "$work/cc.png" 2>"$work/err" &&
+        [ -s "$work/cc.png" ] && ok "--control-canny generates" ||
+        bad "--control-canny run failed: $(tail -c 300 "$work/err")"
 else
     bad "KG_CONTROLNET_FILE / KG_CONTROLNET_OTHER not set"
 fi

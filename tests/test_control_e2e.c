@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "image.h"
 #include "json.h"
 #include "kosmosg.h"
 #include "testutil.h"
@@ -153,6 +154,48 @@ done:
     kg_st_close(e2e);
 }
 
+/* canny on a photo gives the image of its Canny map given directly (a grey map, replicated) */
+static void run_canny(kg_session *s, const kg_control_net *cn, const kg_st_file *ref)
+{
+    const kg_st_tensor *t = kg_st_find(ref, "in.control2.rgb");
+    kg_control ctl;
+    kg_params p;
+    kg_output a = {0}, b = {0};
+    kg_error err = {0};
+    uint8_t *edges;
+    kg_status s1, s2;
+
+    printf("--- canny\n");
+    if (!kgt_check(t != NULL, "in.control2.rgb present"))
+        return;
+    edges = malloc((size_t)(t->shape[0] * t->shape[1]));
+    kg_params_init(&p);
+    p.prompt = "a dog";
+    p.steps = 2;
+    p.seed = 5;
+    p.width = p.height = 64; /* the 128x128 photo's map is resized to the output */
+    kg_control_init(&ctl);
+    ctl.net = cn;
+    ctl.canny = 1;
+    ctl.canny_low = 50.0f;
+    ctl.canny_high = 120.0f;
+    ctl.image = (kg_image){KG_PIX_RGB, t->shape[1], t->shape[0], (size_t)t->shape[1] * 3, t->data};
+    p.controls = &ctl;
+    p.n_controls = 1;
+    s1 = kg_generate(s, &p, NULL, NULL, NULL, &a, &err);
+    kgt_check(s1 == KG_OK, "canny control generates (%s)", s1 == KG_OK ? "ok" : err.msg);
+    kg_image_canny(&ctl.image, 50.0, 120.0, edges, &err);
+    ctl.canny = 0;
+    ctl.image = (kg_image){KG_PIX_GRAY8, t->shape[1], t->shape[0], (size_t)t->shape[1], edges};
+    s2 = kg_generate(s, &p, NULL, NULL, NULL, &b, &err);
+    kgt_check(s1 == KG_OK && s2 == KG_OK && a.n == b.n &&
+                  !memcmp(a.rgb, b.rgb, (size_t)a.n * 64 * 64 * 3),
+              "canny=1 on the photo == its edge map given as the control image");
+    kg_output_free(&a);
+    kg_output_free(&b);
+    free(edges);
+}
+
 static void expect(kg_status got, kg_status want, const kg_error *err, const char *needle,
                    const char *what)
 {
@@ -195,6 +238,12 @@ static void run_errors(kg_model *m, kg_session *s, const kg_control_net *cn)
     ctl.image = (kg_image){KG_PIX_RGB, 64, 64, 10, px};
     st = kg_generate(s, &p, NULL, NULL, NULL, &out, &err);
     expect(st, KG_ERR_IMAGE, &err, "control image 0", "control image with a short stride");
+    ctl.canny = 1;
+    ctl.canny_low = -5.0f;
+    st = kg_generate(s, &p, NULL, NULL, NULL, &out, &err);
+    expect(st, KG_ERR_INVALID_ARG, &err, "Canny thresholds", "negative Canny threshold");
+    kg_control_init(&ctl);
+    ctl.net = cn;
     ctl.scale = NAN;
     ctl.image = (kg_image){KG_PIX_RGB, 64, 64, 64 * 3, px};
     st = kg_generate(s, &p, NULL, NULL, NULL, &out, &err);
@@ -243,6 +292,7 @@ int main(void)
     for (size_t i = 0; i < kg_json_count(cases); i++)
         run_case(s, cn, ref, kg_json_at(cases, i), kg_json_key_at(cases, i));
     kgt_check(kg_json_count(cases) == 3, "3 sampling cases (%zu)", kg_json_count(cases));
+    run_canny(s, cn, ref);
     run_errors(m, s, cn);
 done:
     kg_json_free(cases);

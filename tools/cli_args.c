@@ -26,6 +26,7 @@ enum opt_id {
     O_CONTROL_SCALE,
     O_CONTROL_START,
     O_CONTROL_END,
+    O_CONTROL_CANNY,
     O_SIZE,
     O_BACKEND,
     O_THREADS,
@@ -66,6 +67,8 @@ static const opt_def options[] = {
                                              "                      --control or one for all"},
     {"control-start", 0, 1, O_CONTROL_START, "F fraction of the steps before the ControlNets act, 0..1 (default 0)"},
     {"control-end", 0, 1, O_CONTROL_END, "F   fraction of the steps after which they stop, 0..1 (default 1)"},
+    {"control-canny", 0, 1, O_CONTROL_CANNY, "L:H the --control images are photos: use their Canny edges\n"
+                                             "                      (OpenCV's algorithm on RGB, thresholds L and H; the demo: 100:200)"},
     {"size", 0, 1, O_SIZE, "WxH          output size, multiples of " STR(KG_SIZE_STEP) " up to " STR(KG_SIZE_MAX) " (default " STR(KG_DEFAULT_SIZE) "x" STR(KG_DEFAULT_SIZE) ")"},
     {"backend", 0, 1, O_BACKEND, "NAME      auto (default), cpu, cuda"},
     {"threads", 0, 1, O_THREADS, "N         CPU threads, 1..1024 (default: all cores)"},
@@ -336,6 +339,22 @@ static kg_cli_result apply(kg_cli_args *a, const opt_def *o, const char *spelled
             return fail(msg, size, "%s \"%s\": expected a number in 0..1", spelled, v);
         *(o->id == O_CONTROL_START ? &a->control_start : &a->control_end) = (float)fv;
         break;
+    case O_CONTROL_CANNY: {
+        const char *colon = strchr(v, ':');
+        char lo[64];
+        double hv;
+        if (!colon || (size_t)(colon - v) >= sizeof lo)
+            return fail(msg, size, "%s \"%s\": expected LOW:HIGH (e.g. 100:200)", spelled, v);
+        memcpy(lo, v, (size_t)(colon - v));
+        lo[colon - v] = '\0';
+        if (parse_float(lo, 0.0, 100000.0, &fv) || parse_float(colon + 1, 0.0, 100000.0, &hv))
+            return fail(msg, size, "%s \"%s\": expected LOW:HIGH, numbers in 0..100000", spelled,
+                        v);
+        a->control_canny = 1;
+        a->canny_low = (float)fv;
+        a->canny_high = (float)hv;
+        break;
+    }
     case O_SIZE:
         if (parse_size(v, &a->params.width, &a->params.height))
             return fail(msg, size,
@@ -424,9 +443,11 @@ kg_cli_result kg_cli_parse(kg_cli_args *a, int argc, char *const *argv, char *ms
         return fail(msg, msg_size, "no output: -o PATTERN is required");
     if (a->n_controls && !a->n_controlnets)
         return fail(msg, msg_size, "--control %s needs a --controlnet FILE", a->controls[0]);
-    if (!a->n_controls && (a->n_controlnets || a->n_control_scales))
+    if (!a->n_controls && (a->n_controlnets || a->n_control_scales || a->control_canny))
         return fail(msg, msg_size, "--%s given without a --control IMAGE",
-                    a->n_controlnets ? "controlnet" : "control-scale");
+                    a->n_controlnets      ? "controlnet"
+                    : a->n_control_scales ? "control-scale"
+                                          : "control-canny");
     if (a->n_controlnets > 1 && a->n_controlnets != a->n_controls)
         return fail(msg, msg_size,
                     "%d --controlnet for %d --control: give one for all or one per control map",

@@ -43,6 +43,8 @@ typedef struct kg_cli_args {
     float control_scales[KG_CLI_MAX_CONTROLS];
     int n_control_scales;
     float control_start, control_end;
+    int control_canny;                    /* --control-canny LOW:HIGH given */
+    float canny_low, canny_high;
     kg_model_options mopt;
 } kg_cli_args;
 

@@ -297,6 +297,11 @@ int main(int argc, char **argv)
             goto fail;
         if (a->n_control_scales)
             controls[i].scale = a->control_scales[a->n_control_scales > 1 ? i : 0];
+        controls[i].canny = a->control_canny;
+        if (a->control_canny) {
+            controls[i].canny_low = a->canny_low;
+            controls[i].canny_high = a->canny_high;
+        }
         controls[i].guidance_start = a->control_start;
         controls[i].guidance_end = a->control_end;
     }
