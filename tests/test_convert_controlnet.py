@@ -4,7 +4,8 @@
 Expected values are read with an independent safetensors parser (and torch.load for a .bin copy):
 every output tensor equals its source exactly (fp32, and fp16 from fp16), the key set is exactly the
 ControlNetModel's, the metadata names the kind and the config; SDXL and SD2 ControlNets are refused by
-name; a missing or mis-shaped tensor is named; a single file is refused with a pointer to the folder."""
+name; a missing or mis-shaped tensor is named; an original single file (control_model.*) gives the
+folder's tensors exactly; diffusers-named weights without config.json are refused."""
 
 import json
 import os
@@ -145,9 +146,36 @@ class ControlNet(unittest.TestCase):
         self.edit_config(folder, _class_name="UNet2DConditionModel")
         self.refused(folder, "not a ControlNetModel")
 
-    def test_single_file_points_to_folder(self):
+    def test_single_file_original_layout(self):
+        """cnet_k_ldm.safetensors (cnet_k in the control_model.* layout, checked against diffusers' own
+        converter by the generator) gives exactly the tensors of the folder, and an equivalent config."""
+        a, b = self.path("ldm.safetensors"), self.path("dir.safetensors")
+        for src, out in ((os.path.join(CNET, "cnet_k_ldm.safetensors"), a), (os.path.join(CNET, "cnet_k"), b)):
+            r = convert(src, out, "--dtype", "fp32", "--quiet")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        ma, ta = read_st(a)
+        mb, tb = read_st(b)
+        self.assertEqual(sorted(ta), sorted(tb))
+        same = [k for k in ta if np.array_equal(ta[k], tb[k])]
+        print("  single file vs folder: %d of %d tensors identical" % (len(same), len(ta)))
+        self.assertEqual(len(same), len(ta))
+        ca, cb = json.loads(ma["kg.config.controlnet"]), json.loads(mb["kg.config.controlnet"])
+        for k in ("block_out_channels", "layers_per_block", "down_block_types", "cross_attention_dim",
+                  "conditioning_embedding_out_channels", "conditioning_channels", "in_channels",
+                  "attention_head_dim", "use_linear_projection"):
+            self.assertEqual(ca[k], cb[k], k)
+
+    def test_single_file_unknown_key_named(self):
+        _, src = read_st(os.path.join(CNET, "cnet_k_ldm.safetensors"))
+        src = {k: torch.from_numpy(v.copy()) for k, v in src.items()}
+        src["control_model.zero_convs.0.1.weight"] = src["control_model.zero_convs.0.0.weight"]
+        p = self.path("extra.pth")
+        torch.save(src, p)
+        self.refused(p, "'control_model.zero_convs.0.1.weight' has no place in a ControlNet")
+
+    def test_single_file_diffusers_names_need_the_folder(self):
         self.refused(os.path.join(CNET, "cnet_tiny", "diffusion_pytorch_model.safetensors"),
-                     "diffusers folder")
+                     "without their config.json")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ Writes, for two tiny ControlNetModels matching U-Nets of ../shared/golden:
                              act64.<module>: ControlNet taps; out64.unet: the U-Net's output with
                              those residuals added (down_block_additional_residuals /
                              mid_block_additional_residual)
+  cnet_k_ldm.safetensors     cnet_k in the original single-file layout (control_model.*), checked
+                             against diffusers' own LDM converter
 Tags: cnet_tiny (for sd/unet_tiny, widths (32, 64), 1 layer) and cnet_k (for the tiny Kosmos-G
 model's U-Net, SD1.5 topology, widths 32, weights from the official checkpoint).
 
@@ -165,6 +167,70 @@ def save_weights(tag, cn, outdir):
     half.save_pretrained(os.path.join(outdir, tag), safe_serialization=True)
 
 
+RESNET_TO_LDM = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+                 "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+
+
+def to_ldm(sd, cfg):
+    """The ControlNet in the original (cldm, lllyasviel .pth/.safetensors) layout under
+    control_model., written independently of the converter and checked against diffusers'
+    convert_ldm_unet_checkpoint(controlnet=True) below."""
+    L = cfg["layers_per_block"]
+    n_hint = len(cfg["conditioning_embedding_out_channels"]) * 2 - 2
+    out = {}
+    for k, v in sd.items():
+        parts = k.split(".")
+        new = None
+        if k.startswith("time_embedding.linear_"):
+            new = "time_embed.%d.%s" % (0 if parts[1] == "linear_1" else 2, parts[2])
+        elif k.startswith("conv_in."):
+            new = "input_blocks.0.0." + parts[1]
+        elif k.startswith("down_blocks."):
+            b = int(parts[1])
+            if parts[2] == "resnets":
+                l = int(parts[3])
+                new = "input_blocks.%d.0.%s.%s" % (1 + b * (L + 1) + l, RESNET_TO_LDM[parts[4]], parts[5])
+            elif parts[2] == "attentions":
+                l = int(parts[3])
+                new = "input_blocks.%d.1.%s" % (1 + b * (L + 1) + l, ".".join(parts[4:]))
+            else:  # downsamplers.0.conv
+                new = "input_blocks.%d.0.op.%s" % ((b + 1) * (L + 1), parts[-1])
+        elif k.startswith("mid_block.resnets."):
+            new = "middle_block.%d.%s.%s" % (2 * int(parts[2]), RESNET_TO_LDM[parts[3]], parts[4])
+        elif k.startswith("mid_block.attentions.0."):
+            new = "middle_block.1." + ".".join(parts[3:])
+        elif k.startswith("controlnet_cond_embedding.conv_in."):
+            new = "input_hint_block.0." + parts[-1]
+        elif k.startswith("controlnet_cond_embedding.blocks."):
+            new = "input_hint_block.%d.%s" % (2 * (int(parts[2]) + 1), parts[-1])
+        elif k.startswith("controlnet_cond_embedding.conv_out."):
+            new = "input_hint_block.%d.%s" % (2 * (n_hint + 1), parts[-1])
+        elif k.startswith("controlnet_down_blocks."):
+            new = "zero_convs.%s.0.%s" % (parts[1], parts[2])
+        elif k.startswith("controlnet_mid_block."):
+            new = "middle_block_out.0." + parts[1]
+        assert new is not None, k
+        out["control_model." + new] = v
+    return out
+
+
+def save_ldm(tag, cn, outdir):
+    # diffusers' own converter, loaded as gen_ldm_map.py does (its module needs transformers)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from gen_ldm_map import convert_ldm_unet_checkpoint
+    sd = {k: v.detach().half().contiguous() for k, v in cn.state_dict().items()}
+    cfg = dict(cn.config)
+    ldm = to_ldm(sd, cfg)
+    back = convert_ldm_unet_checkpoint(dict(ldm), cfg, path=None, extract_ema=False, controlnet=True)
+    assert sorted(back) == sorted(sd), set(back) ^ set(sd)
+    assert all(torch.equal(back[k], sd[k]) for k in sd)
+    save_file(ldm, os.path.join(outdir, tag + "_ldm.safetensors"), metadata={
+        "generator": "tests/golden-gen/gen_controlnet.py",
+        "note": "original cldm layout (control_model.*); diffusers 0.21.4 convert_ldm_unet_checkpoint"
+                "(controlnet=True) maps it back onto the folder's tensors exactly"})
+    print("%s_ldm: %d tensors, round trip through diffusers' converter exact" % (tag, len(ldm)))
+
+
 def keep(i, n, start, end):
     return 1.0 - float(i / n < start or (i + 1) / n > end)
 
@@ -239,6 +305,7 @@ def main():
     unet.eval()
     cn = make_controlnet(dict(unet.config), 200)
     save_weights("cnet_k", cn, outdir)
+    save_ldm("cnet_k", cn, outdir)
     component_case("cnet_k", cn, unet, 2, 8, 8, 1.0, outdir, 201)
 
     # --- sampling runs from the official e2e goldens' conditions and noise
