@@ -78,6 +78,9 @@ typedef struct kg_backend_ops {
                   const kg_tensor *b);
     /* x [B, C, H, W] -> y [B, C, 2H, 2W]; y != x */
     void (*upsample_nearest2x)(kg_backend *be, kg_tensor *y, const kg_tensor *x);
+    /* x [B, C, H, W] -> y [B, C, Ho, Wo], any Ho, Wo >= 1: PyTorch's nearest interpolate to a
+     * size, source row min(floor(o * (float)H / Ho), H - 1) in float arithmetic; y != x */
+    void (*upsample_nearest)(kg_backend *be, kg_tensor *y, const kg_tensor *x);
     /* y = cat([a, b], dim); y != a, b */
     void (*concat)(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_tensor *b, int dim);
     /* y = x.permute(perm) made contiguous; y != x; unused dims of perm are identity */

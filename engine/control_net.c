@@ -1,6 +1,8 @@
 /* control_net.c - the public ControlNet handle: a file written by
  * kosmosg-convert --controlnet, checked against the model's U-Net and loaded
- * onto the model's backend. */
+ * into a weight store of its own, of the model's backend kind (the shared model
+ * is never written to). Like the model, it keeps no reference to its file once
+ * loaded. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +23,7 @@ kg_status kg_control_net_open(kg_control_net **out, kg_model *m, const char *pat
 {
     kg_control_net *cn;
     kg_controlnet_config cfg;
+    kg_st_file *f = NULL;
     kg_json *j = NULL;
     const char *kind, *ver, *text;
     kg_status st;
@@ -32,11 +35,13 @@ kg_status kg_control_net_open(kg_control_net **out, kg_model *m, const char *pat
     if (!cn)
         return kg_error_set(err, KG_ERR_NOMEM, "%s: no memory for the ControlNet", path);
     cn->m = m;
-    st = kg_st_open(&cn->st, path, err);
+    st = kg_model_store_new(m, &cn->store, err);
+    if (st == KG_OK)
+        st = kg_st_open(&f, path, err);
     if (st != KG_OK)
         goto fail;
-    kind = kg_st_metadata(cn->st, "kg.kind");
-    ver = kg_st_metadata(cn->st, "kg.format_version");
+    kind = kg_st_metadata(f, "kg.kind");
+    ver = kg_st_metadata(f, "kg.format_version");
     if (!kind || strcmp(kind, "controlnet")) {
         st = kg_error_set(err, KG_ERR_FORMAT,
                           "%s is not a ControlNet file (%s); convert a ControlNet with "
@@ -51,7 +56,7 @@ kg_status kg_control_net_open(kg_control_net **out, kg_model *m, const char *pat
                           path, ver ? ver : "(none)", KG_FORMAT_VERSION);
         goto fail;
     }
-    text = kg_st_metadata(cn->st, "kg.config.controlnet");
+    text = kg_st_metadata(f, "kg.config.controlnet");
     if (!text) {
         st = kg_error_set(err, KG_ERR_FORMAT, "%s: no kg.config.controlnet metadata", path);
         goto fail;
@@ -71,15 +76,22 @@ kg_status kg_control_net_open(kg_control_net **out, kg_model *m, const char *pat
                           "its control image is %dx the latent, the model's VAE factor is %d",
                           1 << (cfg.n_embed - 1), m->vae_factor);
     if (st == KG_OK)
-        st = kg_controlnet_load(&cn->net, &cfg, m->store, cn->st, "controlnet.", err);
+        st = kg_controlnet_load(&cn->net, &cfg, cn->store, f, "controlnet.", err);
+    if (st == KG_OK) {
+        st = kg_st_check_unchanged(f, err);
+        if (st != KG_OK)
+            kg_controlnet_free(&cn->net, cn->store);
+    }
     if (st != KG_OK) {
         kg_error_prefix(err, "%s", path);
         goto fail;
     }
+    kg_st_close(f);
     *out = cn;
     return KG_OK;
 fail:
-    kg_st_close(cn->st);
+    kg_st_close(f);
+    kg_backend_free(cn->store);
     free(cn);
     return st;
 }
@@ -88,7 +100,7 @@ void kg_control_net_close(kg_control_net *cn)
 {
     if (!cn)
         return;
-    kg_controlnet_free(&cn->net, cn->m->store);
-    kg_st_close(cn->st);
+    kg_controlnet_free(&cn->net, cn->store);
+    kg_backend_free(cn->store);
     free(cn);
 }

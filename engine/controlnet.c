@@ -196,7 +196,7 @@ kg_status kg_controlnet_forward(kg_ctx *c, const kg_controlnet *m, kg_unet_resid
                                 const kg_tensor *context, const kg_tensor *control, float scale)
 {
     const kg_unet_config *u = &m->cfg.unet;
-    int64_t f = kg_controlnet_factor(m), d = (int64_t)1 << (u->n_blocks - 1);
+    int64_t f = kg_controlnet_factor(m);
     int64_t B = sample->shape[0], H = sample->shape[2], W = sample->shape[3];
     kg_unet_state st;
     size_t mark;
@@ -205,7 +205,7 @@ kg_status kg_controlnet_forward(kg_ctx *c, const kg_controlnet *m, kg_unet_resid
         kg_backend_fail(c->be, KG_ERR_INVALID_ARG, "controlnet: no timesteps or residuals given");
         return kg_ctx_status(c, NULL);
     }
-    if (sample->ndim != 4 || sample->shape[1] != u->in_channels || H % d || W % d ||
+    if (sample->ndim != 4 || sample->shape[1] != u->in_channels || H < 1 || W < 1 ||
         context->ndim != 3 || context->shape[0] != B ||
         context->shape[2] != u->cross_attention_dim || control->ndim != 4 ||
         control->shape[0] != B || control->shape[1] != m->cfg.cond_channels ||

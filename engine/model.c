@@ -46,6 +46,12 @@ static kg_backend_config backend_config(const kg_model_options *o)
     return c;
 }
 
+kg_status kg_model_store_new(const kg_model *m, kg_backend **out, kg_error *err)
+{
+    kg_backend_config cfg = backend_config(&m->opt);
+    return m->provider->weights_new(out, &cfg, err);
+}
+
 /* Finds the provider of kind and creates the model's weight store on it. */
 static kg_status open_store(kg_model *m, kg_backend_kind kind, kg_error *err)
 {
@@ -66,14 +72,29 @@ static kg_status meta_json(const kg_st_file *st, const char *key, kg_json **out,
     return kg_json_parse(out, s, strlen(s), key, err);
 }
 
+/* The tokenizer files are read (not used from the mapping) and parsed into
+ * the tokenizer's own memory. */
 static kg_status load_tokenizer(kg_model *m, kg_error *err)
 {
     const kg_st_tensor *spm, *dict;
+    char *spm_buf = NULL, *dict_buf = NULL;
     kg_status st = kg_st_get(m->st, "tokenizer.sentencepiece", KG_U8, -1, NULL, &spm, err);
     if (st == KG_OK)
         st = kg_st_get(m->st, "tokenizer.dict", KG_U8, -1, NULL, &dict, err);
+    if (st != KG_OK)
+        return st;
+    spm_buf = malloc(spm->nbytes ? spm->nbytes : 1);
+    dict_buf = malloc(dict->nbytes ? dict->nbytes : 1);
+    if (!spm_buf || !dict_buf)
+        st = kg_error_set(err, KG_ERR_NOMEM, "no memory for the tokenizer files");
     if (st == KG_OK)
-        st = kg_tokenizer_new(&m->tok, spm->data, spm->nbytes, dict->data, dict->nbytes, err);
+        st = kg_st_read(m->st, spm, spm_buf, err);
+    if (st == KG_OK)
+        st = kg_st_read(m->st, dict, dict_buf, err);
+    if (st == KG_OK)
+        st = kg_tokenizer_new(&m->tok, spm_buf, spm->nbytes, dict_buf, dict->nbytes, err);
+    free(spm_buf);
+    free(dict_buf);
     return st;
 }
 
@@ -197,8 +218,17 @@ kg_status kg_model_open(kg_model **out, const char *path, const kg_model_options
     m->loaded |= KG_LOADED_UNET;
     LOAD("vae.vae", kg_vae_load(&m->vae, &vae_cfg, m->store, m->st, "vae.vae.", err));
     m->loaded |= KG_LOADED_VAE;
+    /* every weight is the process's own copy now: a file rewritten during the
+     * load fails it, and nothing refers to the file afterwards */
+    st = kg_st_check_unchanged(m->st, err);
+    if (st != KG_OK)
+        goto fail;
+    kg_st_close(m->st);
+    m->st = NULL;
     m->vae_factor = 1 << (vae_cfg.n_blocks - 1);
-    m->size_multiple = m->vae_factor << (unet_cfg.n_blocks - 1);
+    /* any latent size: the U-Net's upsamplers take their skips' sizes (diffusers'
+     * forward_upsample_size), so only the VAE's factor constrains the image */
+    m->size_multiple = m->vae_factor;
 
     *out = m;
     return KG_OK;

@@ -34,7 +34,7 @@ struct kg_model {
     char fallback_reason[KG_ERROR_MSG_LEN]; /* why AUTO chose the CPU */
     const kg_backend_provider *provider;
     kg_backend *store;             /* weight store: owns the weight blobs, computes nothing */
-    kg_st_file *st;                /* mapping the CPU weights may point into */
+    kg_st_file *st;                /* the model file, open during kg_model_open only */
     kg_tokenizer *tok;
     kg_clip clip;
     kg_connector connector;
@@ -44,13 +44,14 @@ struct kg_model {
     kg_vae vae;
     kg_scheduler_config sched_cfg;
     int vae_factor;     /* image pixels per latent pixel: 2^(VAE up blocks - 1) */
-    int size_multiple;  /* output sizes the U-Net can halve at every level */
+    int size_multiple;  /* output sizes are multiples of this: the VAE's factor */
     unsigned loaded;
 };
 
 struct kg_control_net {
-    const kg_model *m;  /* the model whose backend holds the weights */
-    kg_st_file *st;     /* mapping the CPU weights may point into */
+    const kg_model *m; /* the model it was opened for */
+    kg_backend *store; /* its own weight store of the model's kind: opening one never
+                           touches the shared model */
     kg_controlnet net;
 };
 
@@ -62,5 +63,8 @@ struct kg_session {
     float *uncond;      /* [queries, dim] host copy, NULL until computed */
     kg_lora_set lora;   /* the LoRA-merged U-Net weights of this session */
 };
+
+/* A new, empty weight store of the model's backend kind, device and dtype. */
+kg_status kg_model_store_new(const kg_model *m, kg_backend **out, kg_error *err);
 
 #endif

@@ -485,19 +485,25 @@ void kg_scale(kg_ctx *c, kg_tensor *y, const kg_tensor *x, float alpha)
     kg_axpby(c, y, alpha, x, 0.0f, NULL);
 }
 
-void kg_upsample_nearest2x(kg_ctx *c, kg_tensor *y, const kg_tensor *x)
+void kg_upsample_nearest(kg_ctx *c, kg_tensor *y, const kg_tensor *x)
 {
     char s1[64], s2[64];
     if (!ok(c) || !check_act(c, "upsample", "y", y) || !check_act(c, "upsample", "x", x))
         return;
     if (x->ndim != 4 || y->ndim != 4 || y->shape[0] != x->shape[0] || y->shape[1] != x->shape[1] ||
-        y->shape[2] != 2 * x->shape[2] || y->shape[3] != 2 * x->shape[3] || y->data == x->data) {
-        kg_backend_fail(c->be, KG_ERR_SHAPE, "upsample_nearest2x: x %s -> y %s", shp(x, s1),
+        x->shape[2] < 1 || x->shape[3] < 1 || y->shape[2] < 1 || y->shape[3] < 1 ||
+        y->data == x->data) {
+        kg_backend_fail(c->be, KG_ERR_SHAPE, "upsample_nearest: x %s -> y %s", shp(x, s1),
                         shp(y, s2));
         return;
     }
-    if (run(c))
+    if (!run(c))
+        return;
+    /* exactly twice the size: the same indices (floor(o * 0.5f) = o / 2), the faster kernel */
+    if (y->shape[2] == 2 * x->shape[2] && y->shape[3] == 2 * x->shape[3])
         c->be->ops->upsample_nearest2x(c->be, y, x);
+    else
+        c->be->ops->upsample_nearest(c->be, y, x);
 }
 
 void kg_concat(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b, int dim)

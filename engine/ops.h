@@ -93,7 +93,8 @@ void kg_add_spread(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor 
 void kg_axpby(kg_ctx *c, kg_tensor *y, float alpha, const kg_tensor *a, float beta,
               const kg_tensor *b);
 void kg_scale(kg_ctx *c, kg_tensor *y, const kg_tensor *x, float alpha);
-void kg_upsample_nearest2x(kg_ctx *c, kg_tensor *y, const kg_tensor *x);
+/* nearest interpolation of x [B, C, H, W] to y's H and W (torch F.interpolate(size=...)) */
+void kg_upsample_nearest(kg_ctx *c, kg_tensor *y, const kg_tensor *x);
 void kg_concat(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b, int dim);
 void kg_permute(kg_ctx *c, kg_tensor *y, const kg_tensor *x, int p0, int p1, int p2, int p3);
 void kg_copy(kg_ctx *c, kg_tensor *y, const kg_tensor *x);

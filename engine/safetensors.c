@@ -1,7 +1,10 @@
 /* safetensors.c - mmap reader for .safetensors files.
  *
  * The whole header is validated at open time (see docs/weights-format.md),
- * so later lookups can trust every tensor's data pointer and size. */
+ * so later lookups can trust every tensor's data pointer and size.
+ * kg_st_read and kg_st_to_f32 copy tensor data with pread() rather than
+ * through the mapping: a file truncated on disk after the open then gives
+ * KG_ERR_IO instead of a SIGBUS in the reading process. */
 #include "safetensors.h"
 
 #include <errno.h>
@@ -26,6 +29,8 @@ struct kg_st_file {
     size_t len;
     void *map;            /* mmap'd region, NULL for memory files */
     size_t map_len;
+    int fd;               /* the open file (pread), -1 for memory files */
+    struct stat st;       /* at open: kg_st_check_unchanged compares */
     kg_json *header;      /* owns the name / metadata strings */
     kg_st_tensor *tensors;
     size_t count;
@@ -82,6 +87,8 @@ void kg_st_close(kg_st_file *f)
         return;
     if (f->map)
         munmap(f->map, f->map_len);
+    if (f->fd >= 0)
+        close(f->fd);
     kg_json_free(f->header);
     free(f->tensors);
     free(f->by_name);
@@ -379,6 +386,7 @@ kg_status kg_st_open_memory(kg_st_file **out, const void *buf, size_t len, const
         return kg_error_set(err, KG_ERR_NOMEM, "out of memory opening %s",
                             name ? name : "<memory>");
     }
+    f->fd = -1;
     f->base = buf;
     f->len = len;
     return finish_open(f, out, err);
@@ -419,13 +427,14 @@ kg_status kg_st_open(kg_st_file **out, const char *path, kg_error *err)
         close(fd);
         return kg_error_set(err, KG_ERR_NOMEM, "%s: out of memory", path);
     }
+    f->fd = fd;
+    f->st = st;
     if (st.st_size > 0) {
         f->map_len = (size_t)st.st_size;
         f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
         if (f->map == MAP_FAILED) {
             int e = errno;
             f->map = NULL;
-            close(fd);
             kg_st_close(f);
             return kg_error_set(err, e == ENOMEM ? KG_ERR_NOMEM : KG_ERR_IO,
                                 "%s: cannot mmap %lld bytes: %s", path, (long long)st.st_size,
@@ -434,7 +443,6 @@ kg_status kg_st_open(kg_st_file **out, const char *path, kg_error *err)
         f->base = f->map;
         f->len = f->map_len;
     }
-    close(fd);
     return finish_open(f, out, err);
 }
 
@@ -514,20 +522,70 @@ kg_status kg_st_get(const kg_st_file *f, const char *name, kg_dtype dtype, int n
     return KG_OK;
 }
 
+kg_status kg_st_read(const kg_st_file *f, const kg_st_tensor *t, void *dst, kg_error *err)
+{
+    size_t done = 0;
+    off_t off;
+    if (!f || !t || (!dst && t->nbytes))
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "kg_st_read: NULL argument");
+    if (f->fd < 0) {
+        if (t->nbytes)
+            memcpy(dst, t->data, t->nbytes);
+        return KG_OK;
+    }
+    off = (off_t)((const unsigned char *)t->data - f->base);
+    while (done < t->nbytes) {
+        ssize_t r = pread(f->fd, (char *)dst + done, t->nbytes - done, off + (off_t)done);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return kg_error_set(err, KG_ERR_IO, "%s: reading tensor '%.150s': %s", f->path, t->name,
+                                strerror(errno));
+        if (r == 0)
+            return kg_error_set(err, KG_ERR_IO,
+                                "%s: tensor '%.150s' lies past the end of the file: the file was "
+                                "truncated or rewritten after it was opened",
+                                f->path, t->name);
+        done += (size_t)r;
+    }
+    return KG_OK;
+}
+
+kg_status kg_st_check_unchanged(const kg_st_file *f, kg_error *err)
+{
+    struct stat now;
+    if (!f || f->fd < 0)
+        return KG_OK;
+    if (fstat(f->fd, &now) != 0)
+        return kg_error_set(err, KG_ERR_IO, "%s: cannot stat: %s", f->path, strerror(errno));
+    if (now.st_size != f->st.st_size || now.st_mtim.tv_sec != f->st.st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != f->st.st_mtim.tv_nsec)
+        return kg_error_set(err, KG_ERR_IO,
+                            "%s: the file changed on disk while it was read (size %lld -> %lld "
+                            "bytes); load it again once it is complete",
+                            f->path, (long long)f->st.st_size, (long long)now.st_size);
+    return KG_OK;
+}
+
 kg_status kg_st_to_f32(const kg_st_file *f, const kg_st_tensor *t, float *dst, kg_error *err)
 {
     const unsigned char *src;
     size_t n;
+    kg_status s;
     if (!t || (!dst && t->nbytes))
         return kg_error_set(err, KG_ERR_INVALID_ARG, "kg_st_to_f32: NULL argument");
-    src = t->data;
     switch (t->dtype) {
-    case KG_F32:
-        memcpy(dst, src, t->nbytes);
-        return KG_OK;
+    case KG_F32: return kg_st_read(f, t, dst, err);
     case KG_F16:
     case KG_BF16:
         n = t->nbytes / 2;
+        /* the raw halves go into dst's upper half and widen front to back:
+         * element i is read (bytes 2n + 2i) before dst[i] (bytes 4i) is
+         * written, and 4i + 4 <= 2n + 2(i + 1) for i < n */
+        src = (const unsigned char *)dst + 2 * n;
+        s = kg_st_read(f, t, (void *)src, err);
+        if (s != KG_OK)
+            return s;
         for (size_t i = 0; i < n; i++) {
             uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
             dst[i] = t->dtype == KG_F16 ? kg_f16_to_f32(h) : kg_bf16_to_f32(h);

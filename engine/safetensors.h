@@ -48,7 +48,17 @@ kg_status kg_st_get(const kg_st_file *f, const char *name, kg_dtype dtype, int n
 kg_status kg_st_get_f32(const kg_st_file *f, const char *name, int ndim, const int64_t *shape,
                         float *dst, kg_error *err);
 
-/* Converts any float tensor (F32/F16/BF16) to float32; KG_ERR_WEIGHTS otherwise. */
+/* Copies the tensor's raw bytes into dst (t->nbytes). File data is read with
+ * pread(), not through the mapping: a file truncated after the open gives
+ * KG_ERR_IO naming the tensor, never a SIGBUS. */
+kg_status kg_st_read(const kg_st_file *f, const kg_st_tensor *t, void *dst, kg_error *err);
+
+/* KG_ERR_IO when the file's size or modification time differ from the open's
+ * (rewritten in place while it was read); KG_OK for memory files. */
+kg_status kg_st_check_unchanged(const kg_st_file *f, kg_error *err);
+
+/* Reads any float tensor (F32/F16/BF16) as float32 (as kg_st_read);
+ * KG_ERR_WEIGHTS otherwise. */
 kg_status kg_st_to_f32(const kg_st_file *f, const kg_st_tensor *t, float *dst, kg_error *err);
 
 /* __metadata__ (string values only, as the format requires). */

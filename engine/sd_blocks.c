@@ -65,8 +65,8 @@ void kg_sd_upsample_forward(kg_ctx *c, kg_tensor *out, const kg_tensor *x, const
                             const kg_tensor *b)
 {
     size_t mark = kg_mark(c);
-    kg_tensor u = kg_new4(c, x->shape[0], x->shape[1], 2 * x->shape[2], 2 * x->shape[3]);
-    kg_upsample_nearest2x(c, &u, x);
+    kg_tensor u = kg_new4(c, x->shape[0], x->shape[1], out->shape[2], out->shape[3]);
+    kg_upsample_nearest(c, &u, x);
     kg_conv2d(c, out, &u, w, b, 1, 1);
     kg_reset(c, mark);
 }

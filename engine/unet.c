@@ -225,6 +225,13 @@ kg_status kg_unet_encoder_config_from_json(kg_unet_config *cfg, const kg_json *j
     return config_from_json(cfg, j, 1, err);
 }
 
+/* A downsampler's output side: a 3x3 stride-2 conv, ceil(n / 2) with SD's padding 1, for any n
+ * (a latent that is not a multiple of 2^(levels - 1) gets odd sides on the way down). */
+static int64_t down_size(const kg_unet_config *cfg, int64_t n)
+{
+    return (n + 2 * cfg->downsample_padding - 3) / 2 + 1;
+}
+
 int kg_unet_skip_shapes(const kg_unet_config *cfg, int64_t H, int64_t W, int64_t *ch, int64_t *h,
                         int64_t *w)
 {
@@ -234,8 +241,8 @@ int kg_unet_skip_shapes(const kg_unet_config *cfg, int64_t H, int64_t W, int64_t
         for (int l = 0; l < cfg->layers_per_block[i]; l++)
             ch[ns] = cfg->block_out_channels[i], h[ns] = H, w[ns++] = W;
         if (i < cfg->n_blocks - 1) {
-            H /= 2;
-            W /= 2;
+            H = down_size(cfg, H);
+            W = down_size(cfg, W);
             ch[ns] = cfg->block_out_channels[i], h[ns] = H, w[ns++] = W;
         }
     }
@@ -599,8 +606,8 @@ void kg_unet_encode(kg_ctx *c, const kg_unet *m, kg_unet_state *st, const kg_ten
             st->skips[st->n_skips++] = h;
         }
         if (b->has_resample) {
-            H /= 2;
-            W /= 2;
+            H = down_size(cfg, H);
+            W = down_size(cfg, W);
             kg_tensor y = kg_new4(c, B, h.shape[1], H, W);
             kg_conv2d(c, &y, &h, &b->resample_w, &b->resample_b, 2, cfg->downsample_padding);
             kg_tap(c, &y, "down_blocks.%d.downsamplers.0", i);
@@ -633,7 +640,8 @@ void kg_unet_residuals_new(kg_ctx *c, const kg_unet_config *cfg, kg_unet_residua
         r->down[k] = kg_new4(c, B, ch[k], h[k], w[k]);
         kg_fill(c, &r->down[k], 0.0f);
     }
-    r->mid = kg_new4(c, B, cfg->block_out_channels[n - 1], H >> (n - 1), W >> (n - 1));
+    /* the mid block runs at the last skip's size */
+    r->mid = kg_new4(c, B, cfg->block_out_channels[n - 1], h[r->n_down - 1], w[r->n_down - 1]);
     kg_fill(c, &r->mid, 0.0f);
 }
 
@@ -660,7 +668,7 @@ kg_status kg_unet_forward_res(kg_ctx *c, const kg_unet *m, kg_tensor *out, const
     const kg_unet_config *cfg = &m->cfg;
     int n = cfg->n_blocks;
     int64_t B = sample->shape[0], H = sample->shape[2], W = sample->shape[3];
-    int64_t c0 = cfg->block_out_channels[0], f = (int64_t)1 << (n - 1);
+    int64_t c0 = cfg->block_out_channels[0];
     kg_unet_state st;
     kg_tensor h;
     size_t mark;
@@ -669,18 +677,17 @@ kg_status kg_unet_forward_res(kg_ctx *c, const kg_unet *m, kg_tensor *out, const
         kg_backend_fail(c->be, KG_ERR_INVALID_ARG, "unet: no timesteps given");
         return kg_ctx_status(c, NULL);
     }
-    if (sample->ndim != 4 || sample->shape[1] != cfg->in_channels || H % f || W % f ||
+    if (sample->ndim != 4 || sample->shape[1] != cfg->in_channels || H < 1 || W < 1 ||
         context->ndim != 3 || context->shape[0] != B ||
         context->shape[2] != cfg->cross_attention_dim || out->ndim != 4 || out->shape[0] != B ||
         out->shape[1] != cfg->out_channels || out->shape[2] != H || out->shape[3] != W) {
         char s1[64], s2[64], s3[64];
         kg_backend_fail(c->be, KG_ERR_SHAPE,
                         "unet: sample %s, context %s, out %s do not fit the config (%lld in, %lld "
-                        "out channels, context width %lld, H and W multiples of %lld)",
+                        "out channels, context width %lld)",
                         kg_shape_str(sample, s1, sizeof s1), kg_shape_str(context, s2, sizeof s2),
                         kg_shape_str(out, s3, sizeof s3), (long long)cfg->in_channels,
-                        (long long)cfg->out_channels, (long long)cfg->cross_attention_dim,
-                        (long long)f);
+                        (long long)cfg->out_channels, (long long)cfg->cross_attention_dim);
         return kg_ctx_status(c, NULL);
     }
     mark = kg_mark(c);
@@ -700,16 +707,24 @@ kg_status kg_unet_forward_res(kg_ctx *c, const kg_unet *m, kg_tensor *out, const
         kg_add(c, &st.mid, &st.mid, &res->mid);
     }
     h = st.mid;
-    H /= f;
-    W /= f;
 
+    /* An upsampler outputs the size of the skip the next up block concatenates first
+     * (diffusers' forward_upsample_size: nearest interpolation to that size); that is twice its
+     * input when the latent is a multiple of 2^(levels - 1), e.g. any multiple of 64 pixels for
+     * SD1.5. */
     for (int i = 0; i < n; i++) {
         const kg_unet_block *b = &m->up[i];
-        int64_t s = b->has_resample ? 2 : 1;
-        kg_tensor y = kg_new4(c, B, b->resnets[0].out, H * s, W * s);
+        if (b->has_resample) {
+            if (st.n_skips - b->n_layers < 1) {
+                kg_backend_fail(c->be, KG_ERR_SHAPE,
+                                "unet: up block %d has no skip left to size its upsampler", i);
+                break;
+            }
+            H = st.skips[st.n_skips - b->n_layers - 1].shape[2];
+            W = st.skips[st.n_skips - b->n_layers - 1].shape[3];
+        }
+        kg_tensor y = kg_new4(c, B, b->resnets[0].out, H, W);
         up_block_forward(c, m, i, &y, &h, st.skips, &st.n_skips, &st.emb_act, context);
-        H *= s;
-        W *= s;
         h = y;
     }
 

@@ -56,7 +56,9 @@ static kg_status loader_fail(kg_loader *L, kg_status code, const char *fmt, ...)
     return L->status;
 }
 
-/* Converts (if needed) and uploads the file tensor into blob memory. */
+/* Reads (converting if needed) the file tensor into blob memory: the blob
+ * is the process's own copy, read with pread (kg_st_read), so nothing
+ * refers to the file once the load is done. */
 static kg_status fill(kg_loader *L, kg_tensor *dst, const kg_st_tensor *t, const char *key)
 {
     kg_backend *be = L->be;
@@ -64,13 +66,10 @@ static kg_status fill(kg_loader *L, kg_tensor *dst, const kg_st_tensor *t, const
     float *tmp;
     kg_status s;
 
-    if (t->dtype == dst->dtype) {
-        be->ops->upload(be, dst->data, t->data, t->nbytes);
-        return KG_OK;
-    }
-    if (be->host_memory && dst->dtype == KG_F32) {
-        /* host blob: convert straight into it, no staging copy */
-        s = kg_st_to_f32(L->st, t, dst->data, L->err);
+    if (be->host_memory && (t->dtype == dst->dtype || dst->dtype == KG_F32)) {
+        /* host blob: read (and widen) straight into it, no staging copy */
+        s = t->dtype == dst->dtype ? kg_st_read(L->st, t, dst->data, L->err)
+                                   : kg_st_to_f32(L->st, t, dst->data, L->err);
         if (s != KG_OK)
             L->status = s;
         return s;
@@ -79,6 +78,16 @@ static kg_status fill(kg_loader *L, kg_tensor *dst, const kg_st_tensor *t, const
     if (!tmp)
         return loader_fail(L, KG_ERR_NOMEM, "%s: out of memory converting '%s'",
                            kg_st_path(L->st), key);
+    if (t->dtype == dst->dtype) {
+        /* n floats hold n elements of any 2- or 4-byte float dtype */
+        s = kg_st_read(L->st, t, tmp, L->err);
+        if (s == KG_OK)
+            be->ops->upload(be, dst->data, tmp, t->nbytes);
+        else
+            L->status = s;
+        free(tmp);
+        return s;
+    }
     s = kg_st_to_f32(L->st, t, tmp, L->err);
     if (s != KG_OK) {
         free(tmp);
@@ -135,11 +144,6 @@ kg_status kg_load(kg_loader *L, kg_tensor *out, int ndim, const int64_t *shape, 
     ad = L->be->act_dtype;
     *out = kg_tensor_make(NULL, ad, ndim, shape);
     nbytes = (size_t)kg_tensor_numel(out) * kg_dtype_size(ad);
-    if (L->be->host_memory && t->dtype == ad && ((uintptr_t)t->data % 4) == 0) {
-        /* the mapping outlives the weights (kg_st_close after kg_weights_free) */
-        out->data = (void *)t->data;
-        return KG_OK;
-    }
     if (L->measuring) {
         L->need += align_up(nbytes);
         return KG_OK;

@@ -3,11 +3,11 @@
  * A component's load function asks for each tensor by PyTorch key with the
  * exact shape it expects. kg_load_component runs it twice: a measure pass
  * that only validates and counts bytes, then one backend allocation (one
- * blob per component) and a fill pass that converts and uploads. On a host
- * backend a tensor already in the backend's dtype and 4-byte aligned is used
- * in place, straight from the mapping, so the kg_st_file must stay open as
- * long as the weights are used. The first missing or mismatched tensor stops the load
- * with KG_ERR_WEIGHTS naming it. */
+ * blob per component) and a fill pass that reads (pread, never the mapping),
+ * converts and uploads. Every tensor is copied into memory the process owns,
+ * so the kg_st_file may be closed right after the load, and a model file
+ * truncated or rewritten on disk later changes nothing. The first missing or
+ * mismatched tensor stops the load with KG_ERR_WEIGHTS naming it. */
 #ifndef KG_WEIGHTS_H
 #define KG_WEIGHTS_H
 

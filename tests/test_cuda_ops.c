@@ -431,10 +431,25 @@ static void t_upsample(int64_t nb, int64_t c, int64_t h, int64_t w)
     char name[96];
     pair x = input(4, (int64_t[]){nb, c, h, w}, -2, 2, 0);
     pair y = output(4, (int64_t[]){nb, c, 2 * h, 2 * w});
-    kg_upsample_nearest2x(&gc, &y.g, &x.g);
-    kg_upsample_nearest2x(&cc, &y.c, &x.c);
-    snprintf(name, sizeof name, "upsample_nearest2x [%lld, %lld, %lld, %lld]", (long long)nb,
+    kg_upsample_nearest(&gc, &y.g, &x.g);
+    kg_upsample_nearest(&cc, &y.c, &x.c);
+    snprintf(name, sizeof name, "upsample_nearest 2x [%lld, %lld, %lld, %lld]", (long long)nb,
              (long long)c, (long long)h, (long long)w);
+    compare(name, &y, 1);
+    end(mk);
+}
+
+/* to a size that is not twice the input (the U-Net at latent sizes not a multiple of 8) */
+static void t_upsample_to(int64_t nb, int64_t c, int64_t h, int64_t w, int64_t ho, int64_t wo)
+{
+    marks mk = begin();
+    char name[96];
+    pair x = input(4, (int64_t[]){nb, c, h, w}, -2, 2, 0);
+    pair y = output(4, (int64_t[]){nb, c, ho, wo});
+    kg_upsample_nearest(&gc, &y.g, &x.g);
+    kg_upsample_nearest(&cc, &y.c, &x.c);
+    snprintf(name, sizeof name, "upsample_nearest [%lld, %lld, %lld, %lld] -> %lldx%lld",
+             (long long)nb, (long long)c, (long long)h, (long long)w, (long long)ho, (long long)wo);
     compare(name, &y, 1);
     end(mk);
 }
@@ -565,6 +580,8 @@ static void odd_shapes(void)
     t_axpby(7, 0);
     t_fill(12345);
     t_upsample(1, 1, 1, 3);
+    t_upsample_to(2, 3, 3, 2, 5, 4);
+    t_upsample_to(1, 640, 5, 4, 9, 7);
     t_concat(2, (int64_t[]){3, 5}, (int64_t[]){3, 2}, 1);
     t_permute(2, (int64_t[]){5, 7}, 1, 0, 2, 3);
     t_permute(3, (int64_t[]){3, 4, 5}, 2, 0, 1, 3);

@@ -506,13 +506,47 @@ static void test_upsample(kg_ctx *c)
     kg_tensor x = up(c, NULL, 4, (int64_t[]){2, 3, 9, 7});
     kg_tensor y = kg_new4(c, 2, 3, 18, 14);
     double *ref = dbuf(2 * 3 * 18 * 14);
-    kg_upsample_nearest2x(c, &y, &x);
+    kg_upsample_nearest(c, &y, &x);
     for (int64_t p = 0; p < 6; p++)
         for (int64_t i = 0; i < 18; i++)
             for (int64_t j = 0; j < 14; j++)
                 ref[(p * 18 + i) * 14 + j] = host(&x)[(p * 9 + i / 2) * 7 + j / 2];
-    expect(c, "upsample_nearest2x [2,3,9,7]", &y, ref);
+    expect(c, "upsample_nearest 2x [2,3,9,7]", &y, ref);
     kg_reset(c, mark);
+}
+
+/* The U-Net's upsampler at sizes that are not multiples of 2^levels (diffusers forwards the
+ * skip's size): torch's nearest index for these sizes, written out by hand (F.interpolate with
+ * size=, torch 1.13: min(floor(o * (float)in / out), in - 1)). */
+static void test_upsample_to_size(kg_ctx *c)
+{
+    /* 2 -> 3, 3 -> 5, 5 -> 9, 1 -> 2 and 4 -> 7 */
+    static const struct {
+        int64_t in, out;
+        int64_t idx[9];
+    } cases[] = {
+        {2, 3, {0, 0, 1}}, {3, 5, {0, 0, 1, 1, 2}},       {5, 9, {0, 0, 1, 1, 2, 2, 3, 3, 4}},
+        {1, 2, {0, 0}},    {4, 7, {0, 0, 1, 1, 2, 2, 3}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        size_t mark = kg_mark(c);
+        int64_t hi = cases[k].in, ho = cases[k].out, wi = cases[(k + 1) % 5].in,
+                wo = cases[(k + 1) % 5].out;
+        char name[96];
+        kg_tensor x = up(c, NULL, 4, (int64_t[]){2, 3, hi, wi});
+        kg_tensor y = kg_new4(c, 2, 3, ho, wo);
+        double *ref = dbuf((size_t)(6 * ho * wo));
+        kg_upsample_nearest(c, &y, &x);
+        for (int64_t p = 0; p < 6; p++)
+            for (int64_t i = 0; i < ho; i++)
+                for (int64_t j = 0; j < wo; j++)
+                    ref[(p * ho + i) * wo + j] =
+                        host(&x)[(p * hi + cases[k].idx[i]) * wi + cases[(k + 1) % 5].idx[j]];
+        snprintf(name, sizeof name, "upsample_nearest %lldx%lld -> %lldx%lld", (long long)hi,
+                 (long long)wi, (long long)ho, (long long)wo);
+        expect(c, name, &y, ref);
+        kg_reset(c, mark);
+    }
 }
 
 static void test_concat(kg_ctx *c, int dim)
@@ -941,6 +975,7 @@ int main(void)
     test_fill(&c);
 
     test_upsample(&c);
+    test_upsample_to_size(&c);
     for (int d = 0; d < 4; d++)
         test_concat(&c, d);
     test_permute(&c, 4, (int64_t[]){2, 3, 5, 7}, (int[]){0, 2, 1, 3});

@@ -51,11 +51,12 @@ static void run_bad_inputs(kg_backend *be, const kg_unet *m, const char *tag)
     kgt_ctx(&c, be, 8 << 20);
     x = kg_new4(&c, 1, m->cfg.in_channels, 2 * f + 1, 2 * f);
     cx = kg_new3(&c, 1, 3, m->cfg.cross_attention_dim);
-    out = kg_new4(&c, 1, m->cfg.out_channels, 2 * f + 1, 2 * f);
+    out = kg_new4(&c, 1, m->cfg.out_channels, 2 * f, 2 * f);
     s = kg_unet_forward(&c, m, &out, &x, t, &cx);
     kg_ctx_status(&c, &err);
-    kgt_check(s == KG_ERR_SHAPE && strstr(err.msg, "unet:"), "%s: height not a multiple of %lld: %s (%s)",
-              tag, (long long)f, kg_status_name(s), err.msg);
+    kgt_check(s == KG_ERR_SHAPE && strstr(err.msg, "unet:"),
+              "%s: output height differs from the sample's: %s (%s)", tag, kg_status_name(s),
+              err.msg);
     kg_ctx_clear_error(&c);
     kg_reset(&c, 0);
     x = kg_new4(&c, 1, m->cfg.in_channels, 2 * f, 2 * f);

@@ -84,6 +84,7 @@ static const kg_backend_ops cpu_ops = {
     .binary = kg_cpu_binary,
     .axpby = kg_cpu_axpby,
     .upsample_nearest2x = kg_cpu_upsample_nearest2x,
+    .upsample_nearest = kg_cpu_upsample_nearest,
     .concat = kg_cpu_concat,
     .permute = kg_cpu_permute,
     .copy = kg_cpu_copy,

@@ -154,6 +154,7 @@ void kg_cpu_fill(kg_backend *be, kg_tensor *y, float value);
 
 /* layout.c */
 void kg_cpu_upsample_nearest2x(kg_backend *be, kg_tensor *y, const kg_tensor *x);
+void kg_cpu_upsample_nearest(kg_backend *be, kg_tensor *y, const kg_tensor *x);
 void kg_cpu_concat(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_tensor *b, int dim);
 void kg_cpu_permute(kg_backend *be, kg_tensor *y, const kg_tensor *x, const int perm[KG_MAX_DIMS]);
 void kg_cpu_copy(kg_backend *be, kg_tensor *y, const kg_tensor *x);

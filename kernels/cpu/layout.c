@@ -3,6 +3,7 @@
  * host float32 transfers. concat, permute and copy work on any dtype. */
 #include "cpu_kernels.h"
 
+#include <math.h>
 #include <string.h>
 
 #define PAR_MIN 32768
@@ -49,6 +50,49 @@ static void cat_rows(void *ctx, int64_t r0, int64_t r1, int tid)
         memcpy(yr, j->a + (size_t)r * j->na, j->na);
         memcpy(yr + j->na, j->b + (size_t)r * j->nb, j->nb);
     }
+}
+
+/* torch's nearest_neighbor_compute_source_index for a given output size:
+ * min(floor(o * (float)in / out), in - 1) in float arithmetic */
+static int64_t nearest_src(int64_t o, float scale, int64_t in)
+{
+    int64_t s = (int64_t)floorf((float)o * scale);
+    return s < in - 1 ? s : in - 1;
+}
+
+typedef struct up_any_job {
+    const float *x;
+    float *y;
+    int64_t h, w, ho, wo;
+    float sh, sw;
+} up_any_job;
+
+static void upsample_any_rows(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    const up_any_job *j = ctx;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t p = r / j->ho, i = r % j->ho;
+        const float *xr = j->x + (p * j->h + nearest_src(i, j->sh, j->h)) * j->w;
+        float *yr = j->y + r * j->wo;
+        for (int64_t c = 0; c < j->wo; c++)
+            yr[c] = xr[nearest_src(c, j->sw, j->w)];
+    }
+}
+
+void kg_cpu_upsample_nearest(kg_backend *be, kg_tensor *y, const kg_tensor *x)
+{
+    kg_cpu *cpu = kg_cpu_of(be);
+    int64_t planes = x->shape[0] * x->shape[1], ho = y->shape[2], wo = y->shape[3];
+    up_any_job j = {x->data,
+                    y->data,
+                    x->shape[2],
+                    x->shape[3],
+                    ho,
+                    wo,
+                    (float)x->shape[2] / (float)ho,
+                    (float)x->shape[3] / (float)wo};
+    kg_cpu_parallel_range(cpu, planes * ho, 16, planes * ho * wo > PAR_MIN ? 0 : planes * ho,
+                          upsample_any_rows, &j);
 }
 
 void kg_cpu_concat(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_tensor *b, int dim)

@@ -238,6 +238,7 @@ static const kg_backend_ops cuda_ops = {
     .binary = kg_cuda_binary,
     .axpby = kg_cuda_axpby,
     .upsample_nearest2x = kg_cuda_upsample_nearest2x,
+    .upsample_nearest = kg_cuda_upsample_nearest,
     .concat = kg_cuda_concat,
     .permute = kg_cuda_permute,
     .copy = kg_cuda_copy,

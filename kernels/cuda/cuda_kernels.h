@@ -131,6 +131,7 @@ void kg_cuda_axpby(kg_backend *be, kg_tensor *y, float alpha, const kg_tensor *a
                    const kg_tensor *b);
 void kg_cuda_fill(kg_backend *be, kg_tensor *y, float value);
 void kg_cuda_upsample_nearest2x(kg_backend *be, kg_tensor *y, const kg_tensor *x);
+void kg_cuda_upsample_nearest(kg_backend *be, kg_tensor *y, const kg_tensor *x);
 void kg_cuda_concat(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_tensor *b, int dim);
 void kg_cuda_permute(kg_backend *be, kg_tensor *y, const kg_tensor *x, const int perm[KG_MAX_DIMS]);
 void kg_cuda_copy(kg_backend *be, kg_tensor *y, const kg_tensor *x);

@@ -51,6 +51,36 @@ extern "C" void kg_cuda_upsample_nearest2x(kg_backend *be, kg_tensor *y, const k
     kg_cuda_check_launch(be, "upsample_nearest2x");
 }
 
+/* y [planes, ho, wo] from x [planes, h, w]: torch's nearest source index for a given size,
+ * min(floor(o * (float)in / out), in - 1) in float arithmetic */
+template <typename U>
+static __global__ void upsample_any_kernel(U *y, const U *x, int64_t n, int64_t h, int64_t w,
+                                           int64_t ho, int64_t wo, float sh, float sw)
+{
+    KG_GRID_STRIDE(i, n)
+    {
+        int64_t ox = i % wo, oy = i / wo % ho, p = i / (ho * wo);
+        int64_t sy = (int64_t)floorf((float)oy * sh), sx = (int64_t)floorf((float)ox * sw);
+        sy = sy < h - 1 ? sy : h - 1;
+        sx = sx < w - 1 ? sx : w - 1;
+        y[i] = x[(p * h + sy) * w + sx];
+    }
+}
+
+extern "C" void kg_cuda_upsample_nearest(kg_backend *be, kg_tensor *y, const kg_tensor *x)
+{
+    int64_t n = kg_tensor_numel(y), h = x->shape[2], w = x->shape[3];
+    int64_t ho = y->shape[2], wo = y->shape[3];
+    float sh = (float)h / (float)ho, sw = (float)w / (float)wo;
+    if (n == 0)
+        return;
+    KG_SIZE_DISPATCH(kg_dtype_size(x->dtype), U,
+                     upsample_any_kernel<U>
+                     <<<kg_grid(n, LAYOUT_THREADS), LAYOUT_THREADS, 0, kg_cuda_of(be)->stream>>>(
+                         (U *)y->data, (const U *)x->data, n, h, w, ho, wo, sh, sw));
+    kg_cuda_check_launch(be, "upsample_nearest");
+}
+
 /* y viewed as [outer, na + nb] elements: a's rows then b's rows */
 template <typename U>
 static __global__ void concat_kernel(U *y, const U *a, const U *b, int64_t n, int64_t na, int64_t nb)
