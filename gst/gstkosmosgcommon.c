@@ -652,7 +652,8 @@ post_generate_error (GstKosmosGEngine * e, const kg_error * err, gint width,
       break;
     case KG_ERR_IMAGE:
       GST_ELEMENT_ERROR (e->element, STREAM, FORMAT,
-          ("Unsupported reference image"), ("%s", err->msg));
+          ("Unsupported %s image: %s", g_str_has_prefix (err->msg, "control")
+              ? "control" : "reference", err->msg), ("%s", err->msg));
       break;
     case KG_ERR_NOMEM:
       GST_ELEMENT_ERROR (e->element, RESOURCE, NO_SPACE_LEFT,
@@ -670,7 +671,8 @@ post_generate_error (GstKosmosGEngine * e, const kg_error * err, gint width,
 GstFlowReturn
 gst_kosmosg_engine_generate (GstKosmosGEngine * e,
     const GstKosmosGSettings * s, const kg_image * images, gint n_images,
-    gint width, gint height, kg_output * out, gboolean * latency_changed)
+    const kg_control * controls, gint n_controls, gint width, gint height,
+    kg_output * out, gboolean * latency_changed)
 {
   kg_params p;
   kg_error err = { 0 };
@@ -721,6 +723,8 @@ gst_kosmosg_engine_generate (GstKosmosGEngine * e,
   p.negative_prompt = s->negative_prompt;
   p.images = images;
   p.n_images = n_images;
+  p.controls = controls;
+  p.n_controls = n_controls;
   p.steps = (int) s->steps;
   p.guidance_scale = (float) s->guidance_scale;
   p.seed = s->seed;

@@ -142,13 +142,15 @@ void gst_kosmosg_engine_close (GstKosmosGEngine * e);
 void gst_kosmosg_engine_set_cancel (GstKosmosGEngine * e, gboolean cancel);
 gboolean gst_kosmosg_engine_cancelled (GstKosmosGEngine * e);
 
-/* Runs one generation. GST_FLOW_OK with out filled; GST_FLOW_FLUSHING when
- * cancelled (nothing posted); GST_FLOW_NOT_NEGOTIATED or GST_FLOW_ERROR after
- * posting an element error. *latency_changed tells that the running
- * estimate moved by more than 20 %. */
+/* Runs one generation (with n_controls ControlNet maps, 0 for none).
+ * GST_FLOW_OK with out filled; GST_FLOW_FLUSHING when cancelled (nothing
+ * posted); GST_FLOW_NOT_NEGOTIATED or GST_FLOW_ERROR after posting an
+ * element error. *latency_changed tells that the running estimate moved by
+ * more than 20 %. */
 GstFlowReturn gst_kosmosg_engine_generate (GstKosmosGEngine * e,
     const GstKosmosGSettings * s, const kg_image * images, gint n_images,
-    gint width, gint height, kg_output * out, gboolean * latency_changed);
+    const kg_control * controls, gint n_controls, gint width, gint height,
+    kg_output * out, gboolean * latency_changed);
 
 /* Image index of out as a buffer in the negotiated format, with the
  * generation meta attached; timestamps are left to the caller. */

@@ -26,6 +26,14 @@
  * The output size comes from the caps (512x512 unless downstream asks for
  * another size that is a multiple of 8 and that the model can make).
  *
+ * ControlNet (the official demo's ControlNet tab): request pads `control_%u`
+ * carry control maps (edges, depth, pose, scribble...), distinct from the
+ * reference pads and not counted against the `<i>` placeholders. Each names
+ * its ControlNet file and scale as pad properties (`control_0::location=
+ * canny.safetensors control_0::conditioning-scale=0.8` from gst-launch);
+ * `canny=true` takes a photo and uses its Canny edges. Every map is resized
+ * to the output size; several ControlNets add up.
+ *
  * Element messages (when #GstKosmosGFilter:post-messages is TRUE):
  * `kosmosg-progress` (step, num-steps, image, elapsed) after every denoising
  * step, `kosmosg-done` (seed, num-steps, num-images, encode-time,
@@ -60,15 +68,33 @@ struct _GstKosmosGFilterPad
   GstVideoInfo last_info;
   GstVideoInfo info;            /* current caps; aggregate thread */
   gboolean fresh;               /* last not used by a generation yet */
+
+  /* control_%u pads (object lock): a ControlNet map, not a reference */
+  gboolean control;
+  gchar *location;              /* the ControlNet file */
+  gdouble scale;                /* conditioning scale */
+  gboolean canny;               /* the map is a photo: use its Canny edges */
+  gdouble canny_low, canny_high;
+  /* the ControlNet opened from net_location; aggregate thread and stop() */
+  kg_control_net *net;
+  gchar *net_location;
 };
 
 enum
 {
   PROP_PAD_0,
   PROP_PAD_INDEX,
+  PROP_PAD_LOCATION,
+  PROP_PAD_CONDITIONING_SCALE,
+  PROP_PAD_CANNY,
+  PROP_PAD_CANNY_LOW,
+  PROP_PAD_CANNY_HIGH,
 };
 
 #define DEFAULT_PAD_INDEX (-1)
+#define DEFAULT_CONDITIONING_SCALE 1.0
+#define DEFAULT_CANNY_LOW 100.0    /* controlnet_aux CannyDetector's */
+#define DEFAULT_CANNY_HIGH 200.0
 
 G_DEFINE_TYPE (GstKosmosGFilterPad, gst_kosmosg_filter_pad,
     GST_TYPE_AGGREGATOR_PAD);
@@ -83,6 +109,30 @@ gst_kosmosg_filter_pad_set_property (GObject * object, guint prop_id,
     case PROP_PAD_INDEX:
       GST_OBJECT_LOCK (pad);
       pad->index = g_value_get_int (value);
+      GST_OBJECT_UNLOCK (pad);
+      break;
+    case PROP_PAD_LOCATION:
+      GST_OBJECT_LOCK (pad);
+      g_free (pad->location);
+      pad->location = g_value_dup_string (value);
+      pad->fresh = TRUE;        /* the next generation uses it */
+      GST_OBJECT_UNLOCK (pad);
+      break;
+    case PROP_PAD_CONDITIONING_SCALE:
+      GST_OBJECT_LOCK (pad);
+      pad->scale = g_value_get_double (value);
+      GST_OBJECT_UNLOCK (pad);
+      break;
+    case PROP_PAD_CANNY:
+      GST_OBJECT_LOCK (pad);
+      pad->canny = g_value_get_boolean (value);
+      GST_OBJECT_UNLOCK (pad);
+      break;
+    case PROP_PAD_CANNY_LOW:
+    case PROP_PAD_CANNY_HIGH:
+      GST_OBJECT_LOCK (pad);
+      *(prop_id == PROP_PAD_CANNY_LOW ? &pad->canny_low : &pad->canny_high) =
+          g_value_get_double (value);
       GST_OBJECT_UNLOCK (pad);
       break;
     default:
@@ -101,6 +151,28 @@ gst_kosmosg_filter_pad_get_property (GObject * object, guint prop_id,
     case PROP_PAD_INDEX:
       GST_OBJECT_LOCK (pad);
       g_value_set_int (value, pad->index);
+      GST_OBJECT_UNLOCK (pad);
+      break;
+    case PROP_PAD_LOCATION:
+      GST_OBJECT_LOCK (pad);
+      g_value_set_string (value, pad->location);
+      GST_OBJECT_UNLOCK (pad);
+      break;
+    case PROP_PAD_CONDITIONING_SCALE:
+      GST_OBJECT_LOCK (pad);
+      g_value_set_double (value, pad->scale);
+      GST_OBJECT_UNLOCK (pad);
+      break;
+    case PROP_PAD_CANNY:
+      GST_OBJECT_LOCK (pad);
+      g_value_set_boolean (value, pad->canny);
+      GST_OBJECT_UNLOCK (pad);
+      break;
+    case PROP_PAD_CANNY_LOW:
+    case PROP_PAD_CANNY_HIGH:
+      GST_OBJECT_LOCK (pad);
+      g_value_set_double (value, prop_id == PROP_PAD_CANNY_LOW ?
+          pad->canny_low : pad->canny_high);
       GST_OBJECT_UNLOCK (pad);
       break;
     default:
@@ -125,9 +197,24 @@ gst_kosmosg_filter_pad_flush (GstAggregatorPad * aggpad, GstAggregator * agg)
   return GST_FLOW_OK;
 }
 
+/* Closes the pad's ControlNet; the model it was opened on must still be open
+ * (the element calls this from stop() and release_pad, never during a
+ * generation on this pad's net). */
+static void
+gst_kosmosg_filter_pad_close_net (GstKosmosGFilterPad * pad)
+{
+  kg_control_net_close (pad->net);
+  pad->net = NULL;
+  g_clear_pointer (&pad->net_location, g_free);
+}
+
 static void
 gst_kosmosg_filter_pad_finalize (GObject * object)
 {
+  GstKosmosGFilterPad *pad = GST_KOSMOSG_FILTER_PAD (object);
+
+  g_warn_if_fail (pad->net == NULL);
+  g_free (pad->location);
   gst_clear_buffer (&GST_KOSMOSG_FILTER_PAD (object)->last);
   G_OBJECT_CLASS (gst_kosmosg_filter_pad_parent_class)->finalize (object);
 }
@@ -155,6 +242,49 @@ gst_kosmosg_filter_pad_class_init (GstKosmosGFilterPadClass * klass)
           G_PARAM_READWRITE | GST_PARAM_MUTABLE_PLAYING |
           G_PARAM_STATIC_STRINGS));
 
+  /**
+   * GstKosmosGFilterPad:location:
+   *
+   * control_%u pads: the ControlNet file (from `kosmosg-convert
+   * --controlnet`) this pad's map drives. Required.
+   */
+  g_object_class_install_property (gobject_class, PROP_PAD_LOCATION,
+      g_param_spec_string ("location", "ControlNet location",
+          "control_%u pads: the ControlNet file (kosmosg-convert --controlnet)",
+          NULL, G_PARAM_READWRITE | GST_PARAM_MUTABLE_PLAYING |
+          G_PARAM_STATIC_STRINGS));
+  /**
+   * GstKosmosGFilterPad:conditioning-scale:
+   *
+   * control_%u pads: the ControlNet's conditioning scale (the demo's 1.0).
+   */
+  g_object_class_install_property (gobject_class, PROP_PAD_CONDITIONING_SCALE,
+      g_param_spec_double ("conditioning-scale", "Conditioning scale",
+          "control_%u pads: the ControlNet's conditioning scale", -100.0,
+          100.0, DEFAULT_CONDITIONING_SCALE, G_PARAM_READWRITE |
+          GST_PARAM_MUTABLE_PLAYING | G_PARAM_STATIC_STRINGS));
+  /**
+   * GstKosmosGFilterPad:canny:
+   *
+   * control_%u pads: the incoming image is a photo; its Canny edges
+   * (OpenCV's algorithm on RGB, as the demo's CannyDetector) are the map.
+   */
+  g_object_class_install_property (gobject_class, PROP_PAD_CANNY,
+      g_param_spec_boolean ("canny", "Canny",
+          "control_%u pads: turn the image into its Canny edge map first",
+          FALSE, G_PARAM_READWRITE | GST_PARAM_MUTABLE_PLAYING |
+          G_PARAM_STATIC_STRINGS));
+  g_object_class_install_property (gobject_class, PROP_PAD_CANNY_LOW,
+      g_param_spec_double ("canny-low", "Canny low threshold",
+          "control_%u pads with canny: the low hysteresis threshold", 0.0,
+          100000.0, DEFAULT_CANNY_LOW, G_PARAM_READWRITE |
+          GST_PARAM_MUTABLE_PLAYING | G_PARAM_STATIC_STRINGS));
+  g_object_class_install_property (gobject_class, PROP_PAD_CANNY_HIGH,
+      g_param_spec_double ("canny-high", "Canny high threshold",
+          "control_%u pads with canny: the high hysteresis threshold", 0.0,
+          100000.0, DEFAULT_CANNY_HIGH, G_PARAM_READWRITE |
+          GST_PARAM_MUTABLE_PLAYING | G_PARAM_STATIC_STRINGS));
+
   aggpad_class->flush = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_pad_flush);
 }
 
@@ -162,6 +292,9 @@ static void
 gst_kosmosg_filter_pad_init (GstKosmosGFilterPad * pad)
 {
   pad->index = DEFAULT_PAD_INDEX;
+  pad->scale = DEFAULT_CONDITIONING_SCALE;
+  pad->canny_low = DEFAULT_CANNY_LOW;
+  pad->canny_high = DEFAULT_CANNY_HIGH;
   gst_video_info_init (&pad->info);
   gst_video_info_init (&pad->last_info);
 }
@@ -198,6 +331,11 @@ struct _GstKosmosGFilter
   gboolean text_need_segment;
   guint32 text_seqnum;
   GstPadActivateModeFunction agg_src_activate_mode;
+
+  /* object lock */
+  gdouble control_start, control_end;   /* control-guidance-start/-end */
+  guint control_serial;                 /* the next control_%u number */
+  GList *dead_nets;     /* ControlNets of released pads, closed at stop() */
 };
 
 enum
@@ -205,8 +343,20 @@ enum
   PROP_0,
   PROP_COMMON_FIRST,
 };
+/* after the shared ones */
+#define PROP_CONTROL_GUIDANCE_START (PROP_COMMON_FIRST + GST_KOSMOSG_N_PROPS)
+#define PROP_CONTROL_GUIDANCE_END (PROP_CONTROL_GUIDANCE_START + 1)
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink_%u",
+    GST_PAD_SINK,
+    GST_PAD_REQUEST,
+    GST_STATIC_CAPS ("video/x-raw, "
+        "format = (string) { RGB, RGBA, RGBx, BGR, BGRA, BGRx, GRAY8 }, "
+        "width = (int) [ 1, 65536 ], height = (int) [ 1, 65536 ], "
+        "framerate = (fraction) [ 0/1, MAX ]"));
+
+static GstStaticPadTemplate control_template =
+GST_STATIC_PAD_TEMPLATE ("control_%u",
     GST_PAD_SINK,
     GST_PAD_REQUEST,
     GST_STATIC_CAPS ("video/x-raw, "
@@ -234,15 +384,25 @@ gst_kosmosg_filter_set_property (GObject * object, guint prop_id,
     const GValue * value, GParamSpec * pspec)
 {
   GstKosmosGFilter *self = GST_KOSMOSG_FILTER (object);
-  gint n_refs;
+  gint n_refs = 0;
 
+  if (prop_id == PROP_CONTROL_GUIDANCE_START
+      || prop_id == PROP_CONTROL_GUIDANCE_END) {
+    GST_OBJECT_LOCK (self);
+    *(prop_id == PROP_CONTROL_GUIDANCE_START ? &self->control_start :
+        &self->control_end) = g_value_get_double (value);
+    GST_OBJECT_UNLOCK (self);
+    return;
+  }
   if (prop_id < PROP_COMMON_FIRST
       || prop_id >= PROP_COMMON_FIRST + GST_KOSMOSG_N_PROPS) {
     G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     return;
   }
   GST_OBJECT_LOCK (self);
-  n_refs = (gint) GST_ELEMENT (self)->numsinkpads;
+  /* the reference pads: control_%u pads do not count against the <i> */
+  for (GList * l = GST_ELEMENT (self)->sinkpads; l; l = l->next)
+    n_refs += !((GstKosmosGFilterPad *) l->data)->control;
   GST_OBJECT_UNLOCK (self);
   gst_kosmosg_set_property (GST_ELEMENT (self), &self->settings,
       prop_id - PROP_COMMON_FIRST, value, n_refs);
@@ -254,6 +414,14 @@ gst_kosmosg_filter_get_property (GObject * object, guint prop_id,
 {
   GstKosmosGFilter *self = GST_KOSMOSG_FILTER (object);
 
+  if (prop_id == PROP_CONTROL_GUIDANCE_START
+      || prop_id == PROP_CONTROL_GUIDANCE_END) {
+    GST_OBJECT_LOCK (self);
+    g_value_set_double (value, prop_id == PROP_CONTROL_GUIDANCE_START ?
+        self->control_start : self->control_end);
+    GST_OBJECT_UNLOCK (self);
+    return;
+  }
   if (prop_id < PROP_COMMON_FIRST
       || prop_id >= PROP_COMMON_FIRST + GST_KOSMOSG_N_PROPS) {
     G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -270,6 +438,8 @@ gst_kosmosg_filter_finalize (GObject * object)
 {
   GstKosmosGFilter *self = GST_KOSMOSG_FILTER (object);
 
+  /* stop() closed them; before the model either way */
+  g_list_free_full (self->dead_nets, (GDestroyNotify) kg_control_net_close);
   gst_kosmosg_engine_close (&self->engine);
   gst_kosmosg_settings_clear (&self->settings);
   G_OBJECT_CLASS (parent_class)->finalize (object);
@@ -280,7 +450,7 @@ pad_number (GstPad * pad)
 {
   const gchar *name = GST_PAD_NAME (pad);
 
-  return (guint) g_ascii_strtoull (name + strlen ("sink_"), NULL, 10);
+  return (guint) g_ascii_strtoull (strchr (name, '_') + 1, NULL, 10);
 }
 
 static gint
@@ -306,18 +476,78 @@ compare_pads (gconstpointer a, gconstpointer b)
   return na < nb ? -1 : (na > nb ? 1 : 0);
 }
 
-/* The sink pads in placeholder order, each with a reference. */
+/* The reference pads in placeholder order, then the control pads by
+ * number; *n_refs gets the number of reference pads. */
+static GList *
+sorted_sink_pads_split (GstKosmosGFilter * self, guint * n_refs)
+{
+  GList *refs = NULL, *ctls = NULL;
+
+  GST_OBJECT_LOCK (self);
+  for (GList * l = GST_ELEMENT (self)->sinkpads; l; l = l->next) {
+    GstKosmosGFilterPad *pad = l->data;
+
+    if (pad->control)
+      ctls = g_list_prepend (ctls, gst_object_ref (pad));
+    else
+      refs = g_list_prepend (refs, gst_object_ref (pad));
+  }
+  GST_OBJECT_UNLOCK (self);
+  refs = g_list_sort (refs, compare_pads);
+  ctls = g_list_sort (ctls, compare_pads);
+  if (n_refs)
+    *n_refs = g_list_length (refs);
+  return g_list_concat (refs, ctls);
+}
+
 static GList *
 sorted_sink_pads (GstKosmosGFilter * self)
 {
-  GList *pads;
+  return sorted_sink_pads_split (self, NULL);
+}
 
-  GST_OBJECT_LOCK (self);
-  pads = g_list_copy (GST_ELEMENT (self)->sinkpads);
-  for (GList * l = pads; l; l = l->next)
-    gst_object_ref (l->data);
-  GST_OBJECT_UNLOCK (self);
-  return g_list_sort (pads, compare_pads);
+/* Opens (or keeps) the ControlNet named by the pad's location. FALSE after
+ * posting an error naming the pad. Aggregate thread. */
+static gboolean
+control_pad_net (GstKosmosGFilter * self, GstKosmosGFilterPad * pad)
+{
+  gchar *location;
+  kg_control_net *net = NULL, *old = NULL;
+  kg_error err = { 0 };
+
+  GST_OBJECT_LOCK (pad);
+  location = g_strdup (pad->location);
+  if (pad->net && location && !g_strcmp0 (location, pad->net_location)) {
+    GST_OBJECT_UNLOCK (pad);
+    g_free (location);
+    return TRUE;
+  }
+  GST_OBJECT_UNLOCK (pad);
+  if (!location || !*location) {
+    GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+        ("Control pad %s has no ControlNet: set its location property "
+            "(%s::location=FILE)", GST_PAD_NAME (pad), GST_PAD_NAME (pad)),
+        (NULL));
+    g_free (location);
+    return FALSE;
+  }
+  if (kg_control_net_open (&net,
+          gst_kosmosg_model_get (self->engine.model), location,
+          &err) != KG_OK) {
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+        ("Could not load the ControlNet of pad %s: %s", GST_PAD_NAME (pad),
+            err.msg), ("%s: %s", kg_status_name (err.code), location));
+    g_free (location);
+    return FALSE;
+  }
+  GST_OBJECT_LOCK (pad);
+  old = pad->net;
+  pad->net = net;
+  g_free (pad->net_location);
+  pad->net_location = location;
+  GST_OBJECT_UNLOCK (pad);
+  kg_control_net_close (old);
+  return TRUE;
 }
 
 static gboolean
@@ -364,7 +594,8 @@ output_duration (const GstVideoInfo * info)
  * cancelled by a flush or a stop returns GST_FLOW_FLUSHING. */
 static GstFlowReturn
 generate_and_push (GstKosmosGFilter * self, const kg_image * images,
-    gint n_images, GstClockTime pts, gboolean text_only)
+    gint n_images, const kg_control * controls, gint n_controls,
+    GstClockTime pts, gboolean text_only)
 {
   GstAggregator *agg = GST_AGGREGATOR (self);
   GstKosmosGSettings s;
@@ -387,7 +618,7 @@ generate_and_push (GstKosmosGFilter * self, const kg_image * images,
   GST_OBJECT_UNLOCK (self);
 
   ret = gst_kosmosg_engine_generate (&self->engine, &s, images, n_images,
-      GST_VIDEO_INFO_WIDTH (&self->out_info),
+      controls, n_controls, GST_VIDEO_INFO_WIDTH (&self->out_info),
       GST_VIDEO_INFO_HEIGHT (&self->out_info), &out, &latency_changed);
   self->generated_once = TRUE;
   self->generated_serial = s.prompt_serial;
@@ -446,8 +677,10 @@ static GstFlowReturn
 gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
 {
   GstKosmosGFilter *self = GST_KOSMOSG_FILTER (agg);
-  GList *pads = sorted_sink_pads (self), *l;
+  guint n_refs = 0;
+  GList *pads = sorted_sink_pads_split (self, &n_refs), *l;
   guint n = g_list_length (pads), i = 0;
+  kg_control *controls = g_new0 (kg_control, MAX (n - n_refs, 1));
   gboolean all_have = TRUE, any_fresh = FALSE, all_eos = TRUE;
   gboolean prompt_changed;
   GstClockTime pts = GST_CLOCK_TIME_NONE;
@@ -533,11 +766,33 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
       images[i].height = GST_VIDEO_FRAME_HEIGHT (&frames[i]);
       images[i].stride = (size_t) GST_VIDEO_FRAME_PLANE_STRIDE (&frames[i], 0);
       images[i].data = GST_VIDEO_FRAME_PLANE_DATA (&frames[i], 0);
+      if (i >= n_refs) {
+        kg_control *c = &controls[i - n_refs];
+
+        if (!control_pad_net (self, pad)) {
+          ret = GST_FLOW_ERROR;
+          goto done;
+        }
+        kg_control_init (c);
+        c->image = images[i];
+        GST_OBJECT_LOCK (self);
+        c->guidance_start = (float) self->control_start;
+        c->guidance_end = (float) self->control_end;
+        GST_OBJECT_UNLOCK (self);
+        GST_OBJECT_LOCK (pad);
+        c->net = pad->net;
+        c->scale = (float) pad->scale;
+        c->canny = pad->canny;
+        c->canny_low = (float) pad->canny_low;
+        c->canny_high = (float) pad->canny_high;
+        GST_OBJECT_UNLOCK (pad);
+      }
       GST_OBJECT_LOCK (pad);
       pad->fresh = FALSE;
       GST_OBJECT_UNLOCK (pad);
     }
-    ret = generate_and_push (self, images, (gint) n, pts, FALSE);
+    ret = generate_and_push (self, images, (gint) n_refs, controls,
+        (gint) (n - n_refs), pts, FALSE);
     /* the aggregator stops its task by itself when a flush or a stop
      * cancelled the generation; FLUSHING here would mark the pads flushing
      * even after a flush that is already over */
@@ -559,6 +814,7 @@ done:
   g_free (infos);
   g_free (frames);
   g_free (images);
+  g_free (controls);
   g_list_free_full (pads, gst_object_unref);
   if (ret == GST_FLOW_OK && all_eos) {
     GST_DEBUG_OBJECT (self, "all pads are EOS, done");
@@ -638,11 +894,20 @@ gst_kosmosg_filter_stop (GstAggregator * agg)
 {
   GList *l;
 
-  GList *pads = sorted_sink_pads (GST_KOSMOSG_FILTER (agg));
+  GstKosmosGFilter *self = GST_KOSMOSG_FILTER (agg);
+  GList *pads = sorted_sink_pads (self), *dead;
 
-  for (l = pads; l; l = l->next)
+  /* the ControlNets go before the model can (READY->NULL) */
+  for (l = pads; l; l = l->next) {
     gst_kosmosg_filter_pad_clear (l->data);
+    gst_kosmosg_filter_pad_close_net (l->data);
+  }
   g_list_free_full (pads, gst_object_unref);
+  GST_OBJECT_LOCK (self);
+  dead = self->dead_nets;
+  self->dead_nets = NULL;
+  GST_OBJECT_UNLOCK (self);
+  g_list_free_full (dead, (GDestroyNotify) kg_control_net_close);
   return TRUE;
 }
 
@@ -731,7 +996,8 @@ text_only_loop (gpointer data)
 
   if (text_only_push_events (self)) {
     self->last_pts = self->text_segment.start;
-    ret = generate_and_push (self, NULL, 0, self->text_segment.start, TRUE);
+    ret = generate_and_push (self, NULL, 0, NULL, 0, self->text_segment.start,
+      TRUE);
   }
   if (ret == GST_FLOW_FLUSHING || g_atomic_int_get (&self->flush_seq) != seq) {
     /* a seek (which restarts the task) or a stop */
@@ -861,10 +1127,55 @@ gst_kosmosg_filter_request_new_pad (GstElement * element,
   return pad;
 }
 
+/* control_%u pads: GstAggregator names every pad it makes sink_%u */
+static GstAggregatorPad *
+gst_kosmosg_filter_create_new_pad (GstAggregator * agg, GstPadTemplate * templ,
+    const gchar * req_name, const GstCaps * caps)
+{
+  GstKosmosGFilter *self = GST_KOSMOSG_FILTER (agg);
+  GstKosmosGFilterPad *pad;
+  guint serial;
+  gchar *name;
+
+  if (g_strcmp0 (GST_PAD_TEMPLATE_NAME_TEMPLATE (templ), "control_%u"))
+    return GST_AGGREGATOR_CLASS (parent_class)->create_new_pad (agg, templ,
+        req_name, caps);
+  GST_OBJECT_LOCK (self);
+  if (req_name && g_str_has_prefix (req_name, "control_")
+      && g_ascii_isdigit (req_name[8])) {
+    serial = (guint) g_ascii_strtoull (req_name + 8, NULL, 10);
+    self->control_serial = MAX (self->control_serial, serial + 1);
+  } else {
+    serial = self->control_serial++;
+  }
+  GST_OBJECT_UNLOCK (self);
+  name = g_strdup_printf ("control_%u", serial);
+  pad = g_object_new (GST_TYPE_KOSMOSG_FILTER_PAD, "name", name, "direction",
+      GST_PAD_SINK, "template", templ, NULL);
+  g_free (name);
+  pad->control = TRUE;
+  return GST_AGGREGATOR_PAD (pad);
+}
+
 static void
 gst_kosmosg_filter_release_pad (GstElement * element, GstPad * pad)
 {
+  GstKosmosGFilter *self = GST_KOSMOSG_FILTER (element);
+  GstKosmosGFilterPad *kpad = GST_KOSMOSG_FILTER_PAD (pad);
   gchar *name = gst_pad_get_name (pad);
+  kg_control_net *net;
+
+  /* a generation may still use the pad's ControlNet: closed at stop() */
+  GST_OBJECT_LOCK (kpad);
+  net = kpad->net;
+  kpad->net = NULL;
+  g_clear_pointer (&kpad->net_location, g_free);
+  GST_OBJECT_UNLOCK (kpad);
+  if (net) {
+    GST_OBJECT_LOCK (self);
+    self->dead_nets = g_list_prepend (self->dead_nets, net);
+    GST_OBJECT_UNLOCK (self);
+  }
 
   /* the element's reference goes with the pad */
   gst_object_ref (pad);
@@ -974,7 +1285,32 @@ gst_kosmosg_filter_class_init (GstKosmosGFilterClass * klass)
   gst_element_class_add_static_pad_template_with_gtype (element_class,
       &sink_template, GST_TYPE_KOSMOSG_FILTER_PAD);
   gst_element_class_add_static_pad_template_with_gtype (element_class,
+      &control_template, GST_TYPE_KOSMOSG_FILTER_PAD);
+  gst_element_class_add_static_pad_template_with_gtype (element_class,
       &src_template, GST_TYPE_AGGREGATOR_PAD);
+
+  /**
+   * GstKosmosGFilter:control-guidance-start:
+   *
+   * Fraction of the denoising steps before the ControlNets of the control_%u
+   * pads start acting (diffusers' control_guidance_start; the demo's 0).
+   */
+  g_object_class_install_property (gobject_class, PROP_CONTROL_GUIDANCE_START,
+      g_param_spec_double ("control-guidance-start", "Control guidance start",
+          "Fraction of the steps before the ControlNets act", 0.0, 1.0, 0.0,
+          G_PARAM_READWRITE | GST_PARAM_MUTABLE_PLAYING |
+          G_PARAM_STATIC_STRINGS));
+  /**
+   * GstKosmosGFilter:control-guidance-end:
+   *
+   * Fraction of the denoising steps after which the ControlNets stop
+   * (diffusers' control_guidance_end; the demo's 1).
+   */
+  g_object_class_install_property (gobject_class, PROP_CONTROL_GUIDANCE_END,
+      g_param_spec_double ("control-guidance-end", "Control guidance end",
+          "Fraction of the steps after which the ControlNets stop", 0.0, 1.0,
+          1.0, G_PARAM_READWRITE | GST_PARAM_MUTABLE_PLAYING |
+          G_PARAM_STATIC_STRINGS));
 
   element_class->change_state =
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_change_state);
@@ -991,6 +1327,8 @@ gst_kosmosg_filter_class_init (GstKosmosGFilterClass * klass)
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_negotiated_src_caps);
   agg_class->start = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_start);
   agg_class->stop = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_stop);
+  agg_class->create_new_pad =
+      GST_DEBUG_FUNCPTR (gst_kosmosg_filter_create_new_pad);
 
   gst_type_mark_as_plugin_api (GST_TYPE_KOSMOSG_FILTER_PAD, 0);
   GST_DEBUG_CATEGORY_INIT (kosmosg_filter_debug, "kosmosgfilter", 0,
@@ -1004,6 +1342,7 @@ gst_kosmosg_filter_init (GstKosmosGFilter * self)
 
   gst_kosmosg_settings_init (&self->settings);
   gst_kosmosg_engine_init (&self->engine, GST_ELEMENT (self));
+  self->control_end = 1.0;
   gst_video_info_init (&self->out_info);
   gst_segment_init (&self->text_segment, GST_FORMAT_TIME);
   self->agg_src_activate_mode = GST_PAD_ACTIVATEMODEFUNC (srcpad);

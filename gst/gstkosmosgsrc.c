@@ -286,7 +286,7 @@ gst_kosmosg_src_create (GstPushSrc * psrc, GstBuffer ** outbuf)
     gst_kosmosg_settings_copy (&s, &self->settings);
     GST_OBJECT_UNLOCK (self);
 
-    ret = gst_kosmosg_engine_generate (&self->engine, &s, NULL, 0,
+    ret = gst_kosmosg_engine_generate (&self->engine, &s, NULL, 0, NULL, 0,
         GST_VIDEO_INFO_WIDTH (&self->out_info),
         GST_VIDEO_INFO_HEIGHT (&self->out_info), &self->out,
         &latency_changed);

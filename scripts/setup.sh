@@ -14,6 +14,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     libdnnl-dev libpng-dev check \
     libglib2.0-dev libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+    gstreamer1.0-opencv \
     python3 python3-numpy python3-torch python3-hypothesis \
     clang libclang-rt-14-dev >/dev/null
 

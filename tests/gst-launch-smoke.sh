@@ -101,6 +101,51 @@ if cmp -s "$dir/index-swapped.png" "$dir/plain.png"; then
 fi
 echo "ok: sink_0::index=1 sink_1::index=0 binds the pads in swapped order"
 
+# ControlNet (issue 15): a ready control map (depth/pose/scribble PNG) with two reference images;
+# control_0::location / ::conditioning-scale through GstChildProxy; the map changes the image
+controlnet=${KG_CONTROLNET_FILE:?KG_CONTROLNET_FILE is not set}
+run videotestsrc pattern=checkers-8 num-buffers=1 ! video/x-raw,format=RGB,width=64,height=64 ! \
+    pngenc ! filesink location="$dir/map.png"
+run kosmosgfilter name=k model-location="$model" backend=cpu prompt="<i> wearing <i>" \
+        num-inference-steps=2 seed=3 \
+        control_0::location="$controlnet" control_0::conditioning-scale=0.8 ! \
+    video/x-raw,width=64,height=64 ! pngenc ! filesink location="$dir/control.png" \
+    filesrc location="$dir/a.png" ! pngdec ! k.sink_0 \
+    filesrc location="$dir/b.png" ! pngdec ! k.sink_1 \
+    filesrc location="$dir/map.png" ! pngdec ! k.control_0
+check_png "$dir/control.png" 64 64
+if cmp -s "$dir/control.png" "$dir/plain.png"; then
+    echo "FAIL: the control map changed nothing"; exit 1
+fi
+echo "ok: a control map with two reference images"
+# canny maps: the element's own Canny (OpenCV's algorithm on RGB, as the demo) on a photo,
+# text-only prompt, the ControlNet acting in the first half of the steps only
+run kosmosgfilter name=k model-location="$model" backend=cpu prompt="a red bicycle" \
+        num-inference-steps=2 seed=4 control-guidance-end=0.5 \
+        control_0::location="$controlnet" control_0::canny=true ! \
+    video/x-raw,width=64,height=64 ! pngenc ! filesink location="$dir/canny.png" \
+    filesrc location="$dir/a.png" ! pngdec ! k.control_0
+check_png "$dir/canny.png" 64 64
+# and with the opencv plugin's edgedetect (gstreamer1.0-opencv; grey Canny) where it is installed
+if gst-inspect-1.0 edgedetect > /dev/null 2>&1; then
+    run kosmosgfilter name=k model-location="$model" backend=cpu prompt="a red bicycle" \
+            num-inference-steps=2 seed=4 control_0::location="$controlnet" ! \
+        video/x-raw,width=64,height=64 ! pngenc ! filesink location="$dir/edgedetect.png" \
+        filesrc location="$dir/a.png" ! pngdec ! videoconvert ! \
+        edgedetect threshold1=100 threshold2=200 aperture=3 mask=false ! videoconvert ! k.control_0
+    check_png "$dir/edgedetect.png" 64 64
+else
+    echo "skip: no edgedetect element (gstreamer1.0-opencv not installed)"
+fi
+# a control pad without a ControlNet fails the pipeline naming the pad
+if timeout 120 gst-launch-1.0 -q kosmosgfilter name=k model-location="$model" backend=cpu \
+        prompt="a cat" num-inference-steps=2 ! video/x-raw,width=64,height=64 ! fakesink \
+        filesrc location="$dir/map.png" ! pngdec ! k.control_0 > "$dir/err3.txt" 2>&1; then
+    echo "FAIL: a control pad without location was accepted"; exit 1
+fi
+grep -q "Control pad control_0 has no ControlNet" "$dir/err3.txt" || { cat "$dir/err3.txt"; exit 1; }
+echo "ok: control pad without a ControlNet refused"
+
 # per-step progress as GST_MESSAGE_PROGRESS, which gst-launch-1.0 prints
 gst-launch-1.0 kosmosgsrc model-location="$model" backend=cpu prompt="a red bicycle" \
     num-inference-steps=2 ! video/x-raw,width=64,height=64 ! fakesink > "$dir/progress.txt" 2>&1
