@@ -223,6 +223,7 @@ static void test_model(void)
         st = kg_generate(s, &p, NULL, NULL, NULL, &out, &err);
     kgt_check(st == KG_OK && out.n == 1 && out.width == 72 && out.height == 56,
               "generate 72x56: %s (%dx%d)", st == KG_OK ? "ok" : err.msg, out.width, out.height);
+    kg_output_free(&out);
     p.width = 76;
     st = kg_generate(s, &p, NULL, NULL, NULL, &out, &err);
     kgt_check(st == KG_ERR_INVALID_ARG && strstr(err.msg, "multiples of 8"),
