@@ -755,7 +755,7 @@ class Robustness(Base):
         self.assertEqual(tree["b"], [None], "a cycle ends in None")
 
     def test_compression_bomb(self):
-        """data.pkl declaring 1.5 GB (deflated zeros, ~1.5 MB on disk) under a 1 GB address-space
+        """data.pkl declaring 1.5 GB (deflated zeros, 7 MB on disk) under a 1 GB address-space
         limit: a clear error, not a MemoryError traceback."""
         import resource
         import zipfile
@@ -811,6 +811,22 @@ class Robustness(Base):
             out = self.path("maxpos.safetensors")
             self.expect(run_convert(out, ckpt=p), "max_target_positions %r: expected an integer in 1..65536" % v,
                         out)
+
+    def test_damaged_zip_directory(self):
+        """A name in the zip central directory that is not valid UTF-8 (found by convert-fuzz):
+        a ConvertError, not a UnicodeDecodeError traceback from inside zipfile."""
+        with open(os.path.join(TINY, "checkpoint_final.pt"), "rb") as f:
+            data = bytearray(f.read())
+        at = data.rfind(b"archive/data/")
+        data[at] = 0xE1
+        # the central directory entry's flags: bit 11 says the name is UTF-8
+        hdr = data.rfind(b"PK\x01\x02", 0, at)
+        data[hdr + 8:hdr + 10] = struct.pack("<H", struct.unpack("<H", data[hdr + 8:hdr + 10])[0] | 0x800)
+        p = self.path("baddir.pt")
+        with open(p, "wb") as f:
+            f.write(data)
+        out = self.path("baddir.safetensors")
+        self.expect(run_convert(out, ckpt=p), "truncated or corrupt checkpoint", out)
 
     def test_empty_dict(self):
         p = self.path("empty_dict.txt")

@@ -2,8 +2,9 @@
 """Property tests (hypothesis) of the converter's checkpoint reader (tools/kosmosg_convert/ptload.py).
 
 Whatever bytes a checkpoint holds, reading it either succeeds or raises ConvertError with a
-message: never another exception (a traceback for the user), never a hang or an exponential walk,
-never code execution. Three generators:
+message: never another exception (a traceback for the user), never a hang or an exponential walk
+(no per-example deadline, whose wall time is at the mercy of a loaded machine: meson's timeout
+catches a hang), never code execution. Three generators:
   - object graphs (nested dicts/lists/tuples/scalars/bytes with shared references and cycles,
     omegaconf-like placeholder nodes) pickled with every protocol, read through a real zip archive
     and walked by plain() and cfg lookups, which must keep shared objects shared;
@@ -35,6 +36,9 @@ from kosmosg_convert.errors import ConvertError  # noqa: E402
 GOLDEN = os.environ.get("KG_GOLDEN", os.path.join(HERE, "..", "..", "shared", "golden"))
 TINY_CKPT = os.path.join(GOLDEN, "kosmosg", "kosmosg_tiny", "checkpoint_final.pt")
 EXAMPLES = int(os.environ.get("KG_CONVERT_FUZZ_EXAMPLES", "100"))
+# the suite runs a fixed set of examples (a red CI is then reproducible); KG_CONVERT_FUZZ_RANDOM=1
+# draws new ones each run, to explore
+DERANDOMIZE = os.environ.get("KG_CONVERT_FUZZ_RANDOM", "0") != "1"
 TMP = tempfile.mkdtemp(prefix="kg_convert_fuzz_")
 
 
@@ -107,7 +111,7 @@ def read_all(path):
     return obj
 
 
-@settings(database=None, max_examples=EXAMPLES, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
+@settings(database=None, derandomize=DERANDOMIZE, max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(graphs(), st.integers(0, pickle.HIGHEST_PROTOCOL))
 def test_object_graphs(graph, proto):
     tree, doublings, cycle = graph
@@ -115,15 +119,16 @@ def test_object_graphs(graph, proto):
     path = archive_with(pickle.dumps({"cfg": top, "model": {}}, protocol=proto))
     obj = ptload.Archive(path).load()
     plain = ptload.plain(obj["cfg"])
-    # a DAG stays a DAG: the doubled node is one object in the result
+    # a DAG stays a DAG: the doubled node is one object in the result (containers and nodes:
+    # pickle protocol 0 does not share scalars such as floats to begin with)
     junk = plain["model"]["junk"]
-    if doublings:
+    if doublings and isinstance(tree, (list, tuple, dict, Node)):
         first, second = (junk[0], junk[1]) if isinstance(junk, list) else (junk["a"], junk["b"])
         assert first is second
     assert cfg_value(obj, "max_target_positions") == 2048
 
 
-@settings(database=None, max_examples=EXAMPLES, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
+@settings(database=None, derandomize=DERANDOMIZE, max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(graphs(), st.integers(0, pickle.HIGHEST_PROTOCOL), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255),
                                                                    st.sampled_from("fit")), min_size=1, max_size=6),
        st.one_of(st.none(), st.integers(0, 10**6)))
@@ -147,7 +152,7 @@ with open(TINY_CKPT, "rb") as _f:
 PKL_AT = TINY.find(b"archive/data.pkl") if b"archive/data.pkl" in TINY else 0
 
 
-@settings(database=None, max_examples=EXAMPLES // 3, deadline=20000, suppress_health_check=[HealthCheck.too_slow])
+@settings(database=None, derandomize=DERANDOMIZE, max_examples=EXAMPLES // 3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, len(TINY) - 1), st.integers(1, 255), st.booleans()),
                 min_size=1, max_size=8))
 def test_damaged_checkpoint(edits):

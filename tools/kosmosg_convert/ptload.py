@@ -270,16 +270,18 @@ class Archive:
         require_regular(path, "checkpoint")
         try:
             self.zip = zipfile.ZipFile(path)
-        except zipfile.BadZipFile as e:
+        except OSError as e:
+            raise ConvertError("%s: cannot open checkpoint: %s" % (path, e.strerror or e))
+        except Exception as e:
+            # BadZipFile, or what a damaged central directory raises from inside zipfile
+            # (UnicodeDecodeError on a name, struct.error, EOFError, NotImplementedError...)
             with open(path, "rb") as f:
                 magic = f.read(4)
             if magic.startswith(b"PK"):
-                raise ConvertError("%s: truncated or corrupt checkpoint (zip archive unreadable: %s)"
-                                   % (path, e))
+                raise ConvertError("%s: truncated or corrupt checkpoint (zip archive unreadable: %s: %s)"
+                                   % (path, type(e).__name__, e))
             raise ConvertError("%s: not a PyTorch zip checkpoint (torch.save format since torch 1.6); "
                                "legacy pickle/tar checkpoints are not supported" % path)
-        except OSError as e:
-            raise ConvertError("%s: cannot open checkpoint: %s" % (path, e.strerror or e))
         pkls = [n for n in self.zip.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pkls) != 1:
             raise ConvertError("%s: not a PyTorch checkpoint archive (no single <name>/data.pkl record)"
@@ -344,15 +346,24 @@ class Archive:
 
     def read_bytes(self, storage, begin, length):
         info = self.zip.getinfo(self.prefix + "data/" + storage.key)
-        if info.compress_type == zipfile.ZIP_STORED:
-            start = self._record_offset(info) + begin
-            with open(self.path, "rb") as f:
-                f.seek(start)
-                data = f.read(length)
-        else:
-            with self.zip.open(info) as f:
-                f.seek(begin)
-                data = f.read(length)
+        try:
+            if info.compress_type == zipfile.ZIP_STORED:
+                start = self._record_offset(info) + begin
+                with open(self.path, "rb") as f:
+                    f.seek(start)
+                    data = f.read(length)
+            else:
+                with self.zip.open(info) as f:
+                    f.seek(begin)
+                    data = f.read(length)
+        except (ConvertError, MemoryError):
+            raise
+        except OSError as e:
+            raise ConvertError("%s: cannot read storage '%s': %s" % (self.path, storage.key, e.strerror or e))
+        except Exception as e:
+            # a damaged record: BadZipFile (CRC), zlib.error, EOFError, an unsupported method...
+            raise ConvertError("%s: corrupt checkpoint: storage '%s': %s: %s"
+                               % (self.path, storage.key, type(e).__name__, e))
         if len(data) != length:
             raise ConvertError("%s: truncated checkpoint: storage '%s' ends early"
                                % (self.path, storage.key))

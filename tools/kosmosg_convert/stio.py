@@ -71,7 +71,7 @@ class SafetensorsFile:
                 dtype = d["dtype"]
                 shape = [int(s) for s in d["shape"]]
                 begin, end = (int(v) for v in d["data_offsets"])
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 raise ConvertError("%s: tensor '%s': malformed header entry" % (path, name))
             if dtype not in NP_DTYPES or any(s < 0 for s in shape):
                 raise ConvertError("%s: tensor '%s': unsupported dtype %s or bad shape %s"
