@@ -14,9 +14,9 @@ catches a hang), never code execution. Three generators:
 Needs KG_GOLDEN and python3-hypothesis (Debian package; scripts/setup.sh installs it). Without
 hypothesis the test is skipped (exit 77)."""
 
-import io
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -40,6 +40,12 @@ EXAMPLES = int(os.environ.get("KG_CONVERT_FUZZ_EXAMPLES", "100"))
 # draws new ones each run, to explore
 DERANDOMIZE = os.environ.get("KG_CONVERT_FUZZ_RANDOM", "0") != "1"
 TMP = tempfile.mkdtemp(prefix="kg_convert_fuzz_")
+# hypothesis keeps caches (its unicode charmap) in ./.hypothesis unless told otherwise
+try:
+    from hypothesis.configuration import set_hypothesis_home_dir
+    set_hypothesis_home_dir(os.path.join(TMP, ".hypothesis"))
+except ImportError:
+    pass
 
 
 class Node:
@@ -183,4 +189,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        rc = main()
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
+    sys.exit(rc)
