@@ -130,7 +130,13 @@ typedef struct kg_backend_config {
     int n_threads;  /* CPU; <= 0: all cores */
 } kg_backend_config;
 
+/* Bumped whenever kg_backend, kg_backend_ops or this struct change: libkosmosg
+ * refuses a CUDA module built against another layout. */
+#define KG_BACKEND_PROVIDER_ABI 1
+
 typedef struct kg_backend_provider {
+    unsigned abi;    /* KG_BACKEND_PROVIDER_ABI */
+    size_t ops_size; /* sizeof(kg_backend_ops) */
     const char *name;
     kg_status (*weights_new)(kg_backend **out, const kg_backend_config *cfg, kg_error *err);
     kg_status (*compute_new)(kg_backend **out, const kg_backend_config *cfg, kg_error *err);

@@ -481,6 +481,8 @@ static kg_status cuda_compute_new(kg_backend **out, const kg_backend_config *cfg
 }
 
 const kg_backend_provider kg_cuda_provider = {
+    .abi = KG_BACKEND_PROVIDER_ABI,
+    .ops_size = sizeof(kg_backend_ops),
     .name = "cuda",
     .weights_new = cuda_weights_new,
     .compute_new = cuda_compute_new,

@@ -1,0 +1,99 @@
+#!/bin/sh
+# install-test.sh - what `meson install` delivers, used as an outsider would.
+#
+#   install-test.sh consumer  BUILD PREFIX LIBDIR INCLUDEDIR PLUGINDIR CONSUMER_C
+#       meson install --destdir into a temporary folder; the installed include folder holds
+#       kosmosg.h only, and every function it declares is exported by libkosmosg.so (nothing
+#       else is); a C program compiled with nothing but `pkg-config --cflags --libs kosmosg`
+#       of the installed .pc (-std=c99 -pedantic -Werror) opens the tiny model and generates
+#       one image; the plugin is in GStreamer's plugin folder for the prefix.
+#   install-test.sh no-cuda   BUILD PREFIX LIBDIR INCLUDEDIR PLUGINDIR
+#       the installed plugin and libkosmosg name no CUDA library (readelf NEEDED), and
+#       gst-inspect-1.0 / gst-launch-1.0 load and run the plugin with the CUDA libraries hidden:
+#       the loader is started with --inhibit-cache (no /etc/ld.so.cache: cudart, cuBLASLt and
+#       cuDNN live in folders only the cache lists), registry scanning in-process. A control
+#       first shows libcudart cannot be loaded that way. backend=cpu makes an image; backend=cuda
+#       is refused naming the missing library; backend=auto falls back to the CPU with a warning.
+#
+# Env: KG_TINY_MODEL, CC (compiler), MESON (meson).
+set -eu
+
+mode=$1 build=$2 prefix=$3 libdir=$4 includedir=$5 plugindir=$6
+dest=$(mktemp -d "${TMPDIR:-/tmp}/kg-install.XXXXXX")
+trap 'rm -rf "$dest"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+case $libdir in /*) ;; *) libdir=$prefix/$libdir ;; esac
+case $includedir in /*) ;; *) includedir=$prefix/$includedir ;; esac
+${MESON:-meson} install -C "$build" --destdir "$dest" --no-rebuild --quiet >"$dest.log" 2>&1 ||
+    { cat "$dest.log"; rm -f "$dest.log"; fail "meson install --destdir"; }
+rm -f "$dest.log"
+lib=$dest$libdir
+plugin=$dest$plugindir/libgstkosmosg.so
+[ -f "$plugin" ] || fail "no plugin at $plugindir (GStreamer's plugin folder for prefix $prefix)"
+echo "installed: $(cd "$dest" && find . -type f | sort | tr '\n' ' ')"
+
+if [ "$mode" = consumer ]; then
+    consumer_c=$7
+    hdrs=$(cd "$dest$includedir" && find . -type f | sort | tr '\n' ' ')
+    [ "$hdrs" = "./kosmosg/kosmosg.h " ] || fail "installed headers: $hdrs (want kosmosg/kosmosg.h only)"
+    # every function the header declares is exported, and only those
+    declared=$(sed -n 's/^[a-z0-9_ ]*[ *]\(kg_[a-z0-9_]*\)(.*/\1/p' "$dest$includedir/kosmosg/kosmosg.h" | sort -u)
+    exported=$(nm -D --defined-only "$lib/libkosmosg.so" | awk '$2 == "T" {print $3}' | sed 's/@.*//' | sort -u)
+    [ -n "$declared" ] || fail "no function found in the installed kosmosg.h"
+    [ "$declared" = "$exported" ] || {
+        echo "declared: $declared"; echo "exported: $exported"; fail "libkosmosg.so exports differ from kosmosg.h"; }
+    echo "libkosmosg.so exports the $(echo "$declared" | wc -l) functions of kosmosg.h, nothing else"
+    export PKG_CONFIG_PATH="$lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$dest" PKG_CONFIG_LIBDIR="$lib/pkgconfig"
+    flags=$(pkg-config --cflags --libs kosmosg) || fail "pkg-config kosmosg"
+    echo "pkg-config --cflags --libs kosmosg: $flags"
+    # shellcheck disable=SC2086
+    ${CC:-cc} -std=c99 -Wall -Wextra -pedantic -Werror "$consumer_c" $flags -o "$dest/consumer" ||
+        fail "the consumer does not build from the installed header and .pc alone"
+    LD_LIBRARY_PATH=$lib "$dest/consumer" "$KG_TINY_MODEL" || fail "the consumer failed"
+    echo "ok: consumer built with pkg-config alone generated an image"
+    exit 0
+fi
+
+# ---- no-cuda
+for f in "$plugin" "$lib/libkosmosg.so"; do
+    needed=$(readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
+    echo "$(basename "$f") NEEDED: $needed"
+    case $needed in *cuda*|*cublas*|*cudnn*) fail "$(basename "$f") links a CUDA library" ;; esac
+done
+ldso=$(readelf -l /bin/sh | sed -n 's/.*interpreter: \(.*\)\]/\1/p')
+[ -x "$ldso" ] || fail "no dynamic loader found"
+reg=$dest/registry.bin
+hide() {
+    env GST_PLUGIN_PATH_1_0="$dest$plugindir" GST_PLUGIN_PATH="$dest$plugindir" \
+        GST_PLUGIN_SYSTEM_PATH_1_0="$(pkg-config --variable=pluginsdir gstreamer-1.0)" \
+        GST_REGISTRY_1_0="$reg" GST_REGISTRY="$reg" GST_REGISTRY_FORK=no KOSMOSG_CUDA_MODULE= \
+        OMP_WAIT_POLICY=passive "$ldso" --inhibit-cache --library-path "$lib" "$@"
+}
+# control: the hiding works (python's ctypes asks the same loader)
+if hide /usr/bin/python3 -c 'import ctypes; ctypes.CDLL("libcudart.so.13")' 2>/dev/null; then
+    fail "control: libcudart.so.13 still loads with the cache inhibited; nothing is hidden"
+fi
+python3 -c 'import ctypes; ctypes.CDLL("libcudart.so.13")' 2>/dev/null &&
+    echo "control: libcudart.so.13 loads normally, not with the cache inhibited" ||
+    echo "control: libcudart.so.13 is not on this machine at all"
+hide "$(command -v gst-inspect-1.0)" kosmosgfilter >"$dest/inspect.txt" 2>&1 ||
+    { cat "$dest/inspect.txt"; fail "gst-inspect-1.0 kosmosgfilter with the CUDA libraries hidden"; }
+grep -q 'model-location' "$dest/inspect.txt" || fail "gst-inspect printed no properties"
+echo "ok: the plugin loads with the CUDA libraries hidden"
+launch=$(command -v gst-launch-1.0)
+hide "$launch" -q kosmosgsrc model-location="$KG_TINY_MODEL" backend=cpu prompt="a red bicycle" \
+    num-inference-steps=2 ! video/x-raw,width=64,height=64 ! fakesink num-buffers=1 \
+    >"$dest/cpu.txt" 2>&1 || { cat "$dest/cpu.txt"; fail "backend=cpu with the CUDA libraries hidden"; }
+echo "ok: backend=cpu generated with the CUDA libraries hidden"
+if hide "$launch" kosmosgsrc model-location="$KG_TINY_MODEL" backend=cuda prompt="a" \
+    num-inference-steps=2 ! fakesink num-buffers=1 >"$dest/cuda.txt" 2>&1; then
+    fail "backend=cuda succeeded with the CUDA libraries hidden"
+fi
+grep -i 'cuda' "$dest/cuda.txt" | head -3
+grep -q 'CUDA' "$dest/cuda.txt" || fail "backend=cuda was refused without saying why"
+hide "$launch" kosmosgsrc model-location="$KG_TINY_MODEL" backend=auto prompt="a red bicycle" \
+    num-inference-steps=2 ! video/x-raw,width=64,height=64 ! fakesink num-buffers=1 \
+    >"$dest/auto.txt" 2>&1 || { cat "$dest/auto.txt"; fail "backend=auto with the CUDA libraries hidden"; }
+grep -i 'warn\|cpu' "$dest/auto.txt" | head -2
+echo "ok: backend=auto fell back to the CPU"
