@@ -395,27 +395,6 @@ gst_kosmosg_fixate_src_caps (GstCaps * caps)
   return gst_caps_fixate (caps);
 }
 
-gboolean
-gst_kosmosg_output_info_from_caps (GstElement * element, GstCaps * caps,
-    GstVideoInfo * info)
-{
-  gint w, h;
-
-  if (!gst_video_info_from_caps (info, caps)) {
-    GST_ELEMENT_ERROR (element, CORE, NEGOTIATION, ("Unusable output caps"),
-        ("%" GST_PTR_FORMAT, caps));
-    return FALSE;
-  }
-  w = GST_VIDEO_INFO_WIDTH (info);
-  h = GST_VIDEO_INFO_HEIGHT (info);
-  if (w % KG_SIZE_STEP == 0 && h % KG_SIZE_STEP == 0)
-    return TRUE;
-  GST_ELEMENT_ERROR (element, CORE, NEGOTIATION,
-      ("Unsupported output size %dx%d: width and height must be multiples "
-          "of %d", w, h, KG_SIZE_STEP), ("downstream asked for %dx%d", w, h));
-  return FALSE;
-}
-
 void
 gst_kosmosg_meta_register (void)
 {
@@ -597,6 +576,102 @@ typedef struct
   gboolean post;
   gint64 start_us;
 } ProgressCtx;
+
+gint
+gst_kosmosg_engine_size_multiple (GstKosmosGEngine * e)
+{
+  if (!e->model)
+    return KG_SIZE_STEP;
+  return kg_model_size_multiple (gst_kosmosg_model_get (e->model));
+}
+
+static void
+set_stepped_range (GstStructure * st, const gchar * field, gint step)
+{
+  GValue v = G_VALUE_INIT;
+  gint lo = MAX (KG_SIZE_MIN, step) + step - 1;
+
+  lo -= lo % step;
+  g_value_init (&v, GST_TYPE_INT_RANGE);
+  gst_value_set_int_range_step (&v, lo, KG_SIZE_MAX - KG_SIZE_MAX % step,
+      step);
+  gst_structure_take_value (st, field, &v);
+}
+
+GstCaps *
+gst_kosmosg_engine_src_caps (GstKosmosGEngine * e, GstCaps * filter)
+{
+  GstCaps *caps = gst_caps_from_string (GST_KOSMOSG_SRC_CAPS);
+  gint step = gst_kosmosg_engine_size_multiple (e);
+
+  caps = gst_caps_make_writable (caps);
+  for (guint i = 0; i < gst_caps_get_size (caps); i++) {
+    GstStructure *st = gst_caps_get_structure (caps, i);
+
+    set_stepped_range (st, "width", step);
+    set_stepped_range (st, "height", step);
+  }
+  if (filter) {
+    GstCaps *tmp = gst_caps_intersect_full (filter, caps,
+        GST_CAPS_INTERSECT_FIRST);
+
+    gst_caps_unref (caps);
+    caps = tmp;
+  }
+  return caps;
+}
+
+static void
+post_size_error (GstKosmosGEngine * e, gint w, gint h)
+{
+  gint step = gst_kosmosg_engine_size_multiple (e);
+
+  GST_ELEMENT_ERROR (e->element, CORE, NEGOTIATION,
+      ("Unsupported output size %dx%d: width and height must be multiples "
+          "of %d for this model", w, h, step), ("downstream asked for %dx%d",
+          w, h));
+}
+
+GstCaps *
+gst_kosmosg_engine_intersect_caps (GstKosmosGEngine * e, GstCaps * downstream)
+{
+  GstCaps *caps = gst_kosmosg_engine_src_caps (e, downstream);
+  const GstStructure *st;
+  gint w = 0, h = 0;
+
+  if (!gst_caps_is_empty (caps))
+    return caps;
+  gst_caps_unref (caps);
+  st = gst_caps_is_empty (downstream) ? NULL :
+      gst_caps_get_structure (downstream, 0);
+  if (st && gst_structure_get_int (st, "width", &w)
+      && gst_structure_get_int (st, "height", &h))
+    post_size_error (e, w, h);
+  else
+    GST_ELEMENT_ERROR (e->element, CORE, NEGOTIATION,
+        ("Downstream accepts no output the model can make"),
+        ("downstream: %" GST_PTR_FORMAT, downstream));
+  return NULL;
+}
+
+gboolean
+gst_kosmosg_output_info_from_caps (GstKosmosGEngine * e, GstCaps * caps,
+    GstVideoInfo * info)
+{
+  gint w, h, step = gst_kosmosg_engine_size_multiple (e);
+
+  if (!gst_video_info_from_caps (info, caps)) {
+    GST_ELEMENT_ERROR (e->element, CORE, NEGOTIATION,
+        ("Unusable output caps"), ("%" GST_PTR_FORMAT, caps));
+    return FALSE;
+  }
+  w = GST_VIDEO_INFO_WIDTH (info);
+  h = GST_VIDEO_INFO_HEIGHT (info);
+  if (w % step == 0 && h % step == 0)
+    return TRUE;
+  post_size_error (e, w, h);
+  return FALSE;
+}
 
 /* GST_MESSAGE_PROGRESS code "generate": what gst-launch-1.0 prints. Every
  * START is closed by COMPLETE, CANCELED or ERROR, as gst-launch waits for

@@ -28,9 +28,8 @@ GType gst_kosmosg_backend_get_type (void);
 #define GST_TYPE_KOSMOSG_PRECISION (gst_kosmosg_precision_get_type ())
 GType gst_kosmosg_precision_get_type (void);
 
-/* Output: RGB first so fixation picks it; any size the engine can make
- * (multiples of 8 are checked at negotiation, the U-Net's own constraint by
- * kg_generate). */
+/* Output: RGB first so fixation picks it; the sizes are narrowed to the
+ * model's size step by gst_kosmosg_engine_src_caps once it is loaded. */
 #define GST_KOSMOSG_SRC_CAPS \
   "video/x-raw, format = (string) { RGB, RGBA }, " \
   "width = (int) [ " G_STRINGIFY (KG_SIZE_MIN) ", " G_STRINGIFY (KG_SIZE_MAX) " ], " \
@@ -110,10 +109,6 @@ void gst_kosmosg_settings_get (const GstKosmosGSettings * s,
 /* 512x512 (or the nearest size downstream allows), framerate 0/1, first
  * format. Takes caps, returns fixed caps. */
 GstCaps *gst_kosmosg_fixate_src_caps (GstCaps * caps);
-/* Parses caps into info; FALSE after posting CORE/NEGOTIATION when they are
- * unusable or the size is not a multiple of 8. */
-gboolean gst_kosmosg_output_info_from_caps (GstElement * element,
-    GstCaps * caps, GstVideoInfo * info);
 
 void gst_kosmosg_meta_register (void);
 
@@ -141,6 +136,24 @@ gboolean gst_kosmosg_engine_open (GstKosmosGEngine * e,
 void gst_kosmosg_engine_close (GstKosmosGEngine * e);
 void gst_kosmosg_engine_set_cancel (GstKosmosGEngine * e, gboolean cancel);
 gboolean gst_kosmosg_engine_cancelled (GstKosmosGEngine * e);
+
+/* The size step of the loaded model (kg_model_size_multiple), KG_SIZE_STEP
+ * before it is loaded. */
+gint gst_kosmosg_engine_size_multiple (GstKosmosGEngine * e);
+/* The output caps the engine can make: the src template with width and
+ * height as ranges stepped by the size multiple ([8, 4096, 8] style), so
+ * capsfilter/videoscale fixate to a size the model can make. filter may be
+ * NULL. */
+GstCaps *gst_kosmosg_engine_src_caps (GstKosmosGEngine * e, GstCaps * filter);
+/* Downstream caps (first structure preferred) intersected with what the
+ * engine can make; NULL after posting CORE/NEGOTIATION naming the size
+ * downstream wants when nothing is left. */
+GstCaps *gst_kosmosg_engine_intersect_caps (GstKosmosGEngine * e,
+    GstCaps * downstream);
+/* Parses caps into info; FALSE after posting CORE/NEGOTIATION when they are
+ * unusable or the size is not a multiple of the model's step. */
+gboolean gst_kosmosg_output_info_from_caps (GstKosmosGEngine * e,
+    GstCaps * caps, GstVideoInfo * info);
 
 /* Runs one generation (with n_controls ControlNet maps, 0 for none).
  * GST_FLOW_OK with out filled; GST_FLOW_FLUSHING when cancelled (nothing

@@ -859,6 +859,32 @@ gst_kosmosg_filter_sink_event (GstAggregator * agg, GstAggregatorPad * aggpad,
   return GST_AGGREGATOR_CLASS (parent_class)->sink_event (agg, aggpad, event);
 }
 
+static GstFlowReturn
+gst_kosmosg_filter_update_src_caps (GstAggregator * agg, GstCaps * caps,
+    GstCaps ** ret)
+{
+  *ret = gst_kosmosg_engine_intersect_caps (&GST_KOSMOSG_FILTER (agg)->engine,
+      caps);
+  return *ret ? GST_FLOW_OK : GST_FLOW_NOT_NEGOTIATED;
+}
+
+static gboolean
+gst_kosmosg_filter_src_query (GstAggregator * agg, GstQuery * query)
+{
+  GstKosmosGFilter *self = GST_KOSMOSG_FILTER (agg);
+
+  if (GST_QUERY_TYPE (query) == GST_QUERY_CAPS) {
+    GstCaps *filter, *caps;
+
+    gst_query_parse_caps (query, &filter);
+    caps = gst_kosmosg_engine_src_caps (&self->engine, filter);
+    gst_query_set_caps_result (query, caps);
+    gst_caps_unref (caps);
+    return TRUE;
+  }
+  return GST_AGGREGATOR_CLASS (parent_class)->src_query (agg, query);
+}
+
 static GstCaps *
 gst_kosmosg_filter_fixate_src_caps (GstAggregator * agg, GstCaps * caps)
 {
@@ -871,7 +897,7 @@ gst_kosmosg_filter_negotiated_src_caps (GstAggregator * agg, GstCaps * caps)
   GstKosmosGFilter *self = GST_KOSMOSG_FILTER (agg);
   GstVideoInfo info;
 
-  if (!gst_kosmosg_output_info_from_caps (GST_ELEMENT (self), caps, &info))
+  if (!gst_kosmosg_output_info_from_caps (&self->engine, caps, &info))
     return FALSE;
   self->out_info = info;
   return GST_AGGREGATOR_CLASS (parent_class)->negotiated_src_caps (agg, caps);
@@ -945,19 +971,15 @@ text_only_push_events (GstKosmosGFilter * self)
   GstEvent *ev;
 
   if (!self->text_started) {
-    GstCaps *templ = gst_pad_get_pad_template_caps (srcpad);
-    GstCaps *caps = gst_pad_peer_query_caps (srcpad, templ);
+    GstCaps *peer = gst_pad_peer_query_caps (srcpad, NULL);
+    GstCaps *caps = gst_kosmosg_engine_intersect_caps (&self->engine, peer);
     gchar *stream_id;
 
-    gst_caps_unref (templ);
-    if (gst_caps_is_empty (caps)) {
-      gst_caps_unref (caps);
-      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
-          ("Downstream accepts none of the output formats"), (NULL));
+    gst_caps_unref (peer);
+    if (!caps)
       return FALSE;
-    }
     caps = gst_kosmosg_fixate_src_caps (caps);
-    if (!gst_kosmosg_output_info_from_caps (GST_ELEMENT (self), caps,
+    if (!gst_kosmosg_output_info_from_caps (&self->engine, caps,
             &self->out_info)) {
       gst_caps_unref (caps);
       return FALSE;
@@ -1321,6 +1343,9 @@ gst_kosmosg_filter_class_init (GstKosmosGFilterClass * klass)
   agg_class->src_event = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_src_event);
   agg_class->aggregate = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_aggregate);
   agg_class->sink_event = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_sink_event);
+  agg_class->update_src_caps =
+      GST_DEBUG_FUNCPTR (gst_kosmosg_filter_update_src_caps);
+  agg_class->src_query = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_src_query);
   agg_class->fixate_src_caps =
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_fixate_src_caps);
   agg_class->negotiated_src_caps =

@@ -148,13 +148,19 @@ gst_kosmosg_src_fixate (GstBaseSrc * bsrc, GstCaps * caps)
   return gst_kosmosg_fixate_src_caps (caps);
 }
 
+static GstCaps *
+gst_kosmosg_src_get_caps (GstBaseSrc * bsrc, GstCaps * filter)
+{
+  return gst_kosmosg_engine_src_caps (&GST_KOSMOSG_SRC (bsrc)->engine, filter);
+}
+
 static gboolean
 gst_kosmosg_src_set_caps (GstBaseSrc * bsrc, GstCaps * caps)
 {
   GstKosmosGSrc *self = GST_KOSMOSG_SRC (bsrc);
   GstVideoInfo info;
 
-  if (!gst_kosmosg_output_info_from_caps (GST_ELEMENT (self), caps, &info))
+  if (!gst_kosmosg_output_info_from_caps (&self->engine, caps, &info))
     return FALSE;
   self->out_info = info;
   return TRUE;
@@ -392,6 +398,7 @@ gst_kosmosg_src_class_init (GstKosmosGSrcClass * klass)
   element_class->change_state =
       GST_DEBUG_FUNCPTR (gst_kosmosg_src_change_state);
   bsrc_class->fixate = GST_DEBUG_FUNCPTR (gst_kosmosg_src_fixate);
+  bsrc_class->get_caps = GST_DEBUG_FUNCPTR (gst_kosmosg_src_get_caps);
   bsrc_class->set_caps = GST_DEBUG_FUNCPTR (gst_kosmosg_src_set_caps);
   bsrc_class->start = GST_DEBUG_FUNCPTR (gst_kosmosg_src_start);
   bsrc_class->stop = GST_DEBUG_FUNCPTR (gst_kosmosg_src_stop);

@@ -299,6 +299,54 @@ GST_START_TEST(test_caps_72x64)
 
 GST_END_TEST;
 
+/* Issue 16 (2): once the model is loaded the src caps state its size step
+ * (kg_model_size_multiple) for both elements, so capsfilter/videoscale
+ * fixate to a size it can make. */
+static void
+assert_caps_step (const gchar * factory, gint step)
+{
+  GstElement *e = make_element (factory, "a cat", TEST_STEPS, NULL);
+  GstPad *src = gst_element_get_static_pad (e, "src");
+  GstCaps *caps;
+  const GValue *w, *h;
+
+  fail_unless_equals_int (gst_element_set_state (e, GST_STATE_READY),
+      GST_STATE_CHANGE_SUCCESS);
+  caps = gst_pad_query_caps (src, NULL);
+  GST_INFO ("%s caps %" GST_PTR_FORMAT, factory, caps);
+  w = gst_structure_get_value (gst_caps_get_structure (caps, 0), "width");
+  h = gst_structure_get_value (gst_caps_get_structure (caps, 0), "height");
+  fail_unless (GST_VALUE_HOLDS_INT_RANGE (w) && GST_VALUE_HOLDS_INT_RANGE (h));
+  fail_unless_equals_int (gst_value_get_int_range_step (w), step);
+  fail_unless_equals_int (gst_value_get_int_range_step (h), step);
+  fail_unless_equals_int (gst_value_get_int_range_min (w), step);
+  fail_unless_equals_int (gst_value_get_int_range_max (w) % step, 0);
+  gst_caps_unref (caps);
+  gst_object_unref (src);
+  gst_element_set_state (e, GST_STATE_NULL);
+  gst_object_unref (e);
+}
+
+GST_START_TEST (test_caps_step)
+{
+  kg_model_options opt;
+  kg_model *m = NULL;
+  kg_error err = { 0 };
+  gint step;
+
+  kg_model_options_init (&opt);
+  opt.backend = KG_BACKEND_CPU;
+  fail_unless (kg_model_open (&m, tiny_model (), &opt, &err) == KG_OK, "%s",
+      err.msg);
+  step = kg_model_size_multiple (m);
+  kg_model_close (m);
+  GST_INFO ("tiny model size step %d", step);
+  assert_caps_step ("kosmosgfilter", step);
+  assert_caps_step ("kosmosgsrc", step);
+}
+
+GST_END_TEST;
+
 /* Each new reference is a generation; EOS only after the last one. */
 GST_START_TEST (test_eos_after_last)
 {
@@ -614,6 +662,7 @@ kosmosgfilter_suite (void)
   tcase_add_test (tc, test_caps_rgba_256);
   tcase_add_test (tc, test_caps_250_refused);
   tcase_add_test(tc, test_caps_72x64);
+  tcase_add_test (tc, test_caps_step);
   tcase_add_test (tc, test_eos_after_last);
   tcase_add_test (tc, test_num_images);
   tcase_add_test (tc, test_flush_mid_generation);
