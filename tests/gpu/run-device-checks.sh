@@ -147,7 +147,7 @@ if [ -e /usr/include/oneapi/dnnl/dnnl.h ] && ls /usr/lib/x86_64-linux-gnu/libdnn
 fi
 
 CFLAGS=(-std=c11 -O2 -D_GNU_SOURCE -fopenmp -DKG_HAVE_CUDA=1 ${BLAS_C[@]+"${BLAS_C[@]}"} -I"$ROOT/engine"
-    -I"$ROOT/kernels" -I"$ROOT/tests" -I"$CUDA_HOME/include")
+    -I"$ROOT/kernels" -I"$ROOT/tests" -I"$CUDA_HOME/include" "-DKG_LORA_DATA=\"$ROOT/tests/data/lora\"")
 [ -n "$CUDNN_INC" ] && CFLAGS+=(-I"$CUDNN_INC")
 NVFLAGS=(-O3 -std=c++17 "-gencode=arch=compute_$ARCH,code=sm_$ARCH" -I"$ROOT/engine" -I"$ROOT/kernels")
 [ -n "$CUDNN_INC" ] && NVFLAGS+=(-I"$CUDNN_INC")
