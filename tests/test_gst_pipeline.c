@@ -368,6 +368,50 @@ GST_START_TEST (test_bad_prompt_while_playing)
 
 GST_END_TEST;
 
+/* Issue 16 (3), text-only mode: a flushing seek while the generation runs
+ * (prerolling, 1000 steps) cancels it at the next step (a CANCELED
+ * progress message) and generates again in a new segment; a seek after EOS
+ * generates a new image and EOS again. */
+static gboolean
+seek_to (Pipe * p, GstClockTime pos)
+{
+  return gst_element_seek_simple (p->pipeline, GST_FORMAT_TIME,
+      GST_SEEK_FLAG_FLUSH, (gint64) pos);
+}
+
+GST_START_TEST (test_text_only_seeks)
+{
+  Pipe p;
+  BusLog log = { 0 }, log2 = { 0 };
+  GstSample *sample;
+  gint64 t0;
+
+  pipe_start (&p, "prompt=\"a red bicycle\" num-inference-steps=1000", TRUE);
+  wait_first_step (&p);
+  g_object_set (p.filter, "num-inference-steps", TEST_STEPS, NULL);
+  t0 = g_get_monotonic_time ();
+  fail_unless (seek_to (&p, 0), "seek while prerolling refused");
+  sample = pull_sample (&p, 60);
+  fail_unless (sample != NULL, "no image after the seek while prerolling");
+  GST_INFO ("seek while prerolling to the new image: %.2f s",
+      (g_get_monotonic_time () - t0) / 1e6);
+  gst_sample_unref (sample);
+  collect_until_eos (&p, &log, 60);
+  fail_unless_equals_int (log.n_done, 1);
+
+  fail_unless (seek_to (&p, 0), "seek after EOS refused");
+  sample = pull_sample (&p, 60);
+  fail_unless (sample != NULL, "no image after the seek after EOS");
+  gst_sample_unref (sample);
+  collect_until_eos (&p, &log2, 60);
+  fail_unless_equals_int (log2.n_done, 1);
+  buslog_clear (&log);
+  buslog_clear (&log2);
+  pipe_stop (&p);
+}
+
+GST_END_TEST;
+
 static Suite *
 kosmosg_pipeline_suite (void)
 {
@@ -378,6 +422,7 @@ kosmosg_pipeline_suite (void)
   tcase_add_test (tc, test_pad_requested_during_text_only);
   tcase_add_test (tc, test_pad_after_paused);
   tcase_add_test (tc, test_bad_prompt_while_playing);
+  tcase_add_test (tc, test_text_only_seeks);
   return s;
 }
 
