@@ -55,30 +55,8 @@ def ldm_map(keys):
     out = {}
     for k in sub:
         where = "'%s'" % (prefix + k)
-        new = None
-        m = re.match(r"time_embed\.([02])\.(weight|bias)$", k)
-        if m:
-            new = "time_embedding.linear_%d.%s" % (1 if m.group(1) == "0" else 2, m.group(2))
-        elif re.match(r"input_blocks\.0\.0\.(weight|bias)$", k):
-            new = "conv_in." + k.split(".")[-1]
-        elif k.startswith("input_blocks."):
-            m = re.match(r"input_blocks\.(\d+)\.(\d+)\.(.*)$", k)
-            i, j, rest = int(m.group(1)), int(m.group(2)), m.group(3)
-            b, layer = divmod(i - 1, layers + 1)
-            if layer == layers:
-                if j == 0 and rest.startswith("op."):
-                    new = "down_blocks.%d.downsamplers.0.conv.%s" % (b, rest[3:])
-            elif j == 0:
-                new = "down_blocks.%d.resnets.%d.%s" % (b, layer, ldm._member(ldm._RESNET, rest, where))
-            elif j == 1:
-                new = "down_blocks.%d.attentions.%d.%s" % (b, layer, rest)
-        elif k.startswith("middle_block."):
-            m = re.match(r"middle_block\.([012])\.(.*)$", k)
-            if m:
-                j, rest = int(m.group(1)), m.group(2)
-                new = ("mid_block.attentions.0." + rest if j == 1 else
-                       "mid_block.resnets.%d.%s" % (j // 2, ldm._member(ldm._RESNET, rest, where)))
-        elif k.startswith("input_hint_block."):
+        new = ldm.encoder_key(k, layers, where)
+        if k.startswith("input_hint_block."):
             m = re.match(r"input_hint_block\.(\d+)\.(weight|bias)$", k)
             i = int(m.group(1)) // 2
             new = "controlnet_cond_embedding." + (

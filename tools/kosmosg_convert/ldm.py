@@ -66,6 +66,34 @@ def unet_structure(keys):
     return n_blocks, layers, down_attn, up_attn
 
 
+def encoder_key(k, layers, where):
+    """The diffusers key of an LDM U-Net key of the time embedding, conv_in, the input blocks or the
+    middle block (the part a ControlNet copies), or None for any other key."""
+    m = re.match(r"time_embed\.([02])\.(weight|bias)$", k)
+    if m:
+        return "time_embedding.linear_%d.%s" % (1 if m.group(1) == "0" else 2, m.group(2))
+    if re.match(r"input_blocks\.0\.0\.(weight|bias)$", k):
+        return "conv_in." + k.split(".")[-1]
+    m = re.match(r"input_blocks\.(\d+)\.(\d+)\.(.*)$", k)
+    if m:
+        i, j, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+        b, layer = divmod(i - 1, layers + 1)
+        if layer == layers:
+            if j == 0 and rest.startswith("op."):
+                return "down_blocks.%d.downsamplers.0.conv.%s" % (b, rest[3:])
+        elif j == 0:
+            return "down_blocks.%d.resnets.%d.%s" % (b, layer, _member(_RESNET, rest, where))
+        elif j == 1:
+            return "down_blocks.%d.attentions.%d.%s" % (b, layer, rest)
+        return None
+    m = re.match(r"middle_block\.([012])\.(.*)$", k)
+    if m:
+        j, rest = int(m.group(1)), m.group(2)
+        return ("mid_block.attentions.0." + rest if j == 1 else
+                "mid_block.resnets.%d.%s" % (j // 2, _member(_RESNET, rest, where)))
+    return None
+
+
 def unet_map(keys, prefix=UNET_PREFIX):
     """{ldm key: diffusers key} for every key under prefix (other keys are not looked at).
     Raises ConvertError naming the first key that has no place in the U-Net."""
@@ -78,30 +106,9 @@ def unet_map(keys, prefix=UNET_PREFIX):
         full = prefix + k
         where = "'%s'" % full
         new = None
-        m = re.match(r"time_embed\.([02])\.(weight|bias)$", k)
-        if m:
-            new = "time_embedding.linear_%d.%s" % (1 if m.group(1) == "0" else 2, m.group(2))
-        elif re.match(r"input_blocks\.0\.0\.(weight|bias)$", k):
-            new = "conv_in." + k.split(".")[-1]
-        elif re.match(r"out\.([02])\.(weight|bias)$", k):
+        new = encoder_key(k, layers, where)
+        if re.match(r"out\.([02])\.(weight|bias)$", k):
             new = ("conv_norm_out." if k.startswith("out.0.") else "conv_out.") + k.split(".")[-1]
-        elif k.startswith("input_blocks."):
-            m = re.match(r"input_blocks\.(\d+)\.(\d+)\.(.*)$", k)
-            i, j, rest = int(m.group(1)), int(m.group(2)), m.group(3)
-            b, layer = divmod(i - 1, layers + 1)
-            if layer == layers:
-                if j == 0 and rest.startswith("op."):
-                    new = "down_blocks.%d.downsamplers.0.conv.%s" % (b, rest[3:])
-            elif j == 0:
-                new = "down_blocks.%d.resnets.%d.%s" % (b, layer, _member(_RESNET, rest, where))
-            elif j == 1:
-                new = "down_blocks.%d.attentions.%d.%s" % (b, layer, rest)
-        elif k.startswith("middle_block."):
-            m = re.match(r"middle_block\.([012])\.(.*)$", k)
-            if m:
-                j, rest = int(m.group(1)), m.group(2)
-                new = ("mid_block.attentions.0." + rest if j == 1 else
-                       "mid_block.resnets.%d.%s" % (j // 2, _member(_RESNET, rest, where)))
         elif k.startswith("output_blocks."):
             m = re.match(r"output_blocks\.(\d+)\.(\d+)\.(.*)$", k)
             i, j, rest = int(m.group(1)), int(m.group(2)), m.group(3)
