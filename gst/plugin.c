@@ -21,6 +21,9 @@ plugin_init (GstPlugin * plugin)
   return ret;
 }
 
+/* The origin is this plugin's (meson option package_origin), not the
+ * model's: Kosmos-G itself comes from Microsoft's unilm repository. */
 GST_PLUGIN_DEFINE (GST_VERSION_MAJOR, GST_VERSION_MINOR, kosmosg,
-    "Kosmos-G multimodal image generation", plugin_init, VERSION, "LGPL",
-    PACKAGE, "https://github.com/microsoft/unilm/tree/master/kosmos-g")
+    "Image generation with Kosmos-G (multimodal prompts: text and reference "
+    "images) on the CPU and CUDA", plugin_init, VERSION, "LGPL",
+    GST_PACKAGE_NAME, GST_PACKAGE_ORIGIN)

@@ -147,6 +147,53 @@ GST_START_TEST (test_stop_mid_generation)
 
 GST_END_TEST;
 
+/* Issue 16 (9): the plugin names its own origin and package (the meson
+ * options package_origin / package_name), not the model's repository, and
+ * both elements carry complete metadata. */
+GST_START_TEST (test_plugin_metadata)
+{
+  GstPlugin *plugin = gst_registry_find_plugin (gst_registry_get (),
+      "kosmosg");
+  const gchar *factories[] = { "kosmosgfilter", "kosmosgsrc" };
+  const gchar *klasses[] = { "Filter/Editor/Video", "Source/Video" };
+
+  fail_unless (plugin != NULL);
+  GST_INFO ("origin \"%s\", package \"%s\", source \"%s\", licence %s",
+      gst_plugin_get_origin (plugin), gst_plugin_get_package (plugin),
+      gst_plugin_get_source (plugin), gst_plugin_get_license (plugin));
+  fail_unless_equals_string (gst_plugin_get_origin (plugin),
+      KG_PACKAGE_ORIGIN);
+  fail_if (strstr (gst_plugin_get_origin (plugin), "microsoft") != NULL,
+      "the origin is the model's repository");
+  fail_unless_equals_string (gst_plugin_get_package (plugin),
+      KG_PACKAGE_NAME);
+  fail_unless_equals_string (gst_plugin_get_source (plugin), "kosmosg-gst");
+  fail_unless_equals_string (gst_plugin_get_license (plugin), "LGPL");
+  fail_unless (strstr (gst_plugin_get_description (plugin), "Kosmos-G"));
+  gst_object_unref (plugin);
+
+  for (guint i = 0; i < G_N_ELEMENTS (factories); i++) {
+    GstElementFactory *f = gst_element_factory_find (factories[i]);
+    const gchar *keys[] = { GST_ELEMENT_METADATA_LONGNAME,
+      GST_ELEMENT_METADATA_DESCRIPTION, GST_ELEMENT_METADATA_AUTHOR
+    };
+
+    fail_unless (f != NULL);
+    fail_unless_equals_string (gst_element_factory_get_metadata (f,
+            GST_ELEMENT_METADATA_KLASS), klasses[i]);
+    for (guint k = 0; k < G_N_ELEMENTS (keys); k++) {
+      const gchar *v = gst_element_factory_get_metadata (f, keys[k]);
+
+      fail_unless (v && *v, "%s has no %s", factories[i], keys[k]);
+    }
+    fail_unless_equals_string (gst_element_factory_get_metadata (f,
+            GST_ELEMENT_METADATA_AUTHOR), "kosmosg-gst authors");
+    gst_object_unref (f);
+  }
+}
+
+GST_END_TEST;
+
 static Suite *
 kosmosgsrc_suite (void)
 {
@@ -157,6 +204,7 @@ kosmosgsrc_suite (void)
   tcase_add_test (tc, test_num_images_then_eos);
   tcase_add_test (tc, test_live_prompt_change);
   tcase_add_test (tc, test_stop_mid_generation);
+  tcase_add_test (tc, test_plugin_metadata);
   return s;
 }
 
