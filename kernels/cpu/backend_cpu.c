@@ -59,6 +59,7 @@ static void cpu_destroy(kg_backend *be)
         kg_pool_free(cpu->pool);
         free(cpu->scratch);
         free(cpu->wino);
+        free(cpu->lowp);
     }
     free(cpu);
     free(be);
@@ -126,9 +127,9 @@ static kg_cpu_isa detect_isa(void)
 }
 
 #if defined(KG_HAVE_DNNL)
-static const char *dnnl_isa_name(dnnl_cpu_isa_t isa)
+const char *kg_cpu_dnnl_isa_name(int isa)
 {
-    switch ((int)isa) {
+    switch (isa) {
     case dnnl_cpu_isa_sse41: return "sse41";
     case dnnl_cpu_isa_avx: return "avx";
     case dnnl_cpu_isa_avx2: return "avx2";
@@ -173,7 +174,7 @@ static kg_status apply_isa_cap(kg_cpu *cpu, kg_error *err)
             return kg_error_set(err, KG_ERR_INVALID_ARG,
                                 "KOSMOSG_CPU_ISA=%s cannot take effect: oneDNN already runs at %s "
                                 "in this process",
-                                cap, dnnl_isa_name(dnnl_get_effective_cpu_isa()));
+                                cap, kg_cpu_dnnl_isa_name((int)dnnl_get_effective_cpu_isa()));
     }
 #endif
     return KG_OK;
@@ -182,19 +183,22 @@ static kg_status apply_isa_cap(kg_cpu *cpu, kg_error *err)
 int kg_backend_cpu_describe(kg_backend *be, char *buf, size_t n)
 {
     const kg_cpu *cpu = kg_cpu_of(be);
+    char bf16[128];
 #if defined(KG_HAVE_DNNL)
     const dnnl_version_t *v = dnnl_version();
+    kg_cpu_bf16_describe(cpu, bf16, sizeof bf16);
     return snprintf(buf, n,
                     "%d threads (own pool, no OpenMP spin); ISA level %s; own kernels %s; GEMM: "
-                    "oneDNN %d.%d.%d sgemm, JIT ISA %s",
+                    "oneDNN %d.%d.%d sgemm, JIT ISA %s; bf16 GEMM: %s",
                     cpu->n_threads, isa_name(cpu->isa),
                     kg_cpu_avx2(cpu) ? "AVX2+FMA" : "scalar C", v->major, v->minor, v->patch,
-                    dnnl_isa_name(dnnl_get_effective_cpu_isa()));
+                    kg_cpu_dnnl_isa_name((int)dnnl_get_effective_cpu_isa()), bf16);
 #else
+    kg_cpu_bf16_describe(cpu, bf16, sizeof bf16);
     return snprintf(buf, n, "%d threads (own pool, no OpenMP spin); ISA level %s; own kernels %s; "
-                    "GEMM: %s",
+                    "GEMM: %s; bf16 GEMM: %s",
                     cpu->n_threads, isa_name(cpu->isa), kg_cpu_avx2(cpu) ? "AVX2+FMA" : "scalar C",
-                    kg_cpu_gemm_name(cpu));
+                    kg_cpu_gemm_name(cpu), bf16);
 #endif
 }
 
@@ -229,12 +233,23 @@ kg_status kg_backend_cpu_new(kg_backend **out, int n_threads, kg_error *err)
     cpu->wino = scratch;
     cpu->wino_floats = KG_CPU_WINO_BYTES / sizeof(float);
     scratch = NULL;
+    /* bf16 operands: address space only until a bf16 op touches it */
+    if (posix_memalign(&scratch, KG_CPU_ALIGN, KG_CPU_LOWP_BYTES) != 0) {
+        st = kg_error_set(err, KG_ERR_NOMEM, "cpu backend: cannot allocate %zu MiB of scratch",
+                          KG_CPU_LOWP_BYTES >> 20);
+        goto fail;
+    }
+    cpu->lowp = scratch;
+    scratch = NULL;
     cpu->scratch_floats_per_thread =
         KG_CPU_SCRATCH_BYTES / sizeof(float) / (size_t)cpu->n_threads / 16 * 16;
     st = apply_isa_cap(cpu, err);
     if (st != KG_OK)
         goto fail;
     st = kg_cpu_gemm_init(cpu, err);
+    if (st != KG_OK)
+        goto fail;
+    st = kg_cpu_bf16_init(cpu, err);
     if (st != KG_OK)
         goto fail;
     st = kg_pool_new(&cpu->pool, cpu->n_threads, err);
@@ -251,6 +266,7 @@ fail:
     if (cpu) {
         free(cpu->scratch);
         free(cpu->wino);
+        free(cpu->lowp);
     }
     free(cpu);
     free(be);

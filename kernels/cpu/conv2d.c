@@ -138,6 +138,11 @@ void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
     const float *xd = x->data, *wd = w->data, *bd = b ? b->data : NULL;
     float *yd = y->data;
 
+    if (w->dtype != KG_F32) {
+        kg_backend_fail(be, KG_ERR_INVALID_ARG, "conv2d: %s weights are not supported yet",
+                        kg_dtype_name(w->dtype));
+        return;
+    }
     if (nb * P * co == 0)
         return;
     if (kc == 0) {

@@ -28,6 +28,9 @@
  * the smallest map worth the transforms */
 #define KG_CPU_WINO_BYTES ((size_t)32 << 20)
 #define KG_CPU_WINO_MIN_PIXELS 1024
+/* bf16 operands (gemm_bf16.c): per thread as many 16-bit elements as the
+ * fp32 scratch holds floats, so any fp32 operand built there converts into it */
+#define KG_CPU_LOWP_BYTES (KG_CPU_SCRATCH_BYTES / 2)
 
 /* Instruction-set levels our dispatch distinguishes (x86-64). */
 typedef enum kg_cpu_isa {
@@ -49,6 +52,27 @@ void kg_pool_run(kg_pool *p, int64_t n_items, kg_pool_fn fn, void *ctx);
 int kg_cpu_omp_single(void);
 void kg_cpu_omp_restore(int saved);
 
+/* How linear and conv2d multiply KG_BF16 weights (gemm_bf16.c). Both modes
+ * round the fp32 activations to bf16 (nearest even) and accumulate in fp32, so
+ * they form the same products and differ only in summation order. */
+typedef enum kg_cpu_bf16_mode {
+    /* weights widened to fp32 panel by panel into the lowp buffer, activations
+     * rounded in the fp32 scratch, then the fp32 GEMM: any CPU */
+    KG_CPU_BF16_WIDEN = 0,
+    /* oneDNN's gemm_bf16bf16f32 on bf16 copies of the activations (lowp):
+     * where oneDNN runs bf16 natively (avx512_core_bf16, AMX) */
+    KG_CPU_BF16_DNNL = 1,
+} kg_cpu_bf16_mode;
+
+/* Which kernel path a bf16 op took; counted so tests can prove it ran. */
+enum {
+    KG_CPU_BF16_LINEAR,
+    KG_CPU_BF16_CONV_CHUNKS, /* im2col or 1x1 column chunks, one per thread */
+    KG_CPU_BF16_CONV_SHARED, /* one im2col shared by all threads */
+    KG_CPU_BF16_WINOGRAD,
+    KG_CPU_BF16_N_PATHS
+};
+
 typedef struct kg_cpu {
     int n_threads;
     kg_cpu_isa isa;
@@ -60,6 +84,10 @@ typedef struct kg_cpu {
     /* set by any thread whose oneDNN call failed (it cannot get memory);
      * the op turns it into the backend's sticky error (kg_cpu_gemm_status) */
     _Atomic int gemm_failed;
+    uint16_t *lowp; /* bf16 operands, KG_CPU_LOWP_BYTES, split like scratch */
+    kg_cpu_bf16_mode bf16_mode;
+    _Atomic long long bf16_gemms;                   /* GEMM calls on bf16 weights */
+    _Atomic long long bf16_ops[KG_CPU_BF16_N_PATHS]; /* ops, by path */
 } kg_cpu;
 
 static inline kg_cpu *kg_cpu_of(kg_backend *be)
@@ -71,6 +99,13 @@ static inline kg_cpu *kg_cpu_of(kg_backend *be)
 static inline float *kg_cpu_scratch(const kg_cpu *cpu, int tid)
 {
     return cpu->scratch + (size_t)tid * cpu->scratch_floats_per_thread;
+}
+
+/* Thread `tid`'s region of the lowp buffer: scratch_floats_per_thread
+ * 16-bit elements (half as many floats). */
+static inline uint16_t *kg_cpu_lowp(const kg_cpu *cpu, int tid)
+{
+    return cpu->lowp + (size_t)tid * cpu->scratch_floats_per_thread;
 }
 
 static inline int kg_cpu_avx2(const kg_cpu *cpu)
@@ -113,6 +148,12 @@ void kg_cpu_sgemm_st(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64
 void kg_cpu_sgemm(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                   int64_t ldc);
+/* kg_cpu_sgemm's work split: returns the number of pieces, each *per rows
+ * (*split_m) or columns of C (the last one shorter). */
+int64_t kg_cpu_gemm_split(const kg_cpu *cpu, int64_t M, int64_t N, int64_t K, int *split_m,
+                          int64_t *per);
+/* oneDNN's name of a dnnl_cpu_isa_t (backend_cpu.c; oneDNN builds only) */
+const char *kg_cpu_dnnl_isa_name(int isa);
 /* At backend creation: has oneDNN generate its GEMM kernels (see gemm.c). */
 kg_status kg_cpu_gemm_init(kg_cpu *cpu, kg_error *err);
 /* After an op's GEMMs: KG_ERR_NOMEM on the backend, naming the op, if one failed. */
@@ -121,6 +162,41 @@ void kg_cpu_gemm_status(kg_backend *be, const char *op);
 const char *kg_cpu_gemm_name(const kg_cpu *cpu);
 void kg_cpu_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
                    const kg_tensor *b);
+
+/* gemm_bf16.c - GEMMs on KG_BF16 weights (see kg_cpu_bf16_mode).
+ * At backend creation (after the ISA cap): picks the mode, generates oneDNN's
+ * bf16 kernels. */
+kg_status kg_cpu_bf16_init(kg_cpu *cpu, kg_error *err);
+/* e.g. "oneDNN 2.6.3 gemm_bf16bf16f32, JIT ISA avx512_core_bf16" */
+int kg_cpu_bf16_describe(const kg_cpu *cpu, char *buf, size_t n);
+/* Activations for a bf16 GEMM: rows x cols of src (row stride lds) into dst
+ * (row stride ldd) as bf16 (DNNL mode, dst uint16_t) or as bf16-rounded floats
+ * (WIDEN mode; dst may be src). */
+void kg_cpu_bf16_act(const kg_cpu *cpu, void *dst, int64_t ldd, const float *src, int64_t lds,
+                     int64_t rows, int64_t cols);
+/* The same over the pool, for one operand shared by all threads. */
+void kg_cpu_bf16_act_par(const kg_cpu *cpu, void *dst, int64_t ldd, const float *src, int64_t lds,
+                         int64_t rows, int64_t cols);
+/* C[M, N] = op(A) op(B) (overwritten), op as in kg_cpu_sgemm, on the calling
+ * pool thread `tid`: the weights (A when w_is_a, else B) are bf16, the other
+ * operand holds activations made by kg_cpu_bf16_act. WIDEN mode widens the
+ * weights through thread tid's lowp region. */
+void kg_cpu_gemm_wb_st(const kg_cpu *cpu, int tid, int w_is_a, int trans_b, int64_t M, int64_t N,
+                       int64_t K, const void *A, int64_t lda, const void *B, int64_t ldb, float *C,
+                       int64_t ldc);
+/* The same, split over the backend's threads like kg_cpu_sgemm. */
+void kg_cpu_gemm_wb(const kg_cpu *cpu, int w_is_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                    const void *A, int64_t lda, const void *B, int64_t ldb, float *C, int64_t ldc);
+/* DNNL mode only: both operands bf16 (C overwritten), on the calling thread. */
+void kg_cpu_gemm_bf16_st(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K,
+                         const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb, float *C,
+                         int64_t ldc);
+/* rounds n floats to bf16 precision in place (the WIDEN mode's activations) */
+void kg_cpu_bf16_round(const kg_cpu *cpu, float *x, int64_t n);
+/* y[M, N] = x[M, K] w[N, K]^T for kg_cpu_linear's bf16 weights (K > 0);
+ * returns 0 after failing the backend when K exceeds the scratch */
+int kg_cpu_linear_bf16(kg_backend *be, int64_t M, int64_t N, int64_t K, const float *x,
+                       const uint16_t *w, float *y);
 
 /* conv2d.c */
 void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,

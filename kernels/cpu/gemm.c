@@ -262,34 +262,43 @@ static void sgemm_piece(void *ctx, int64_t t, int tid)
                         p->ldc);
 }
 
-void kg_cpu_sgemm(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                  int64_t ldc)
+int64_t kg_cpu_gemm_split(const kg_cpu *cpu, int64_t M, int64_t N, int64_t K, int *split_m,
+                          int64_t *per)
 {
     int nt = cpu->n_threads;
     /* Split the larger side into contiguous pieces (rows in multiples of 8,
      * columns in multiples of 16, to keep the tiles whole): up to PIECES per
      * thread, handed out dynamically so a thread the OS preempts on a busy
      * machine does not hold up the rest, but none thinner than MIN_PIECE. */
-    int split_m = M >= N || M >= 256;
-    int64_t unit = split_m ? 8 : 16;
-    int64_t total = split_m ? M : N;
+    int sm = M >= N || M >= 256;
+    int64_t unit = sm ? 8 : 16;
+    int64_t total = sm ? M : N;
     int64_t pieces = total / MIN_PIECE < PIECES * nt ? total / MIN_PIECE : PIECES * nt;
-    int64_t per, n_pieces;
+    int64_t pp, n_pieces;
     if (pieces < nt)
         pieces = nt;
-    per = ((total + pieces - 1) / pieces + unit - 1) / unit * unit;
-    n_pieces = (total + per - 1) / per;
+    pp = ((total + pieces - 1) / pieces + unit - 1) / unit * unit;
+    n_pieces = (total + pp - 1) / pp;
     if (nt <= 1 || (double)M * N * K < 2e6 || n_pieces < 2) {
         /* one piece, still through the pool: it runs on this thread with
          * oneDNN kept sequential */
-        per = total;
+        pp = total;
         n_pieces = 1;
     }
-    {
-        sgemm_split sp = {cpu, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, split_m, per, total};
-        kg_pool_run(cpu->pool, n_pieces, sgemm_piece, &sp);
-    }
+    *split_m = sm;
+    *per = pp;
+    return n_pieces;
+}
+
+void kg_cpu_sgemm(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                  int64_t ldc)
+{
+    int split_m;
+    int64_t per, n_pieces = kg_cpu_gemm_split(cpu, M, N, K, &split_m, &per);
+    sgemm_split sp = {cpu, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                      split_m, per, split_m ? M : N};
+    kg_pool_run(cpu->pool, n_pieces, sgemm_piece, &sp);
 }
 
 typedef struct bias_rows {
@@ -321,7 +330,12 @@ void kg_cpu_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
                 yd[i * N + j] = b ? ((const float *)b->data)[j] : 0.0f;
         return;
     }
-    kg_cpu_sgemm(cpu, 1, M, N, K, 1.0f, x->data, K, w->data, K, 0.0f, yd, N);
+    if (w->dtype == KG_BF16) {
+        if (!kg_cpu_linear_bf16(be, M, N, K, x->data, w->data, yd))
+            return;
+    } else {
+        kg_cpu_sgemm(cpu, 1, M, N, K, 1.0f, x->data, K, w->data, K, 0.0f, yd, N);
+    }
     kg_cpu_gemm_status(be, "linear");
     if (b) {
         bias_rows br = {yd, b->data, N};
