@@ -51,6 +51,7 @@
 
 #include "gstkosmosgfilter.h"
 #include "gstkosmosgcommon.h"
+#include "gstkosmosggenerate.h"
 
 GST_DEBUG_CATEGORY_STATIC (kosmosg_filter_debug);
 #define GST_CAT_DEFAULT kosmosg_filter_debug
@@ -330,6 +331,7 @@ struct _GstKosmosGFilter
   gboolean text_started;        /* stream-start and caps pushed */
   gboolean text_need_segment;
   guint32 text_seqnum;
+  GstKosmosGGenerator text_gen;        /* the text-only batch */
   GstPadActivateModeFunction agg_src_activate_mode;
 
   /* object lock */
@@ -442,6 +444,7 @@ gst_kosmosg_filter_finalize (GObject * object)
   g_list_free_full (self->dead_nets, (GDestroyNotify) kg_control_net_close);
   gst_kosmosg_engine_close (&self->engine);
   gst_kosmosg_settings_clear (&self->settings);
+  gst_kosmosg_generator_clear (&self->text_gen);
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 
@@ -595,7 +598,7 @@ output_duration (const GstVideoInfo * info)
 static GstFlowReturn
 generate_and_push (GstKosmosGFilter * self, const kg_image * images,
     gint n_images, const kg_control * controls, gint n_controls,
-    GstClockTime pts, gboolean text_only)
+    GstClockTime pts)
 {
   GstAggregator *agg = GST_AGGREGATOR (self);
   GstKosmosGSettings s;
@@ -633,7 +636,7 @@ generate_and_push (GstKosmosGFilter * self, const kg_image * images,
     gst_kosmosg_settings_clear (&s);
     return ret;
   }
-  if (latency_changed && !text_only) {
+  if (latency_changed) {
     GstClockTime est;
 
     GST_OBJECT_LOCK (self);
@@ -663,10 +666,7 @@ generate_and_push (GstKosmosGFilter * self, const kg_image * images,
     GST_OBJECT_LOCK (self);
     GST_AGGREGATOR_PAD (agg->srcpad)->segment.position = self->last_pts;
     GST_OBJECT_UNLOCK (self);
-    if (text_only)
-      ret = gst_pad_push (agg->srcpad, buf);
-    else
-      ret = gst_aggregator_finish_buffer (agg, buf);
+    ret = gst_aggregator_finish_buffer (agg, buf);
   }
   kg_output_free (&out);
   gst_kosmosg_settings_clear (&s);
@@ -792,7 +792,7 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
       GST_OBJECT_UNLOCK (pad);
     }
     ret = generate_and_push (self, images, (gint) n_refs, controls,
-        (gint) (n - n_refs), pts, FALSE);
+        (gint) (n - n_refs), pts);
     /* the aggregator stops its task by itself when a flush or a stop
      * cancelled the generation; FLUSHING here would mark the pads flushing
      * even after a flush that is already over */
@@ -1005,8 +1005,9 @@ text_only_push_events (GstKosmosGFilter * self)
   return TRUE;
 }
 
-/* The src pad's task in text-only mode: one batch, then EOS and pause. A
- * seek restarts it. */
+/* The src pad's task in text-only mode: one batch (the generation loop
+ * kosmosgsrc runs too), stamped from the segment start, then EOS and
+ * pause. A seek restarts it. */
 static void
 text_only_loop (gpointer data)
 {
@@ -1014,12 +1015,38 @@ text_only_loop (gpointer data)
   GstPad *srcpad = GST_AGGREGATOR_SRC_PAD (self);
   gint seq = g_atomic_int_get (&self->flush_seq);
   GstFlowReturn ret = GST_FLOW_NOT_NEGOTIATED;
+  GstKosmosGGenerator *gen = &self->text_gen;
   GstEvent *eos;
 
   if (text_only_push_events (self)) {
+    GstClockTime stream_time;
+    gboolean latency_changed;
+
+    gst_kosmosg_generator_reset (gen, self->text_segment.start);
     self->last_pts = self->text_segment.start;
-    ret = generate_and_push (self, NULL, 0, NULL, 0, self->text_segment.start,
-      TRUE);
+    GST_OBJECT_LOCK (self);
+    stream_time = gst_segment_to_stream_time (&GST_AGGREGATOR_PAD
+        (srcpad)->segment, GST_FORMAT_TIME, self->text_segment.start);
+    GST_OBJECT_UNLOCK (self);
+    ret = gst_kosmosg_generator_run (gen, &self->engine, &self->settings,
+        &self->out_info, stream_time, &latency_changed);
+    if (ret == GST_FLOW_OK && g_atomic_int_get (&self->flush_seq) != seq)
+      ret = GST_FLOW_FLUSHING;
+    while (ret == GST_FLOW_OK && gst_kosmosg_generator_pending (gen) > 0) {
+      GstBuffer *buf = gst_kosmosg_generator_pop (gen, &self->engine,
+          &self->out_info, GST_CLOCK_TIME_NONE);
+
+      if (!buf) {
+        ret = GST_FLOW_ERROR;
+        break;
+      }
+      self->last_pts = GST_BUFFER_PTS (buf);
+      GST_OBJECT_LOCK (self);
+      GST_AGGREGATOR_PAD (srcpad)->segment.position = self->last_pts;
+      GST_OBJECT_UNLOCK (self);
+      ret = gst_pad_push (srcpad, buf);
+    }
+    gst_kosmosg_generator_clear (gen);
   }
   if (ret == GST_FLOW_FLUSHING || g_atomic_int_get (&self->flush_seq) != seq) {
     /* a seek (which restarts the task) or a stop */
@@ -1370,6 +1397,7 @@ gst_kosmosg_filter_init (GstKosmosGFilter * self)
   self->control_end = 1.0;
   gst_video_info_init (&self->out_info);
   gst_segment_init (&self->text_segment, GST_FORMAT_TIME);
+  gst_kosmosg_generator_init (&self->text_gen);
   self->agg_src_activate_mode = GST_PAD_ACTIVATEMODEFUNC (srcpad);
   gst_pad_set_activatemode_function (srcpad,
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_src_activate_mode));

@@ -28,6 +28,7 @@
 
 #include "gstkosmosgsrc.h"
 #include "gstkosmosgcommon.h"
+#include "gstkosmosggenerate.h"
 
 GST_DEBUG_CATEGORY_STATIC (kosmosg_src_debug);
 #define GST_CAT_DEFAULT kosmosg_src_debug
@@ -46,12 +47,7 @@ struct _GstKosmosGSrc
 
   /* streaming thread */
   GstVideoInfo out_info;
-  kg_output out;                /* the batch being pushed */
-  GstKosmosGSettings out_settings;      /* the settings it was made with */
-  gint next;                    /* next image of out to push */
-  gboolean generated_once;
-  guint generated_serial;
-  GstClockTime next_pts;
+  GstKosmosGGenerator gen;
 };
 
 enum
@@ -122,20 +118,11 @@ gst_kosmosg_src_get_property (GObject * object, guint prop_id,
 }
 
 static void
-reset_batch (GstKosmosGSrc * self)
-{
-  kg_output_free (&self->out);
-  memset (&self->out, 0, sizeof self->out);
-  gst_kosmosg_settings_clear (&self->out_settings);
-  self->next = 0;
-}
-
-static void
 gst_kosmosg_src_finalize (GObject * object)
 {
   GstKosmosGSrc *self = GST_KOSMOSG_SRC (object);
 
-  reset_batch (self);
+  gst_kosmosg_generator_clear (&self->gen);
   gst_kosmosg_engine_close (&self->engine);
   gst_kosmosg_settings_clear (&self->settings);
   g_cond_clear (&self->cond);
@@ -171,9 +158,7 @@ gst_kosmosg_src_start (GstBaseSrc * bsrc)
 {
   GstKosmosGSrc *self = GST_KOSMOSG_SRC (bsrc);
 
-  reset_batch (self);
-  self->generated_once = FALSE;
-  self->next_pts = 0;
+  gst_kosmosg_generator_reset (&self->gen, 0);
   gst_video_info_init (&self->out_info);
   gst_kosmosg_engine_set_cancel (&self->engine, FALSE);
   return TRUE;
@@ -182,7 +167,7 @@ gst_kosmosg_src_start (GstBaseSrc * bsrc)
 static gboolean
 gst_kosmosg_src_stop (GstBaseSrc * bsrc)
 {
-  reset_batch (GST_KOSMOSG_SRC (bsrc));
+  gst_kosmosg_generator_clear (&GST_KOSMOSG_SRC (bsrc)->gen);
   return TRUE;
 }
 
@@ -254,13 +239,13 @@ wait_for_work (GstKosmosGSrc * self, gboolean * eos)
   *eos = FALSE;
   GST_OBJECT_LOCK (self);
   if (!self->is_live) {
-    *eos = self->generated_once;
+    *eos = self->gen.generated_once;
     GST_OBJECT_UNLOCK (self);
     return !*eos;
   }
   while (!self->unlocked && !(self->settings.prompt
-          && (!self->generated_once
-              || self->settings.prompt_serial != self->generated_serial)))
+          && gst_kosmosg_generator_prompt_is_new (&self->gen,
+              &self->settings)))
     g_cond_wait (&self->cond, GST_OBJECT_GET_LOCK (self));
   ready = !self->unlocked;
   GST_OBJECT_UNLOCK (self);
@@ -271,66 +256,36 @@ static GstFlowReturn
 gst_kosmosg_src_create (GstPushSrc * psrc, GstBuffer ** outbuf)
 {
   GstKosmosGSrc *self = GST_KOSMOSG_SRC (psrc);
-  GstClockTime duration, pts;
   GstBuffer *buf;
   gboolean eos, live;
 
-  if (self->next >= self->out.n) {
-    GstKosmosGSettings s;
+  if (gst_kosmosg_generator_pending (&self->gen) == 0) {
     gboolean latency_changed;
     GstFlowReturn ret;
     GstClockTime rt;
 
-    reset_batch (self);
     if (!wait_for_work (self, &eos))
       return eos ? GST_FLOW_EOS : GST_FLOW_FLUSHING;
 
     rt = clock_running_time (self);
-    gst_object_sync_values (GST_OBJECT (self),
-        GST_CLOCK_TIME_IS_VALID (rt) ? rt : self->next_pts);
-    GST_OBJECT_LOCK (self);
-    gst_kosmosg_settings_copy (&s, &self->settings);
-    GST_OBJECT_UNLOCK (self);
-
-    ret = gst_kosmosg_engine_generate (&self->engine, &s, NULL, 0, NULL, 0,
-        GST_VIDEO_INFO_WIDTH (&self->out_info),
-        GST_VIDEO_INFO_HEIGHT (&self->out_info), &self->out,
+    ret = gst_kosmosg_generator_run (&self->gen, &self->engine,
+        &self->settings, &self->out_info,
+        GST_CLOCK_TIME_IS_VALID (rt) ? rt : self->gen.next_pts,
         &latency_changed);
-    if (ret != GST_FLOW_OK) {
-      gst_kosmosg_settings_clear (&s);
+    if (ret != GST_FLOW_OK)
       return ret;
-    }
-    self->generated_once = TRUE;
-    self->generated_serial = s.prompt_serial;
-    self->out_settings = s;
     if (latency_changed && gst_base_src_is_live (GST_BASE_SRC (self)))
       gst_element_post_message (GST_ELEMENT (self),
           gst_message_new_latency (GST_OBJECT (self)));
   }
 
-  buf = gst_kosmosg_make_buffer (&self->out, self->next, &self->out_info,
-      &self->out_settings);
-  if (!buf) {
-    GST_ELEMENT_ERROR (self, RESOURCE, WRITE, ("Could not write an output "
-            "image"), (NULL));
-    return GST_FLOW_ERROR;
-  }
   GST_OBJECT_LOCK (self);
   live = self->is_live;
   GST_OBJECT_UNLOCK (self);
-  duration = GST_VIDEO_INFO_FPS_N (&self->out_info) > 0
-      && GST_VIDEO_INFO_FPS_D (&self->out_info) > 0 ?
-      gst_util_uint64_scale_int (GST_SECOND,
-      GST_VIDEO_INFO_FPS_D (&self->out_info),
-      GST_VIDEO_INFO_FPS_N (&self->out_info)) : GST_CLOCK_TIME_NONE;
-  pts = live ? clock_running_time (self) : self->next_pts;
-  if (!GST_CLOCK_TIME_IS_VALID (pts) || pts < self->next_pts)
-    pts = self->next_pts;
-  GST_BUFFER_PTS (buf) = pts;
-  GST_BUFFER_DURATION (buf) = duration;
-  GST_BUFFER_OFFSET (buf) = self->next;
-  self->next_pts = GST_CLOCK_TIME_IS_VALID (duration) ? pts + duration : pts;
-  self->next++;
+  buf = gst_kosmosg_generator_pop (&self->gen, &self->engine,
+      &self->out_info, live ? clock_running_time (self) : GST_CLOCK_TIME_NONE);
+  if (!buf)
+    return GST_FLOW_ERROR;
   *outbuf = buf;
   return GST_FLOW_OK;
 }
@@ -415,7 +370,7 @@ static void
 gst_kosmosg_src_init (GstKosmosGSrc * self)
 {
   gst_kosmosg_settings_init (&self->settings);
-  gst_kosmosg_settings_init (&self->out_settings);
+  gst_kosmosg_generator_init (&self->gen);
   gst_kosmosg_engine_init (&self->engine, GST_ELEMENT (self));
   g_cond_init (&self->cond);
   gst_video_info_init (&self->out_info);
