@@ -12,9 +12,20 @@
  * @see_also: kosmosgfilter
  *
  * Generates images with Kosmos-G from a text prompt alone. Not live (the
- * default), it produces #GstKosmosGSrc:num-images images and then EOS. With
- * #GstKosmosGSrc:is-live it produces a new batch whenever the prompt or the
- * negative prompt changes, timestamped with the pipeline clock.
+ * default), it produces #GstKosmosGSrc:num-images images and then EOS; a
+ * seek cancels the generation in progress between two denoising steps and
+ * generates again, the images stamped from the seek position in a new
+ * segment (also after EOS). Downstream may ask for a framerate: images are
+ * then one frame apart.
+ *
+ * With #GstKosmosGSrc:is-live it produces a new batch whenever the prompt or
+ * the negative prompt changes. Each image is stamped with the running time
+ * at which its generation started (its "capture" time); the minimum latency
+ * is the running average of a generation (a LATENCY message when it moves),
+ * the framerate 0/1 (images come at no fixed rate: put videorate after the
+ * element for one), and a live source is not seekable. QoS events reporting
+ * late images raise the latency by their lateness (see the element
+ * documentation, docs/elements.md).
  *
  * The messages are those of kosmosgfilter.
  *
@@ -42,12 +53,16 @@ struct _GstKosmosGSrc
   gboolean is_live;
   gboolean unlocked;
   GCond cond;
+  /* live: the latency QoS events showed to be needed (the reported one
+   * plus an image's lateness); object lock, cleared at start */
+  GstClockTime qos_latency;
 
   GstKosmosGEngine engine;
 
   /* streaming thread */
   GstVideoInfo out_info;
   GstKosmosGGenerator gen;
+  GstClockTime batch_rt;        /* running time when the batch started */
 };
 
 enum
@@ -135,10 +150,29 @@ gst_kosmosg_src_fixate (GstBaseSrc * bsrc, GstCaps * caps)
   return gst_kosmosg_fixate_src_caps (caps);
 }
 
+/* Live, images come when the prompt changes, at no fixed rate: framerate
+ * 0/1 (variable), as live sources without a frame clock report it. */
 static GstCaps *
 gst_kosmosg_src_get_caps (GstBaseSrc * bsrc, GstCaps * filter)
 {
-  return gst_kosmosg_engine_src_caps (&GST_KOSMOSG_SRC (bsrc)->engine, filter);
+  GstKosmosGSrc *self = GST_KOSMOSG_SRC (bsrc);
+  GstCaps *caps = gst_kosmosg_engine_src_caps (&self->engine, NULL), *tmp;
+  gboolean live;
+
+  GST_OBJECT_LOCK (self);
+  live = self->is_live;
+  GST_OBJECT_UNLOCK (self);
+  if (live) {
+    caps = gst_caps_make_writable (caps);
+    for (guint i = 0; i < gst_caps_get_size (caps); i++)
+      gst_structure_set (gst_caps_get_structure (caps, i), "framerate",
+          GST_TYPE_FRACTION, 0, 1, NULL);
+  }
+  if (!filter)
+    return caps;
+  tmp = gst_caps_intersect_full (filter, caps, GST_CAPS_INTERSECT_FIRST);
+  gst_caps_unref (caps);
+  return tmp;
 }
 
 static gboolean
@@ -159,6 +193,9 @@ gst_kosmosg_src_start (GstBaseSrc * bsrc)
   GstKosmosGSrc *self = GST_KOSMOSG_SRC (bsrc);
 
   gst_kosmosg_generator_reset (&self->gen, 0);
+  GST_OBJECT_LOCK (self);
+  self->qos_latency = 0;
+  GST_OBJECT_UNLOCK (self);
   gst_video_info_init (&self->out_info);
   gst_kosmosg_engine_set_cancel (&self->engine, FALSE);
   return TRUE;
@@ -196,6 +233,17 @@ gst_kosmosg_src_unlock_stop (GstBaseSrc * bsrc)
   return TRUE;
 }
 
+/* Live: an image is stamped when its generation starts and is ready one
+ * generation later, so the minimum latency is the running estimate of a
+ * generation (0 before the first), raised by what QoS showed; the maximum
+ * is unbounded, as nothing is lost while downstream waits (the prompt
+ * stays). Not live: no latency. Object lock held. */
+static GstClockTime
+live_latency_locked (GstKosmosGSrc * self)
+{
+  return MAX (self->engine.estimate, self->qos_latency);
+}
+
 static gboolean
 gst_kosmosg_src_query (GstBaseSrc * bsrc, GstQuery * query)
 {
@@ -203,16 +251,90 @@ gst_kosmosg_src_query (GstBaseSrc * bsrc, GstQuery * query)
 
   if (GST_QUERY_TYPE (query) == GST_QUERY_LATENCY) {
     gboolean live;
-    GstClockTime est;
+    GstClockTime min;
 
     GST_OBJECT_LOCK (self);
     live = self->is_live;
-    est = self->engine.estimate;
+    min = live ? live_latency_locked (self) : 0;
     GST_OBJECT_UNLOCK (self);
-    gst_query_set_latency (query, live, est, GST_CLOCK_TIME_NONE);
+    GST_DEBUG_OBJECT (self, "latency: live %d, min %" GST_TIME_FORMAT, live,
+        GST_TIME_ARGS (min));
+    gst_query_set_latency (query, live, min, GST_CLOCK_TIME_NONE);
     return TRUE;
   }
   return GST_BASE_SRC_CLASS (parent_class)->query (bsrc, query);
+}
+
+/* QoS from downstream (a sink with qos=true). Live: a positive jitter
+ * means an image reached the sink that long after its running time plus
+ * the pipeline latency, i.e. generations now take longer than the latency
+ * reported: it is raised by that much and a LATENCY message makes the
+ * pipeline take it, so later images are shown late instead of dropped
+ * (until the next start). A generator cannot catch up by skipping work:
+ * it only ever generates the newest prompt anyway. Not live: ignored (the
+ * images carry stream times; skipping would lose images asked for). */
+static gboolean
+gst_kosmosg_src_event (GstBaseSrc * bsrc, GstEvent * event)
+{
+  GstKosmosGSrc *self = GST_KOSMOSG_SRC (bsrc);
+
+  if (GST_EVENT_TYPE (event) == GST_EVENT_QOS) {
+    GstQOSType type;
+    gdouble proportion;
+    GstClockTimeDiff jitter;
+    GstClockTime timestamp, latency = GST_CLOCK_TIME_NONE;
+
+    gst_event_parse_qos (event, &type, &proportion, &jitter, &timestamp);
+    GST_OBJECT_LOCK (self);
+    if (self->is_live && jitter > 0 && type != GST_QOS_TYPE_THROTTLE) {
+      latency = live_latency_locked (self) + (GstClockTime) jitter;
+      self->qos_latency = latency;
+    }
+    GST_OBJECT_UNLOCK (self);
+    if (GST_CLOCK_TIME_IS_VALID (latency)) {
+      GST_INFO_OBJECT (self, "image at %" GST_TIME_FORMAT " was %"
+          GST_TIME_FORMAT " late: latency raised to %" GST_TIME_FORMAT,
+          GST_TIME_ARGS (timestamp), GST_TIME_ARGS (jitter),
+          GST_TIME_ARGS (latency));
+      gst_element_post_message (GST_ELEMENT (self),
+          gst_message_new_latency (GST_OBJECT (self)));
+    }
+  }
+  return GST_BASE_SRC_CLASS (parent_class)->event (bsrc, event);
+}
+
+/* Seeks (not live): a generator has no media to seek in; a seek cancels
+ * the generation in progress between two steps (basesrc's flush calls
+ * unlock) and starts again from the current settings, num-images images
+ * stamped from the seek position in a new segment, then EOS, also after
+ * EOS. Live sources are not seekable. */
+static gboolean
+gst_kosmosg_src_is_seekable (GstBaseSrc * bsrc)
+{
+  GstKosmosGSrc *self = GST_KOSMOSG_SRC (bsrc);
+  gboolean live;
+
+  GST_OBJECT_LOCK (self);
+  live = self->is_live;
+  GST_OBJECT_UNLOCK (self);
+  return !live;
+}
+
+/* With the stream lock: create() is not running. */
+static gboolean
+gst_kosmosg_src_do_seek (GstBaseSrc * bsrc, GstSegment * segment)
+{
+  GstKosmosGSrc *self = GST_KOSMOSG_SRC (bsrc);
+
+  /* basesrc's default only seeks to 0 */
+  if (segment->format != GST_FORMAT_TIME || segment->rate < 0.0
+      || !GST_CLOCK_TIME_IS_VALID (segment->start))
+    return FALSE;
+  segment->time = segment->start;
+  GST_DEBUG_OBJECT (self, "seek: generating again from %" GST_TIME_FORMAT,
+      GST_TIME_ARGS (segment->start));
+  gst_kosmosg_generator_reset (&self->gen, segment->start);
+  return TRUE;
 }
 
 static GstClockTime
@@ -267,7 +389,9 @@ gst_kosmosg_src_create (GstPushSrc * psrc, GstBuffer ** outbuf)
     if (!wait_for_work (self, &eos))
       return eos ? GST_FLOW_EOS : GST_FLOW_FLUSHING;
 
+    /* live: the images' capture time, when their generation starts */
     rt = clock_running_time (self);
+    self->batch_rt = rt;
     ret = gst_kosmosg_generator_run (&self->gen, &self->engine,
         &self->settings, &self->out_info,
         GST_CLOCK_TIME_IS_VALID (rt) ? rt : self->gen.next_pts,
@@ -283,7 +407,7 @@ gst_kosmosg_src_create (GstPushSrc * psrc, GstBuffer ** outbuf)
   live = self->is_live;
   GST_OBJECT_UNLOCK (self);
   buf = gst_kosmosg_generator_pop (&self->gen, &self->engine,
-      &self->out_info, live ? clock_running_time (self) : GST_CLOCK_TIME_NONE);
+      &self->out_info, live ? self->batch_rt : GST_CLOCK_TIME_NONE);
   if (!buf)
     return GST_FLOW_ERROR;
   *outbuf = buf;
@@ -360,6 +484,9 @@ gst_kosmosg_src_class_init (GstKosmosGSrcClass * klass)
   bsrc_class->unlock = GST_DEBUG_FUNCPTR (gst_kosmosg_src_unlock);
   bsrc_class->unlock_stop = GST_DEBUG_FUNCPTR (gst_kosmosg_src_unlock_stop);
   bsrc_class->query = GST_DEBUG_FUNCPTR (gst_kosmosg_src_query);
+  bsrc_class->event = GST_DEBUG_FUNCPTR (gst_kosmosg_src_event);
+  bsrc_class->is_seekable = GST_DEBUG_FUNCPTR (gst_kosmosg_src_is_seekable);
+  bsrc_class->do_seek = GST_DEBUG_FUNCPTR (gst_kosmosg_src_do_seek);
   psrc_class->create = GST_DEBUG_FUNCPTR (gst_kosmosg_src_create);
 
   GST_DEBUG_CATEGORY_INIT (kosmosg_src_debug, "kosmosgsrc", 0,
