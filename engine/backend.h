@@ -114,6 +114,11 @@ kg_status kg_backend_cpu_new(kg_backend **out, int n_threads, kg_error *err);
  * the GEMM library and its JIT ISA. Returns snprintf's count. */
 int kg_backend_cpu_describe(kg_backend *be, char *buf, size_t n);
 
+/* GEMM calls a CPU backend has made on bf16 (KG_BF16) weights, oneDNN's or its
+ * fallback's, since creation; fp32 GEMMs never count. Tests use it to show the
+ * bf16 kernels ran. */
+int64_t kg_backend_cpu_bf16_gemms(kg_backend *be);
+
 /* A host weight store: fp32 host memory with the memory ops only (no threads,
  * no scratch); what a CPU model keeps its weights in. */
 kg_status kg_weight_store_host_new(kg_backend **out, kg_error *err);

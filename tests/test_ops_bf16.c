@@ -5,7 +5,8 @@
  * only on a backend whose weight dtype is bf16) and checks, with the measured
  * value printed next to each tolerance:
  * - that the bf16 kernel ran: the backend's per-path op counter and its bf16
- *   GEMM counter moved (a silent fp32 path cannot pass);
+ *   GEMM counter moved (a silent fp32 path cannot pass), and that the fp32
+ *   kernels do not move kg_backend_cpu_bf16_gemms;
  * - "same products": against a double-precision sum over the bf16-rounded
  *   x and w (allclose 1e-4 / 1e-3, the fp32 op tests' tolerance), and against
  *   the fp32 kernel run on those rounded inputs (max-abs / max|y| <= 1e-5):
@@ -138,6 +139,14 @@ static void expect_ran(const kg_cpu *cpu, const char *name, int path, long long 
               name, paths[path], ops, gemms, mode_name(cpu));
 }
 
+/* kg_backend_cpu_bf16_gemms (what the e2e tests read) ignores fp32 GEMMs */
+static void fp32_not_counted(kg_backend *be, const char *name, long long gemms0)
+{
+    long long d = (long long)kg_backend_cpu_bf16_gemms(be) - gemms0;
+    if (d != 0)
+        kgt_check(0, "%s: the fp32 kernels moved the bf16 GEMM count by %lld", name, d);
+}
+
 /* ------------------------------------------------------------------ linear */
 
 static void test_linear(kg_ctx *c, int64_t m, int64_t k, int64_t n, int bias)
@@ -164,8 +173,10 @@ static void test_linear(kg_ctx *c, int64_t m, int64_t k, int64_t n, int bias)
     be->ops->linear(be, &y, &tx, &tw16, bias ? &tb : NULL);
     if (ctx_ok(c, name)) {
         expect_ran(cpu, name, KG_CPU_BF16_LINEAR, ops0, gemms0);
+        gemms0 = kg_backend_cpu_bf16_gemms(be);
         be->ops->linear(be, &y32r, &txr, &twr, bias ? &tb : NULL);
         be->ops->linear(be, &y32, &tx, &tw, bias ? &tb : NULL);
+        fp32_not_counted(be, name, gemms0);
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < n; j++) {
                 double s = bias ? b[j] : 0.0;
@@ -190,6 +201,93 @@ static void test_linear(kg_ctx *c, int64_t m, int64_t k, int64_t n, int bias)
     kg_reset(c, mark);
 }
 
+/* ------------------------------------------------------------------ conv2d */
+
+/* Paths: what kg_cpu_conv2d picks (kernels/cpu/conv2d.c, winograd.c). */
+#define WINO KG_CPU_BF16_WINOGRAD
+#define CHUNKS KG_CPU_BF16_CONV_CHUNKS
+/* not Winograd: few output positions (under 256 per thread) share one
+ * im2col when there are several threads, more take per-thread chunks */
+#define NOWINO -1
+
+static void test_conv(kg_ctx *c, int64_t nb, int64_t ci, int64_t h, int64_t w, int64_t co,
+                      int64_t kh, int64_t kw, int stride, int pad, int bias, int path)
+{
+    kg_backend *be = c->be;
+    const kg_cpu *cpu = kg_cpu_of(be);
+    size_t mark = kg_mark(c);
+    char name[160];
+    int64_t ho = (h + 2 * pad - kh) / stride + 1, wo = (w + 2 * pad - kw) / stride + 1;
+    size_t nx = (size_t)(nb * ci * h * w), nw = (size_t)(co * ci * kh * kw);
+    size_t ny = (size_t)(nb * co * ho * wo);
+    float *x = rand_buf(nx), *wt = rand_buf(nw), *b = rand_buf((size_t)co);
+    float *xr = rounded(x, nx), *wr = rounded(wt, nw);
+    kg_tensor tx = up(c, KG_F32, x, 4, (int64_t[]){nb, ci, h, w});
+    kg_tensor txr = up(c, KG_F32, xr, 4, (int64_t[]){nb, ci, h, w});
+    kg_tensor tw16 = up(c, KG_BF16, wt, 4, (int64_t[]){co, ci, kh, kw});
+    kg_tensor tw = up(c, KG_F32, wt, 4, (int64_t[]){co, ci, kh, kw});
+    kg_tensor twr = up(c, KG_F32, wr, 4, (int64_t[]){co, ci, kh, kw});
+    kg_tensor tb = up(c, KG_F32, b, 1, (int64_t[]){co});
+    kg_tensor y = kg_new4(c, nb, co, ho, wo), y32r = kg_new4(c, nb, co, ho, wo);
+    kg_tensor y32 = kg_new4(c, nb, co, ho, wo);
+    double *ref = NULL;
+    long long ops0, gemms0 = cpu->bf16_gemms;
+    float *got, *g32r, *g32;
+
+    if (path == NOWINO)
+        path = cpu->n_threads > 1 && nb * ho * wo < cpu->n_threads * 256
+                   ? KG_CPU_BF16_CONV_SHARED
+                   : KG_CPU_BF16_CONV_CHUNKS;
+    ops0 = cpu->bf16_ops[path];
+    snprintf(name, sizeof name,
+             "conv2d bf16 (%s) x[%lld,%lld,%lld,%lld] w[%lld,%lld,%lld,%lld] s%d p%d%s", mode_name(cpu),
+             (long long)nb, (long long)ci, (long long)h, (long long)w, (long long)co,
+             (long long)ci, (long long)kh, (long long)kw, stride, pad, bias ? " +bias" : "");
+    be->ops->conv2d(be, &y, &tx, &tw16, bias ? &tb : NULL, stride, pad);
+    if (ctx_ok(c, name)) {
+        expect_ran(cpu, name, path, ops0, gemms0);
+        gemms0 = kg_backend_cpu_bf16_gemms(be);
+        be->ops->conv2d(be, &y32r, &txr, &twr, bias ? &tb : NULL, stride, pad);
+        be->ops->conv2d(be, &y32, &tx, &tw, bias ? &tb : NULL, stride, pad);
+        fp32_not_counted(be, name, gemms0);
+        /* Winograd rounds its transforms (U, V), not x and w: no same-products check */
+        if (path != WINO) {
+            ref = calloc(ny, sizeof *ref);
+            for (int64_t bi = 0; bi < nb; bi++)
+                for (int64_t o = 0; o < co; o++)
+                    for (int64_t oy = 0; oy < ho; oy++)
+                        for (int64_t ox = 0; ox < wo; ox++) {
+                            double s = bias ? b[o] : 0.0;
+                            for (int64_t i = 0; i < ci; i++)
+                                for (int64_t ky = 0; ky < kh; ky++)
+                                    for (int64_t kx = 0; kx < kw; kx++) {
+                                        int64_t iy = oy * stride - pad + ky;
+                                        int64_t ix = ox * stride - pad + kx;
+                                        if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                                            continue;
+                                        s += (double)xr[((bi * ci + i) * h + iy) * w + ix] *
+                                             wr[((o * ci + i) * kh + ky) * kw + kx];
+                                    }
+                            ref[((bi * co + o) * ho + oy) * wo + ox] = s;
+                        }
+        }
+        got = down(c, &y);
+        g32r = down(c, &y32r);
+        g32 = down(c, &y32);
+        compare(name, got, ref, g32r, g32, ny);
+        free(got);
+        free(g32r);
+        free(g32);
+    }
+    free(ref);
+    free(x);
+    free(wt);
+    free(b);
+    free(xr);
+    free(wr);
+    kg_reset(c, mark);
+}
+
 /* Rows of K that do not fit a thread's scratch: blocks of x rows and, in the
  * fallback, of K (the scratch cut to 4096 floats per thread). */
 static void small_scratch(kg_ctx *c)
@@ -200,6 +298,10 @@ static void small_scratch(kg_ctx *c)
     printf("-- scratch cut to 4096 floats per thread\n");
     test_linear(c, 5, 3000, 37, 1);
     test_linear(c, 300, 1000, 20, 0);
+    /* 1x1: column blocks of the chunk; 3x3: narrow chunks (no Winograd) */
+    test_conv(c, 1, 300, 23, 25, 5, 1, 1, 1, 0, 1, CHUNKS);
+    test_conv(c, 1, 8, 23, 25, 16, 3, 3, 1, 1, 1, CHUNKS);
+    test_conv(c, 1, 40, 32, 33, 24, 3, 3, 1, 1, 1, CHUNKS);
     cpu->scratch_floats_per_thread = saved;
 }
 
@@ -212,6 +314,28 @@ static void suite(kg_ctx *c)
     test_linear(c, 9, 300, 1000, 1);  /* threaded split over columns */
     test_linear(c, 300, 1283, 77, 1); /* K and N not multiples of 16 */
     test_linear(c, 2, 4097, 33, 0);
+
+    /* small maps (under 256 positions per thread): one shared im2col */
+    test_conv(c, 2, 3, 9, 7, 5, 3, 3, 1, 1, 1, NOWINO);
+    test_conv(c, 1, 4, 9, 7, 6, 3, 3, 2, 1, 1, NOWINO);
+    test_conv(c, 1, 6, 7, 9, 4, 3, 3, 2, 0, 0, NOWINO);
+    test_conv(c, 1, 33, 17, 15, 45, 3, 3, 1, 1, 1, NOWINO); /* K 297, N 45 */
+    test_conv(c, 2, 5, 9, 7, 7, 1, 1, 1, 0, 1, NOWINO);     /* 1x1: x itself */
+    test_conv(c, 1, 3, 9, 9, 4, 1, 1, 2, 0, 1, NOWINO);     /* 1x1 stride 2: im2col */
+    /* larger ones: per-thread column chunks (shared with 3 threads up to 767) */
+    test_conv(c, 2, 3, 28, 42, 8, 14, 14, 14, 0, 0, NOWINO); /* CLIP patch embedding */
+    test_conv(c, 1, 8, 23, 25, 16, 3, 3, 1, 1, 1, NOWINO);
+    test_conv(c, 3, 8, 17, 19, 16, 3, 3, 1, 1, 1, NOWINO);   /* chunks across items */
+    test_conv(c, 1, 37, 30, 34, 19, 3, 3, 1, 1, 1, NOWINO);  /* 1020 pixels: not Winograd */
+    test_conv(c, 1, 300, 23, 25, 5, 1, 1, 1, 0, 0, NOWINO);  /* 1x1 */
+    test_conv(c, 1, 320, 32, 32, 77, 1, 1, 1, 0, 1, NOWINO); /* 1x1, wider */
+    test_conv(c, 1, 16, 47, 45, 9, 3, 3, 2, 1, 1, NOWINO);   /* VAE-style downsample */
+    /* Winograd F(2x2, 3x3): odd sizes (half tiles), several items, wide channels */
+    test_conv(c, 1, 64, 32, 32, 32, 3, 3, 1, 1, 1, WINO);
+    test_conv(c, 2, 16, 33, 35, 24, 3, 3, 1, 1, 1, WINO);
+    test_conv(c, 1, 40, 64, 47, 8, 3, 3, 1, 1, 0, WINO);
+    test_conv(c, 1, 7, 31, 129, 5, 3, 3, 1, 1, 1, WINO);
+    test_conv(c, 1, 96, 40, 40, 130, 3, 3, 1, 1, 1, WINO);
 }
 
 /* The mode the backend chose, and what the describe line says about it. */

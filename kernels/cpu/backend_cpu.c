@@ -6,6 +6,7 @@
  * of instruction set. */
 #include "cpu_kernels.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,6 +201,11 @@ int kg_backend_cpu_describe(kg_backend *be, char *buf, size_t n)
                     cpu->n_threads, isa_name(cpu->isa), kg_cpu_avx2(cpu) ? "AVX2+FMA" : "scalar C",
                     kg_cpu_gemm_name(cpu), bf16);
 #endif
+}
+
+int64_t kg_backend_cpu_bf16_gemms(kg_backend *be)
+{
+    return (int64_t)atomic_load(&kg_cpu_of(be)->bf16_gemms);
 }
 
 kg_status kg_backend_cpu_new(kg_backend **out, int n_threads, kg_error *err)

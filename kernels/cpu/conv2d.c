@@ -4,9 +4,13 @@
  * output positions P are cut into column chunks, each expanded into the
  * calling thread's share of the fixed scratch and multiplied right away
  * while it is still in cache. A 1x1, stride-1, unpadded conv needs no
- * expansion: x_b itself is the [Ci, P] matrix. */
+ * expansion: x_b itself is the [Ci, P] matrix.
+ *
+ * bf16 weights (w->dtype KG_BF16): the same paths, with the GEMMs of
+ * gemm_bf16.c on the im2col columns (or x) made into bf16 activations. */
 #include "cpu_kernels.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 /* Target size of one im2col chunk: a few L2-sized GEMM panels. */
@@ -70,7 +74,7 @@ static void im2col_part(void *ctx, int64_t t, int tid)
 /* Few output positions (deep U-Net levels, 8x8 .. 16x16): one im2col of the
  * whole item, filled by all threads, then a GEMM split over output channels. */
 static int conv_shared(kg_cpu *cpu, const conv_geom *g, int64_t nb, int64_t co, const float *xd,
-                       const float *wd, const float *bd, float *yd)
+                       const void *wd, int bf16, const float *bd, float *yd)
 {
     int64_t P = g->ho * g->wo, kc = g->ci * g->kh * g->kw;
     int direct = g->kh == 1 && g->kw == 1 && g->stride == 1 && g->pad == 0;
@@ -85,7 +89,14 @@ static int conv_shared(kg_cpu *cpu, const conv_geom *g, int64_t nb, int64_t co, 
             kg_cpu_parallel(cpu, j.parts, (double)(kc * P), im2col_part, &j);
             col = cpu->scratch;
         }
-        kg_cpu_sgemm(cpu, 0, co, P, kc, 1.0f, wd, kc, col, P, 0.0f, yb, P);
+        if (bf16) {
+            /* the whole operand, in the lowp buffer (as bf16) or the scratch */
+            void *act = cpu->bf16_mode == KG_CPU_BF16_DNNL ? (void *)cpu->lowp : cpu->scratch;
+            kg_cpu_bf16_act_par(cpu, act, P, col, P, kc, P);
+            kg_cpu_gemm_wb(cpu, 1, 0, co, P, kc, wd, kc, act, P, yb, P);
+        } else {
+            kg_cpu_sgemm(cpu, 0, co, P, kc, 1.0f, wd, kc, col, P, 0.0f, yb, P);
+        }
         if (bd)
             for (int64_t o = 0; o < co; o++)
                 for (int64_t j = 0; j < P; j++)
@@ -98,10 +109,31 @@ typedef struct conv_job {
     const kg_cpu *cpu;
     const conv_geom *g;
     int64_t co, P, kc, pc, per_item;
-    int direct;
-    const float *xd, *wd, *bd;
+    int direct, bf16;
+    const float *xd;
+    const void *wd; /* float, or uint16_t bf16 when bf16 */
+    const float *bd;
     float *yd;
 } conv_job;
+
+/* conv_chunk on bf16 weights: the chunk's operand (x itself for a 1x1 conv,
+ * else the fp32 im2col columns) made into bf16 activations, in column blocks
+ * that fit the thread's buffer (one block after an im2col, which fits the
+ * scratch); the fallback rounds the im2col columns in place. */
+static void conv_chunk_bf16(const conv_job *c, const float *src, int64_t lds, int64_t n,
+                            float *yb, int tid)
+{
+    const kg_cpu *cpu = c->cpu;
+    int64_t kc = c->kc, jb = (int64_t)cpu->scratch_floats_per_thread / kc;
+    void *act = cpu->bf16_mode == KG_CPU_BF16_DNNL ? (void *)kg_cpu_lowp(cpu, tid)
+                : c->direct                        ? (void *)kg_cpu_scratch(cpu, tid)
+                                                   : (void *)src;
+    for (int64_t j0 = 0; j0 < n; j0 += jb) {
+        int64_t jn = n - j0 < jb ? n - j0 : jb;
+        kg_cpu_bf16_act(cpu, act, jn, src + j0, lds, kc, jn);
+        kg_cpu_gemm_wb_st(cpu, tid, 1, 0, c->co, jn, kc, c->wd, kc, act, jn, yb + j0, c->P);
+    }
+}
 
 static void conv_chunk(void *ctx, int64_t t, int tid)
 {
@@ -112,11 +144,18 @@ static void conv_chunk(void *ctx, int64_t t, int tid)
     const float *xb = c->xd + bi * g->ci * g->h * g->w;
     float *yb = c->yd + bi * co * P + p0;
     if (c->direct) {
-        kg_cpu_sgemm_st(c->cpu, 0, co, n, c->kc, 1.0f, c->wd, c->kc, xb + p0, P, 0.0f, yb, P);
+        if (c->bf16)
+            conv_chunk_bf16(c, xb + p0, P, n, yb, tid);
+        else
+            kg_cpu_sgemm_st(c->cpu, 0, co, n, c->kc, 1.0f, c->wd, c->kc, xb + p0, P, 0.0f, yb,
+                            P);
     } else {
         float *col = kg_cpu_scratch(c->cpu, tid);
         im2col(g, xb, 0, c->kc, p0, n, col);
-        kg_cpu_sgemm_st(c->cpu, 0, co, n, c->kc, 1.0f, c->wd, c->kc, col, n, 0.0f, yb, P);
+        if (c->bf16)
+            conv_chunk_bf16(c, col, n, n, yb, tid);
+        else
+            kg_cpu_sgemm_st(c->cpu, 0, co, n, c->kc, 1.0f, c->wd, c->kc, col, n, 0.0f, yb, P);
     }
     if (c->bd)
         for (int64_t o = 0; o < co; o++)
@@ -133,16 +172,12 @@ void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
     int64_t nb = x->shape[0], co = w->shape[0];
     int64_t P = g.ho * g.wo, kc = g.ci * g.kh * g.kw;
     int direct = g.kh == 1 && g.kw == 1 && stride == 1 && pad == 0;
-    int nt = cpu->n_threads;
+    int nt = cpu->n_threads, bf16 = w->dtype == KG_BF16;
     int64_t pc, per_item, fit = kc ? (int64_t)(cpu->scratch_floats_per_thread / (size_t)kc) : 0;
-    const float *xd = x->data, *wd = w->data, *bd = b ? b->data : NULL;
+    const float *xd = x->data, *bd = b ? b->data : NULL;
+    const void *wd = w->data;
     float *yd = y->data;
 
-    if (w->dtype != KG_F32) {
-        kg_backend_fail(be, KG_ERR_INVALID_ARG, "conv2d: %s weights are not supported yet",
-                        kg_dtype_name(w->dtype));
-        return;
-    }
     if (nb * P * co == 0)
         return;
     if (kc == 0) {
@@ -152,11 +187,14 @@ void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
     }
     if (g.kh == 3 && g.kw == 3 && stride == 1 && pad == 1 && kg_cpu_conv_winograd(be, y, x, w, b))
         return;
-    if (nt > 1 && nb * P < nt * MIN_COLS && conv_shared(cpu, &g, nb, co, xd, wd, bd, yd)) {
+    if (nt > 1 && nb * P < nt * MIN_COLS && conv_shared(cpu, &g, nb, co, xd, wd, bf16, bd, yd)) {
+        if (bf16)
+            atomic_fetch_add(&cpu->bf16_ops[KG_CPU_BF16_CONV_SHARED], 1);
         kg_cpu_gemm_status(be, "conv2d");
         return;
     }
-    if (!direct && fit < 1) {
+    /* (a bf16 1x1 conv also converts its columns in the scratch) */
+    if ((!direct || bf16) && fit < 1) {
         kg_backend_fail(be, KG_ERR_NOMEM, "conv2d: a %lld-row im2col column exceeds the scratch",
                         (long long)kc);
         return;
@@ -177,7 +215,9 @@ void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
     per_item = (P + pc - 1) / pc;
 
     {
-        conv_job c = {cpu, &g, co, P, kc, pc, per_item, direct, xd, wd, bd, yd};
+        conv_job c = {cpu, &g, co, P, kc, pc, per_item, direct, bf16, xd, wd, bd, yd};
+        if (bf16)
+            atomic_fetch_add(&cpu->bf16_ops[KG_CPU_BF16_CONV_CHUNKS], 1);
         kg_cpu_parallel(cpu, nb * per_item, (double)(nb * P) * co * kc, conv_chunk, &c);
     }
     kg_cpu_gemm_status(be, "conv2d");

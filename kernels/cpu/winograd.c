@@ -13,10 +13,19 @@
  * chunk on one pool thread: input transform into V ([16][Ci][tiles]) in the thread's
  * scratch, 16 single-threaded GEMMs into M ([16][Co][tiles]) beside it, output transform
  * (+ bias) into y. The transforms run along whole rows (rows combine first, then the
- * columns, split into even and odd positions) so they vectorise. */
+ * columns, split into even and odd positions) so they vectorise.
+ *
+ * bf16 weights: U is transformed from the bf16 weights in fp32 and rounded to bf16,
+ * V is rounded to bf16 after its transform, and the 16 GEMMs multiply those (oneDNN's
+ * bf16 GEMM, or the fp32 one on the rounded values in the fallback). The two extra
+ * roundings (of U and V rather than of w and x) keep the error at bf16's scale: the
+ * op tests measure it against the fp32 convolution by NMSE. */
 #include "cpu_kernels.h"
 
+#include <stdatomic.h>
 #include <string.h>
+
+#include "tensor.h"
 
 /* tiles per chunk the scratch split aims at */
 #define TARGET_TILES 256
@@ -25,8 +34,11 @@ typedef struct wino_job {
     const kg_cpu *cpu;
     int64_t ci, co, h, w, th, tw, rows; /* tile rows per chunk */
     int64_t chunks_per_image;
-    const float *x, *wt, *b;
+    const float *x;
+    const void *wt; /* float, or uint16_t when bf16 */
+    const float *b;
     float *u, *y;
+    int bf16;
 } wino_job;
 
 /* U_k[o][i] = (G g G^T)_k, G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] */
@@ -35,8 +47,12 @@ static void weight_transform(void *ctx, int64_t o, int tid)
     const wino_job *j = ctx;
     int64_t ci = j->ci, co = j->co;
     for (int64_t i = 0; i < ci; i++) {
-        const float *g = j->wt + (o * ci + i) * 9;
-        float t[4][3], u[4][4];
+        float g[9], t[4][3], u[4][4];
+        if (j->bf16)
+            for (int q = 0; q < 9; q++)
+                g[q] = kg_bf16_to_f32(((const uint16_t *)j->wt)[(o * ci + i) * 9 + q]);
+        else
+            memcpy(g, (const float *)j->wt + (o * ci + i) * 9, sizeof g);
         for (int c = 0; c < 3; c++) {
             t[0][c] = g[c];
             t[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
@@ -49,8 +65,15 @@ static void weight_transform(void *ctx, int64_t o, int tid)
             u[r][2] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
             u[r][3] = t[r][2];
         }
-        for (int k = 0; k < 16; k++)
-            j->u[((int64_t)k * co + o) * ci + i] = u[k / 4][k % 4];
+        for (int k = 0; k < 16; k++) {
+            int64_t at = ((int64_t)k * co + o) * ci + i;
+            if (!j->bf16)
+                j->u[at] = u[k / 4][k % 4];
+            else if (j->cpu->bf16_mode == KG_CPU_BF16_DNNL)
+                ((uint16_t *)j->u)[at] = kg_f32_to_bf16(u[k / 4][k % 4]);
+            else
+                j->u[at] = kg_bf16_to_f32(kg_f32_to_bf16(u[k / 4][k % 4]));
+        }
     }
 }
 
@@ -139,9 +162,23 @@ static void wino_chunk(void *ctx, int64_t t, int tid)
     for (int64_t c = 0; c < ci; c++)
         for (int64_t ty = ty0; ty < ty1; ty++)
             input_transform(j, xb + c * hw, ty, v + c * ldt + (ty - ty0) * tw, ci * ldt, work);
-    for (int k = 0; k < 16; k++)
-        kg_cpu_sgemm_st(j->cpu, 0, co, nt, ci, 1.0f, j->u + (int64_t)k * co * ci, ci,
-                        v + (int64_t)k * ci * ldt, ldt, 0.0f, m + (int64_t)k * co * ldt, ldt);
+    if (j->bf16 && j->cpu->bf16_mode == KG_CPU_BF16_DNNL) {
+        const uint16_t *u16 = (const uint16_t *)j->u;
+        uint16_t *v16 = kg_cpu_lowp(j->cpu, tid);
+        kg_cpu_bf16_act(j->cpu, v16, ldt, v, ldt, 16 * ci, nt);
+        for (int k = 0; k < 16; k++)
+            kg_cpu_gemm_bf16_st(j->cpu, 0, co, nt, ci, u16 + (int64_t)k * co * ci, ci,
+                                v16 + (int64_t)k * ci * ldt, ldt, m + (int64_t)k * co * ldt, ldt);
+    } else {
+        if (j->bf16) {
+            /* the fallback: U already holds bf16 values; V rounded in place */
+            kg_cpu_bf16_act(j->cpu, v, ldt, v, ldt, 16 * ci, nt);
+            atomic_fetch_add_explicit(&((kg_cpu *)j->cpu)->bf16_gemms, 16, memory_order_relaxed);
+        }
+        for (int k = 0; k < 16; k++)
+            kg_cpu_sgemm_st(j->cpu, 0, co, nt, ci, 1.0f, j->u + (int64_t)k * co * ci, ci,
+                            v + (int64_t)k * ci * ldt, ldt, 0.0f, m + (int64_t)k * co * ldt, ldt);
+    }
     for (int64_t o = 0; o < co; o++)
         for (int64_t ty = ty0; ty < ty1; ty++)
             output_transform(j, m + o * ldt + (ty - ty0) * tw, co * ldt, ty, j->b ? j->b[o] : 0.0f,
@@ -176,7 +213,10 @@ int kg_cpu_conv_winograd(kg_backend *be, kg_tensor *y, const kg_tensor *x, const
             rows = 1;
     }
     j = (wino_job){cpu, ci, co, h, wd, th, tw, rows, (th + rows - 1) / rows,
-                   x->data, w->data, b ? b->data : NULL, cpu->wino, y->data};
+                   x->data, w->data, b ? b->data : NULL, cpu->wino, y->data,
+                   w->dtype == KG_BF16};
+    if (j.bf16)
+        atomic_fetch_add(&cpu->bf16_ops[KG_CPU_BF16_WINOGRAD], 1);
     kg_pool_run(cpu->pool, co, weight_transform, &j);
     kg_pool_run(cpu->pool, nb * j.chunks_per_image, wino_chunk, &j);
     kg_cpu_gemm_status(be, "conv2d (Winograd)");
