@@ -8,11 +8,17 @@
  * time of that run: on a busy machine wall time suffers from preemption,
  * while GFLOP per CPU-second still shows the per-core efficiency (with more
  * than one thread it also counts threads spinning at barriers).
+ * The GEMM and conv cases also run on bf16 weights (precision bf16: the same
+ * weights stored as bf16, x and y fp32), interleaved with the fp32 runs, and
+ * print the bf16 / fp32 speed ratio; the header names the kernels (the CPU
+ * backend's describe line), the CPU model and the load average.
  * Usage: bench_ops [threads]. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
+#include "backend.h"
 #include "ops.h"
 
 #define REPS 5
@@ -45,11 +51,14 @@ typedef struct bench_case {
     int64_t a, b, d, e; /* linear: M K N; conv: C_in C_out HW k; attention: Lq Lk heads dh */
 } bench_case;
 
-static double run_case(kg_ctx *c, const bench_case *bc, double *flop, double *cpu_s)
+/* best[0], cpu_s[0]: fp32; best[1], cpu_s[1]: bf16 weights (linear, conv) */
+static void run_case(kg_ctx *c, const bench_case *bc, double *flop, double best[2],
+                     double cpu_s[2])
 {
     size_t mark = kg_mark(c);
-    kg_tensor x = {0}, w = {0}, y = {0}, bias = {0}, k = {0}, v = {0};
-    double best = 1e30;
+    kg_tensor x = {0}, w = {0}, y = {0}, bias = {0}, k = {0}, v = {0}, w16 = {0};
+    kg_backend *be = c->be;
+    best[0] = best[1] = 1e30;
     switch (bc->kind) {
     case B_LINEAR:
         x = kg_new2(c, bc->a, bc->b);
@@ -87,6 +96,10 @@ static double run_case(kg_ctx *c, const bench_case *bc, double *flop, double *cp
         break;
     }
     randomize(c, &x);
+    if (bc->kind == B_LINEAR || bc->kind == B_CONV) {
+        w16 = kg_new_dt(c, KG_BF16, w.ndim, w.shape);
+        randomize(c, &w16); /* the same values as w, rounded to bf16 */
+    }
     if (w.data)
         randomize(c, &w);
     if (bias.data)
@@ -95,33 +108,62 @@ static double run_case(kg_ctx *c, const bench_case *bc, double *flop, double *cp
         randomize(c, &k);
         randomize(c, &v);
     }
-    for (int r = 0; r <= REPS; r++) {
-        double t0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID), dt;
-        switch (bc->kind) {
-        case B_LINEAR:
-            kg_linear(c, &y, &x, &w, &bias);
-            break;
-        case B_CONV:
-            kg_conv2d(c, &y, &x, &w, &bias, 1, (int)(bc->e / 2));
-            break;
-        case B_ATTN:
-            kg_attention(c, &y, &x, &k, &v, NULL, (int)bc->d, 0.125f, 0);
-            break;
-        case B_GROUPNORM:
-            kg_group_norm_silu(c, &y, &x, &w, &bias, 32, 1e-5f);
-            break;
-        case B_GEGLU:
-            kg_geglu(c, &y, &x);
-            break;
+    for (int r = 0; r <= REPS; r++)
+        for (int bf16 = 0; bf16 < (w16.data ? 2 : 1); bf16++) {
+            double t0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID), dt;
+            /* bf16 weights through the op table: kg_ops takes them only on a
+             * backend whose weight dtype is bf16 */
+            switch (bc->kind) {
+            case B_LINEAR:
+                if (bf16)
+                    be->ops->linear(be, &y, &x, &w16, &bias);
+                else
+                    kg_linear(c, &y, &x, &w, &bias);
+                break;
+            case B_CONV:
+                if (bf16)
+                    be->ops->conv2d(be, &y, &x, &w16, &bias, 1, (int)(bc->e / 2));
+                else
+                    kg_conv2d(c, &y, &x, &w, &bias, 1, (int)(bc->e / 2));
+                break;
+            case B_ATTN:
+                kg_attention(c, &y, &x, &k, &v, NULL, (int)bc->d, 0.125f, 0);
+                break;
+            case B_GROUPNORM:
+                kg_group_norm_silu(c, &y, &x, &w, &bias, 32, 1e-5f);
+                break;
+            case B_GEGLU:
+                kg_geglu(c, &y, &x);
+                break;
+            }
+            dt = clock_s(CLOCK_MONOTONIC) - t0;
+            if (r > 0 && dt < best[bf16]) {
+                best[bf16] = dt;
+                cpu_s[bf16] = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
+            }
         }
-        dt = clock_s(CLOCK_MONOTONIC) - t0;
-        if (r > 0 && dt < best) {
-            best = dt;
-            *cpu_s = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
-        }
-    }
     kg_reset(c, mark);
-    return best;
+}
+
+/* "model name" of /proc/cpuinfo, and the load average, for the header */
+static void print_machine(void)
+{
+    char line[256], model[128] = "?", load[64] = "?";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+            snprintf(model, sizeof model, "%s", strchr(line, ':') + 2);
+            model[strcspn(model, "\n")] = 0;
+            break;
+        }
+    if (f)
+        fclose(f);
+    f = fopen("/proc/loadavg", "r");
+    if (f && fgets(load, sizeof load, f))
+        load[strcspn(load, "\n")] = 0;
+    if (f)
+        fclose(f);
+    printf("CPU: %s; load average: %s\n", model, load);
 }
 
 int main(int argc, char **argv)
@@ -162,20 +204,32 @@ int main(int argc, char **argv)
         kg_backend_free(be);
         return 1;
     }
+    {
+        char line[512];
+        kg_backend_cpu_describe(be, line, sizeof line);
+        print_machine();
+        printf("dispatch: %s\n", line);
+    }
     printf("CPU backend, %s threads, best of %d runs (wall time; CPU time of that run)\n",
            threads > 0 ? argv[1] : "all", REPS);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        double flop = 0, cpu = 0, t = run_case(&c, &cases[i], &flop, &cpu);
+        double flop = 0, t[2], cpu[2];
+        run_case(&c, &cases[i], &flop, t, cpu);
         if (kg_ctx_status(&c, &err) != KG_OK) {
             fprintf(stderr, "bench_ops: %s: %s\n", cases[i].label, err.msg);
             break;
         }
         if (flop > 0)
             printf("%-46s %8.2f ms %7.1f GFLOP/s | cpu %8.2f ms %6.1f GFLOP/cpu-s\n",
-                   cases[i].label, 1e3 * t, flop / t * 1e-9, 1e3 * cpu, flop / cpu * 1e-9);
+                   cases[i].label, 1e3 * t[0], flop / t[0] * 1e-9, 1e3 * cpu[0],
+                   flop / cpu[0] * 1e-9);
         else
-            printf("%-46s %8.2f ms                 | cpu %8.2f ms\n", cases[i].label, 1e3 * t,
-                   1e3 * cpu);
+            printf("%-46s %8.2f ms                 | cpu %8.2f ms\n", cases[i].label,
+                   1e3 * t[0], 1e3 * cpu[0]);
+        if (t[1] < 1e30)
+            printf("%-46s %8.2f ms %7.1f GFLOP/s | cpu %8.2f ms %6.1f GFLOP/cpu-s | %.2fx fp32\n",
+                   "  bf16 weights", 1e3 * t[1], flop / t[1] * 1e-9, 1e3 * cpu[1],
+                   flop / cpu[1] * 1e-9, t[0] / t[1]);
         fflush(stdout);
     }
     kg_ctx_release(&c);
