@@ -89,27 +89,65 @@ gst_kosmosg_install_properties (GObjectClass * klass, guint first_id)
 {
   const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS;
 
+  /* Both elements install these; the doc blocks name kosmosgfilter's and
+   * gstkosmosgsrc.c points kosmosgsrc's at them. */
+  /**
+   * GstKosmosGFilter:model-location:
+   *
+   * Model file written by `kosmosg-convert` (`.safetensors`); when unset,
+   * the `KOSMOSG_MODEL` environment variable. Loaded at NULL->READY and shared
+   * by every element of the process that names the same file with the same
+   * backend, device, precision and threads.
+   */
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_MODEL_LOCATION,
       g_param_spec_string ("model-location", "Model Location",
           "Kosmos-G model file written by kosmosg-convert (.safetensors); "
           "when unset, the KOSMOSG_MODEL environment variable", NULL,
           rw | GST_PARAM_MUTABLE_READY));
+  /**
+   * GstKosmosGFilter:prompt:
+   *
+   * The text, with one `<i>` per reference image (kosmosgfilter: bound to
+   * the sink pads in order) or plain text. A change triggers a new generation.
+   * Refused with a WARNING message, the previous prompt kept, when it is not
+   * valid UTF-8 and, while PAUSED or PLAYING, when its `<i>` count differs from
+   * the number of reference pads (0 for kosmosgsrc).
+   */
   g_object_class_install_property (klass, first_id + GST_KOSMOSG_PROP_PROMPT,
       g_param_spec_string ("prompt", "Prompt",
           "Text with one \"<i>\" placeholder per reference image; a change "
           "triggers a new generation", NULL, rw | GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstKosmosGFilter:negative-prompt:
+   *
+   * What the image should not show; NULL or "" uses the model's
+   * unconditional prompt. A change triggers a new generation; invalid UTF-8 is
+   * refused like #GstKosmosGFilter:prompt.
+   */
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_NEGATIVE_PROMPT,
       g_param_spec_string ("negative-prompt", "Negative Prompt",
           "What the image should not show (NULL: the model's unconditional "
           "prompt)", NULL, rw | GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstKosmosGFilter:num-inference-steps:
+   *
+   * Denoising steps per generation; the next generation uses a new
+   * value.
+   */
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_NUM_INFERENCE_STEPS,
       g_param_spec_uint ("num-inference-steps", "Inference Steps",
           "Denoising steps per image", KG_STEPS_MIN, KG_STEPS_MAX,
           GST_KOSMOSG_DEFAULT_STEPS,
           rw | GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstKosmosGFilter:guidance-scale:
+   *
+   * Classifier-free guidance scale; 1 or less disables guidance.
+   * Controllable: a #GstControlBinding is sampled at each generation.
+   */
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_GUIDANCE_SCALE,
       g_param_spec_double ("guidance-scale", "Guidance Scale",
@@ -117,43 +155,95 @@ gst_kosmosg_install_properties (GObjectClass * klass, guint first_id)
           KG_GUIDANCE_MAX,
           GST_KOSMOSG_DEFAULT_GUIDANCE,
           rw | GST_PARAM_MUTABLE_PLAYING | GST_PARAM_CONTROLLABLE));
+  /**
+   * GstKosmosGFilter:seed:
+   *
+   * Noise seed; -1 draws a random one, reported in the `kosmosg-done`
+   * message and the buffer meta. The same seed, inputs and settings give the
+   * same image.
+   */
   g_object_class_install_property (klass, first_id + GST_KOSMOSG_PROP_SEED,
       g_param_spec_int64 ("seed", "Seed",
           "Noise seed (-1: a random one, reported in the kosmosg-done message "
           "and the buffer meta)", -1, G_MAXINT64, GST_KOSMOSG_DEFAULT_SEED,
           rw | GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstKosmosGFilter:num-images:
+   *
+   * Images per generation, each its own output buffer (offset = index in
+   * the batch).
+   */
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_NUM_IMAGES,
       g_param_spec_uint ("num-images", "Number of Images",
           "Images generated per trigger (one output buffer each)", 1,
           KG_MAX_OUTPUTS,
           GST_KOSMOSG_DEFAULT_NUM_IMAGES, rw | GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstKosmosGFilter:scheduler:
+   *
+   * The diffusion scheduler: `dpm++2m` (the official default), `ddim`,
+   * `pndm`, `euler`, `dpm++2m-karras` or `lcm` (for an LCM-LoRA).
+   */
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_SCHEDULER,
       g_param_spec_enum ("scheduler", "Scheduler", "Diffusion scheduler",
           GST_TYPE_KOSMOSG_SCHEDULER, GST_KOSMOSG_DEFAULT_SCHEDULER,
           rw | GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstKosmosGFilter:backend:
+   *
+   * `auto`: CUDA when a device is usable, else the CPU with a WARNING
+   * message; `cuda`: an error when no device is usable (never a silent
+   * fallback); `cpu`.
+   */
   g_object_class_install_property (klass, first_id + GST_KOSMOSG_PROP_BACKEND,
       g_param_spec_enum ("backend", "Backend",
           "Compute backend (auto: CUDA when a device is usable, else the CPU "
           "with a warning)", GST_TYPE_KOSMOSG_BACKEND,
           GST_KOSMOSG_DEFAULT_BACKEND, rw | GST_PARAM_MUTABLE_READY));
+  /**
+   * GstKosmosGFilter:cuda-device-id:
+   *
+   * The CUDA device the model and the generation run on.
+   */
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_CUDA_DEVICE_ID,
       g_param_spec_int ("cuda-device-id", "CUDA Device ID",
           "CUDA device to run on", 0, G_MAXINT, GST_KOSMOSG_DEFAULT_DEVICE_ID,
           rw | GST_PARAM_MUTABLE_READY));
+  /**
+   * GstKosmosGFilter:precision:
+   *
+   * Weight and activation precision of the CUDA backend (`fp16`, `bf16`,
+   * `fp32`); the CPU backend computes in fp32.
+   */
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_PRECISION,
       g_param_spec_enum ("precision", "Precision",
           "Weight and activation precision on CUDA (the CPU backend always "
           "computes in fp32)", GST_TYPE_KOSMOSG_PRECISION,
           GST_KOSMOSG_DEFAULT_PRECISION, rw | GST_PARAM_MUTABLE_READY));
+  /**
+   * GstKosmosGFilter:post-messages:
+   *
+   * Post the `kosmosg-progress` (after each denoising step) and
+   * `kosmosg-done` (after each generation) element messages and the
+   * GST_MESSAGE_PROGRESS `generate` messages.
+   */
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_POST_MESSAGES,
       g_param_spec_boolean ("post-messages", "Post Messages",
           "Post kosmosg-progress and kosmosg-done element messages",
           GST_KOSMOSG_DEFAULT_POST_MESSAGES, rw | GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstKosmosGFilter:loras:
+   *
+   * LoRA files applied to the U-Net, each with its scale:
+   * `"a.safetensors:0.8;b.safetensors:0.3"` (diffusers or kohya `.safetensors`;
+   * scale 1 when omitted, 0 = off; several add up). A change takes effect at the
+   * next generation without reloading the model.
+   */
   g_object_class_install_property (klass, first_id + GST_KOSMOSG_PROP_LORAS,
       g_param_spec_string ("loras", "LoRAs",
           "LoRA files on the U-Net, each with its scale: "
@@ -161,6 +251,12 @@ gst_kosmosg_install_properties (GObjectClass * klass, guint first_id)
           ".safetensors; scale 1 when omitted, 0 = off; several add up). "
           "Changeable while PLAYING: the next generation uses the new list "
           "without reloading the model", NULL, rw | GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstKosmosGFilter:n-threads:
+   *
+   * Worker threads of the CPU backend (0: one per core). They sleep while
+   * idle.
+   */
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_N_THREADS,
       g_param_spec_uint ("n-threads", "Threads",

@@ -275,11 +275,25 @@ gst_kosmosg_filter_pad_class_init (GstKosmosGFilterPadClass * klass)
           "control_%u pads: turn the image into its Canny edge map first",
           FALSE, G_PARAM_READWRITE | GST_PARAM_MUTABLE_PLAYING |
           G_PARAM_STATIC_STRINGS));
+  /**
+   * GstKosmosGFilterPad:canny-low:
+   *
+   * control_%u pads with #GstKosmosGFilterPad:canny: the low hysteresis
+   * threshold of the Canny edge detector (the demo's 100): weaker gradients
+   * are never edges.
+   */
   g_object_class_install_property (gobject_class, PROP_PAD_CANNY_LOW,
       g_param_spec_double ("canny-low", "Canny low threshold",
           "control_%u pads with canny: the low hysteresis threshold", 0.0,
           100000.0, DEFAULT_CANNY_LOW, G_PARAM_READWRITE |
           GST_PARAM_MUTABLE_PLAYING | G_PARAM_STATIC_STRINGS));
+  /**
+   * GstKosmosGFilterPad:canny-high:
+   *
+   * control_%u pads with #GstKosmosGFilterPad:canny: the high hysteresis
+   * threshold (the demo's 200): stronger gradients are always edges, those
+   * between the thresholds only when connected to one.
+   */
   g_object_class_install_property (gobject_class, PROP_PAD_CANNY_HIGH,
       g_param_spec_double ("canny-high", "Canny high threshold",
           "control_%u pads with canny: the high hysteresis threshold", 0.0,

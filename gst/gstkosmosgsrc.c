@@ -466,6 +466,82 @@ gst_kosmosg_src_class_init (GstKosmosGSrcClass * klass)
           "num-images images, then EOS", DEFAULT_IS_LIVE,
           G_PARAM_READWRITE | GST_PARAM_MUTABLE_READY |
           G_PARAM_STATIC_STRINGS));
+  /* The generation properties shared with kosmosgfilter, documented
+   * there (gstkosmosgcommon.c). */
+  /**
+   * GstKosmosGSrc:model-location:
+   *
+   * As #GstKosmosGFilter:model-location.
+   */
+  /**
+   * GstKosmosGSrc:prompt:
+   *
+   * Plain text (no `<i>` placeholder: kosmosgsrc has no reference images);
+   * live, a change starts a new batch. Otherwise as
+   * #GstKosmosGFilter:prompt.
+   */
+  /**
+   * GstKosmosGSrc:negative-prompt:
+   *
+   * Live, a change starts a new batch. Otherwise as
+   * #GstKosmosGFilter:negative-prompt.
+   */
+  /**
+   * GstKosmosGSrc:num-inference-steps:
+   *
+   * As #GstKosmosGFilter:num-inference-steps.
+   */
+  /**
+   * GstKosmosGSrc:guidance-scale:
+   *
+   * As #GstKosmosGFilter:guidance-scale.
+   */
+  /**
+   * GstKosmosGSrc:seed:
+   *
+   * As #GstKosmosGFilter:seed.
+   */
+  /**
+   * GstKosmosGSrc:num-images:
+   *
+   * Images per batch: not live, the images before EOS (again after a seek).
+   * Otherwise as #GstKosmosGFilter:num-images.
+   */
+  /**
+   * GstKosmosGSrc:scheduler:
+   *
+   * As #GstKosmosGFilter:scheduler.
+   */
+  /**
+   * GstKosmosGSrc:backend:
+   *
+   * As #GstKosmosGFilter:backend.
+   */
+  /**
+   * GstKosmosGSrc:cuda-device-id:
+   *
+   * As #GstKosmosGFilter:cuda-device-id.
+   */
+  /**
+   * GstKosmosGSrc:precision:
+   *
+   * As #GstKosmosGFilter:precision.
+   */
+  /**
+   * GstKosmosGSrc:post-messages:
+   *
+   * As #GstKosmosGFilter:post-messages.
+   */
+  /**
+   * GstKosmosGSrc:loras:
+   *
+   * As #GstKosmosGFilter:loras.
+   */
+  /**
+   * GstKosmosGSrc:n-threads:
+   *
+   * As #GstKosmosGFilter:n-threads.
+   */
   gst_kosmosg_install_properties (gobject_class, PROP_COMMON_FIRST);
 
   gst_element_class_set_static_metadata (element_class,
