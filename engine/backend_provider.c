@@ -16,6 +16,7 @@
 #ifdef KG_CUDA_MODULE
 #include <dlfcn.h>
 #include <limits.h>
+#include <unistd.h>
 #endif
 
 static kg_status cpu_weights_new(kg_backend **out, const kg_backend_config *cfg, kg_error *err)
@@ -54,7 +55,7 @@ static kg_status cuda_provider(const kg_backend_provider **out, kg_error *err)
 {
     char beside[PATH_MAX], why[KG_ERROR_MSG_LEN] = "";
     const char *tries[3];
-    int n = 0;
+    int n = 0, found = 0;
     Dl_info self;
     const char *env = getenv("KOSMOSG_CUDA_MODULE");
 
@@ -73,6 +74,7 @@ static kg_status cuda_provider(const kg_backend_provider **out, kg_error *err)
         const kg_backend_provider *p;
         if (!h) {
             const char *e = dlerror();
+            found |= access(tries[i], F_OK) == 0;
             /* a module that exists but cannot load (missing CUDA libraries) is the reason to
              * report; a path where there is no module only when nothing better is known */
             if (!why[0] || (e && !strstr(e, tries[i])))
@@ -89,6 +91,12 @@ static kg_status cuda_provider(const kg_backend_provider **out, kg_error *err)
         *out = p;
         return KG_OK;
     }
+    if (!found)
+        return kg_error_set(err, KG_ERR_NO_DEVICE,
+                            "backend cuda: the CUDA backend module libkosmosg-cuda.so was not "
+                            "found; set KOSMOSG_CUDA_MODULE to its path (tried %s%s%s%s%s)",
+                            tries[0], n > 1 ? ", " : "", n > 1 ? tries[1] : "",
+                            n > 2 ? ", " : "", n > 2 ? tries[2] : "");
     return kg_error_set(err, KG_ERR_NO_DEVICE,
                         "backend cuda: the CUDA backend module cannot be "
                         "loaded: %s",

@@ -57,19 +57,9 @@ kg_tensor kg_tensor_make(void *data, kg_dtype dt, int ndim, const int64_t *shape
     return t;
 }
 
-kg_tensor kg_tensor_1d(void *data, kg_dtype dt, int64_t d0)
-{
-    return kg_tensor_make(data, dt, 1, (int64_t[]){d0});
-}
-
 kg_tensor kg_tensor_2d(void *data, kg_dtype dt, int64_t d0, int64_t d1)
 {
     return kg_tensor_make(data, dt, 2, (int64_t[]){d0, d1});
-}
-
-kg_tensor kg_tensor_4d(void *data, kg_dtype dt, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
-{
-    return kg_tensor_make(data, dt, 4, (int64_t[]){d0, d1, d2, d3});
 }
 
 kg_tensor kg_tensor_reshape(const kg_tensor *t, int ndim, const int64_t *shape)

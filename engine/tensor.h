@@ -16,9 +16,7 @@ size_t kg_tensor_nbytes(const kg_tensor *t);
 
 /* Builds a tensor header; unused trailing dims are set to 1. */
 kg_tensor kg_tensor_make(void *data, kg_dtype dt, int ndim, const int64_t *shape);
-kg_tensor kg_tensor_1d(void *data, kg_dtype dt, int64_t d0);
 kg_tensor kg_tensor_2d(void *data, kg_dtype dt, int64_t d0, int64_t d1);
-kg_tensor kg_tensor_4d(void *data, kg_dtype dt, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
 
 /* Same bytes, new shape; returns a tensor with data == NULL when the element
  * counts differ (ops then report the mismatch). */

@@ -13,7 +13,8 @@
 #       the loader is started with --inhibit-cache (no /etc/ld.so.cache: cudart, cuBLASLt and
 #       cuDNN live in folders only the cache lists), registry scanning in-process. A control
 #       first shows libcudart cannot be loaded that way. backend=cpu makes an image; backend=cuda
-#       is refused naming the missing library; backend=auto falls back to the CPU with a warning.
+#       is refused naming the missing library; backend=auto falls back to the CPU with a warning;
+#       with no CUDA module at all, backend=cuda's error names KOSMOSG_CUDA_MODULE.
 #
 # Env: KG_TINY_MODEL, CC (compiler), MESON (meson).
 set -eu
@@ -97,3 +98,17 @@ hide "$launch" kosmosgsrc model-location="$KG_TINY_MODEL" backend=auto prompt="a
     >"$dest/auto.txt" 2>&1 || { cat "$dest/auto.txt"; fail "backend=auto with the CUDA libraries hidden"; }
 grep -i 'warn\|cpu' "$dest/auto.txt" | head -2
 echo "ok: backend=auto fell back to the CPU"
+# no CUDA module anywhere (a build tree's plugin, a partial install): the error names the
+# variable that points at it
+rm -f "$lib/kosmosg/libkosmosg-cuda.so"
+if [ -e "$libdir/kosmosg/libkosmosg-cuda.so" ]; then
+    echo "skip: a CUDA module is installed at $libdir/kosmosg on this host"
+else
+    if hide "$launch" kosmosgsrc model-location="$KG_TINY_MODEL" backend=cuda prompt="a" \
+        num-inference-steps=2 ! fakesink num-buffers=1 >"$dest/nomodule.txt" 2>&1; then
+        fail "backend=cuda succeeded without a CUDA module"
+    fi
+    grep 'KOSMOSG_CUDA_MODULE' "$dest/nomodule.txt" ||
+        { cat "$dest/nomodule.txt"; fail "the missing CUDA module's error does not name KOSMOSG_CUDA_MODULE"; }
+    echo "ok: without a CUDA module, backend=cuda names KOSMOSG_CUDA_MODULE"
+fi

@@ -84,7 +84,8 @@ static void with_device(int n)
             /* f32 round trip through the 8 MiB staging buffers: 3 chunks */
             int64_t n = 5 << 20;
             float *h = malloc((size_t)n * sizeof *h), *back = malloc((size_t)n * sizeof *back);
-            kg_tensor t = kg_tensor_1d(be->ops->alloc(be, (size_t)n * kg_dtype_size(dts[i])), dts[i], n);
+            kg_tensor t = kg_tensor_make(be->ops->alloc(be, (size_t)n * kg_dtype_size(dts[i])),
+                                         dts[i], 1, (int64_t[]){n});
             int64_t bad = 0;
             for (int64_t j = 0; j < n; j++)
                 h[j] = (float)(j % 2049) - 1024.0f; /* integers: exact in f16, bf16 rounds some */

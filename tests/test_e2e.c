@@ -493,7 +493,8 @@ static int run_cli(const char *name, const char *cli)
     }
     w = kg_st_writer_new();
     {
-        kg_tensor lat = kg_tensor_4d(c.noise, KG_F32, c.n, 4, c.size / 8, c.size / 8);
+        kg_tensor lat = kg_tensor_make(c.noise, KG_F32, 4,
+                                       (int64_t[]){c.n, 4, c.size / 8, c.size / 8});
         snprintf(path, sizeof path, "%s/latents.safetensors", dir);
         kg_st_writer_add(w, "latents", &lat, &err);
         kgt_check(kg_st_writer_save(w, path, &err) == KG_OK, "write %s: %s", path, err.msg);
