@@ -69,6 +69,14 @@ struct _GstKosmosGFilterPad
   GstVideoInfo last_info;
   GstVideoInfo info;            /* current caps; aggregate thread */
   gboolean fresh;               /* last not used by a generation yet */
+  /* object lock: the seqnum of the last FLUSH_STOP, and whether the next
+   * flush is the element's own for a seek upstream did not flush this pad
+   * for (the pad keeps its reference and uses it again) */
+  guint32 flush_stop_seqnum;
+  gboolean keep_on_flush;
+  /* aggregate thread: an image came since start(); a pad that had one and
+   * ends without one after a flush (a seek past the end) ends cleanly */
+  gboolean had_image;
 
   /* control_%u pads (object lock): a ControlNet map, not a reference */
   gboolean control;
@@ -188,13 +196,27 @@ gst_kosmosg_filter_pad_clear (GstKosmosGFilterPad * pad)
   GST_OBJECT_LOCK (pad);
   gst_clear_buffer (&pad->last);
   pad->fresh = FALSE;
+  pad->keep_on_flush = FALSE;
   GST_OBJECT_UNLOCK (pad);
 }
 
+/* An upstream flush drops the reference (upstream sends the images from
+ * the seek position); the element's own flush for a seek keeps it and makes
+ * it new, so the seek generates from it again. */
 static GstFlowReturn
 gst_kosmosg_filter_pad_flush (GstAggregatorPad * aggpad, GstAggregator * agg)
 {
-  gst_kosmosg_filter_pad_clear (GST_KOSMOSG_FILTER_PAD (aggpad));
+  GstKosmosGFilterPad *pad = GST_KOSMOSG_FILTER_PAD (aggpad);
+
+  GST_OBJECT_LOCK (pad);
+  if (pad->keep_on_flush) {
+    pad->keep_on_flush = FALSE;
+    pad->fresh = pad->last != NULL;
+    GST_OBJECT_UNLOCK (pad);
+    return GST_FLOW_OK;
+  }
+  GST_OBJECT_UNLOCK (pad);
+  gst_kosmosg_filter_pad_clear (pad);
   return GST_FLOW_OK;
 }
 
@@ -327,7 +349,9 @@ struct _GstKosmosGFilter
   GstVideoInfo out_info;
   gboolean generated_once;
   guint generated_serial;       /* settings.prompt_serial of the last generation */
-  GstClockTime last_pts;
+  GstClockTime last_pts;        /* a position in the src segment */
+
+  guint32 seek_seqnum;          /* object lock: the last seek handled */
 
   /* bumped by every FLUSH_START and text-only seek: a generation that saw
    * it change drops its result even when the flush ended before the cancel
@@ -724,6 +748,7 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
       gst_buffer_replace (&pad->last, buf);
       pad->last_info = pad->info;
       pad->fresh = TRUE;
+      pad->had_image = TRUE;
       rt = gst_segment_to_running_time (&aggpad->segment, GST_FORMAT_TIME,
           GST_BUFFER_PTS (buf));
       GST_OBJECT_UNLOCK (pad);
@@ -747,7 +772,7 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
     GST_OBJECT_UNLOCK (pad);
     if (!refs[i]) {
       all_have = FALSE;
-      if (!missing && pad_eos)
+      if (!missing && pad_eos && !pad->had_image)
         missing = pad;
     }
     i++;
@@ -759,6 +784,14 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
   GST_OBJECT_UNLOCK (self);
 
   if (all_have && (any_fresh || prompt_changed)) {
+    /* the newest reference's running time as a position in the output
+     * segment (the same in the segment a pipeline starts with) */
+    if (GST_CLOCK_TIME_IS_VALID (pts)) {
+      GST_OBJECT_LOCK (self);
+      pts = gst_segment_position_from_running_time (&GST_AGGREGATOR_PAD
+          (agg->srcpad)->segment, GST_FORMAT_TIME, pts);
+      GST_OBJECT_UNLOCK (self);
+    }
     for (l = pads, i = 0; l; l = l->next, i++) {
       GstKosmosGFilterPad *pad = l->data;
       kg_pixel_format fmt;
@@ -850,6 +883,9 @@ gst_kosmosg_filter_sink_event (GstAggregator * agg, GstAggregatorPad * aggpad,
       gst_kosmosg_engine_set_cancel (&self->engine, TRUE);
       break;
     case GST_EVENT_FLUSH_STOP:
+      GST_OBJECT_LOCK (pad);
+      pad->flush_stop_seqnum = gst_event_get_seqnum (event);
+      GST_OBJECT_UNLOCK (pad);
       gst_kosmosg_engine_set_cancel (&self->engine, FALSE);
       break;
     case GST_EVENT_CAPS:{
@@ -917,6 +953,19 @@ gst_kosmosg_filter_negotiated_src_caps (GstAggregator * agg, GstCaps * caps)
   return GST_AGGREGATOR_CLASS (parent_class)->negotiated_src_caps (agg, caps);
 }
 
+/* After a flush (the task is stopped): the next image goes at the start of
+ * the segment a seek set at the earliest. */
+static GstFlowReturn
+gst_kosmosg_filter_flush (GstAggregator * agg)
+{
+  GstKosmosGFilter *self = GST_KOSMOSG_FILTER (agg);
+
+  GST_OBJECT_LOCK (self);
+  self->last_pts = GST_AGGREGATOR_PAD (agg->srcpad)->segment.start;
+  GST_OBJECT_UNLOCK (self);
+  return GST_FLOW_OK;
+}
+
 static gboolean
 gst_kosmosg_filter_start (GstAggregator * agg)
 {
@@ -941,6 +990,7 @@ gst_kosmosg_filter_stop (GstAggregator * agg)
   for (l = pads; l; l = l->next) {
     gst_kosmosg_filter_pad_clear (l->data);
     gst_kosmosg_filter_pad_close_net (l->data);
+    ((GstKosmosGFilterPad *) l->data)->had_image = FALSE;
   }
   g_list_free_full (pads, gst_object_unref);
   GST_OBJECT_LOCK (self);
@@ -1161,13 +1211,145 @@ gst_kosmosg_filter_src_activate_mode (GstPad * pad, GstObject * parent,
   return self->agg_src_activate_mode (pad, parent, mode, active);
 }
 
+/* Flushes a pad its upstream did not flush for the seek seqnum: it keeps
+ * its reference for the next generation (see the pad's flush), its segment
+ * and its EOS. The aggregator restarts its task once every pad saw the
+ * seek's FLUSH_STOP. */
+static void
+flush_pad_locally (GstPad * pad, guint32 seqnum, gboolean start)
+{
+  GstKosmosGFilterPad *kpad = GST_KOSMOSG_FILTER_PAD (pad);
+  GstEvent *ev, *segment, *eos;
+
+  if (start) {
+    GST_OBJECT_LOCK (kpad);
+    kpad->keep_on_flush = TRUE;
+    GST_OBJECT_UNLOCK (kpad);
+    ev = gst_event_new_flush_start ();
+    gst_event_set_seqnum (ev, seqnum);
+    gst_pad_send_event (pad, ev);
+    return;
+  }
+  segment = gst_pad_get_sticky_event (pad, GST_EVENT_SEGMENT, 0);
+  eos = gst_pad_get_sticky_event (pad, GST_EVENT_EOS, 0);
+  ev = gst_event_new_flush_stop (TRUE);
+  gst_event_set_seqnum (ev, seqnum);
+  gst_pad_send_event (pad, ev);
+  if (segment) {
+    segment = gst_event_make_writable (segment);
+    gst_event_set_seqnum (segment, seqnum);
+    gst_pad_send_event (pad, segment);
+  }
+  if (eos) {
+    gst_event_unref (eos);
+    ev = gst_event_new_eos ();
+    gst_event_set_seqnum (ev, seqnum);
+    gst_pad_send_event (pad, ev);
+  }
+}
+
+/* A flushing seek with reference pads (see docs/elements.md): the
+ * generation in progress is cancelled at its next step, the seek goes
+ * upstream, and the pads upstream did not flush (still images at EOS) are
+ * flushed here keeping their reference, so the element generates again at
+ * the seek position in a new segment and sends EOS again when every pad is
+ * at EOS. A seek that a pad could not follow (a live pipeline, an upstream
+ * still streaming that cannot seek) is refused before anything changes. */
+static gboolean
+reference_seek (GstKosmosGFilter * self, GstEvent * event)
+{
+  GstAggregator *agg = GST_AGGREGATOR (self);
+  gdouble rate;
+  GstFormat format;
+  GstSeekFlags flags;
+  guint32 seqnum = gst_event_get_seqnum (event);
+  GList *pads, *l;
+  gboolean ok = TRUE;
+
+  gst_event_parse_seek (event, &rate, &format, &flags, NULL, NULL, NULL,
+      NULL);
+  if (!(flags & GST_SEEK_FLAG_FLUSH))
+    return GST_AGGREGATOR_CLASS (parent_class)->src_event (agg, event);
+  GST_OBJECT_LOCK (self);
+  if (seqnum == self->seek_seqnum) {
+    /* the same seek through another sink of the pipeline */
+    GST_OBJECT_UNLOCK (self);
+    gst_event_unref (event);
+    return TRUE;
+  }
+  GST_OBJECT_UNLOCK (self);
+  if (format != GST_FORMAT_TIME || rate <= 0.0) {
+    GST_DEBUG_OBJECT (self, "refusing a %s seek at rate %f",
+        gst_format_get_name (format), rate);
+    gst_event_unref (event);
+    return FALSE;
+  }
+  if (GST_CLOCK_TIME_IS_VALID (gst_aggregator_get_latency (agg))) {
+    GST_DEBUG_OBJECT (self, "live: refusing to seek");
+    gst_event_unref (event);
+    return FALSE;
+  }
+  pads = sorted_sink_pads (self);
+  for (l = pads; l && ok; l = l->next) {
+    GstPad *pad = l->data;
+    GstQuery *q;
+    gboolean seekable = FALSE;
+
+    if (GST_PAD_IS_EOS (pad))
+      continue;
+    q = gst_query_new_seeking (GST_FORMAT_TIME);
+    if (gst_pad_peer_query (pad, q))
+      gst_query_parse_seeking (q, NULL, &seekable, NULL, NULL);
+    gst_query_unref (q);
+    if (!seekable) {
+      GST_DEBUG_OBJECT (self, "refusing to seek: pad %s streams from an "
+          "upstream that cannot seek", GST_PAD_NAME (pad));
+      ok = FALSE;
+    }
+  }
+  if (!pads || !ok) {
+    g_list_free_full (pads, gst_object_unref);
+    gst_event_unref (event);
+    return FALSE;
+  }
+
+  GST_OBJECT_LOCK (self);
+  self->seek_seqnum = seqnum;
+  GST_OBJECT_UNLOCK (self);
+  /* before the aggregator stops its task, which waits for aggregate() */
+  g_atomic_int_inc (&self->flush_seq);
+  gst_kosmosg_engine_set_cancel (&self->engine, TRUE);
+  /* forwards the seek upstream; a pad upstream flushed has its FLUSH_STOP
+   * once this returns, for a flushing seek runs in the seeking thread */
+  GST_AGGREGATOR_CLASS (parent_class)->src_event (agg, event);
+
+  for (gint pass = 0; pass < 2; pass++) {
+    for (l = pads; l; l = l->next) {
+      GstKosmosGFilterPad *pad = l->data;
+      gboolean flushed;
+
+      GST_OBJECT_LOCK (pad);
+      flushed = pad->flush_stop_seqnum == seqnum;
+      GST_OBJECT_UNLOCK (pad);
+      if (!flushed)
+        flush_pad_locally (GST_PAD (pad), seqnum, pass == 0);
+    }
+  }
+  g_list_free_full (pads, gst_object_unref);
+  gst_kosmosg_engine_set_cancel (&self->engine, FALSE);
+  return TRUE;
+}
+
 static gboolean
 gst_kosmosg_filter_src_event (GstAggregator * agg, GstEvent * event)
 {
   GstKosmosGFilter *self = GST_KOSMOSG_FILTER (agg);
 
-  if (GST_EVENT_TYPE (event) == GST_EVENT_SEEK && is_text_only (self))
-    return text_only_seek (self, event);
+  if (GST_EVENT_TYPE (event) == GST_EVENT_SEEK) {
+    if (is_text_only (self))
+      return text_only_seek (self, event);
+    return reference_seek (self, event);
+  }
   return GST_AGGREGATOR_CLASS (parent_class)->src_event (agg, event);
 }
 
@@ -1392,6 +1574,7 @@ gst_kosmosg_filter_class_init (GstKosmosGFilterClass * klass)
   agg_class->negotiated_src_caps =
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_negotiated_src_caps);
   agg_class->start = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_start);
+  agg_class->flush = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_flush);
   agg_class->stop = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_stop);
   agg_class->create_new_pad =
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_create_new_pad);

@@ -2,7 +2,9 @@
  * (CPU backend, tiny model, 64x64): the threading of the text-only mode (a
  * pad requested during a text-only generation never starts a second
  * generation on the session), reference pads that appear after PAUSED, a
- * bad prompt while PLAYING. The
+ * bad prompt while PLAYING, flushing seeks (text-only and with reference
+ * pads: prerolling, PLAYING mid-generation, after EOS, a seekable upstream,
+ * past the end). The
  * pipelines use appsrc/appsink through their action signals. */
 #include "test_gst_common.h"
 
@@ -14,13 +16,15 @@ typedef struct
   GstBus *bus;
 } Pipe;
 
-/* kosmosgfilter name=f <props> ! capsfilter 64x64 ! appsink */
+/* kosmosgfilter name=f <props> ! capsfilter 64x64 ! appsink, and the
+ * branches of more (may be "") */
 static void
-pipe_start (Pipe * p, const gchar * props, gboolean play)
+pipe_start_with (Pipe * p, const gchar * props, const gchar * more,
+    gboolean play)
 {
   gchar *desc = g_strdup_printf ("kosmosgfilter name=f model-location=\"%s\" "
       "backend=cpu seed=%d %s ! " TEST_SINK_CAPS " ! appsink name=out "
-      "sync=false", tiny_model (), TEST_SEED, props);
+      "sync=false %s", tiny_model (), TEST_SEED, props, more);
   GError *err = NULL;
 
   p->pipeline = gst_parse_launch (desc, &err);
@@ -31,6 +35,12 @@ pipe_start (Pipe * p, const gchar * props, gboolean play)
   p->bus = gst_element_get_bus (p->pipeline);
   if (play)
     gst_element_set_state (p->pipeline, GST_STATE_PLAYING);
+}
+
+static void
+pipe_start (Pipe * p, const gchar * props, gboolean play)
+{
+  pipe_start_with (p, props, "", play);
 }
 
 static void
@@ -412,6 +422,364 @@ GST_START_TEST (test_text_only_seeks)
 
 GST_END_TEST;
 
+/* Issue 16 (3) with reference pads. What reaches the appsink, in order:
+ * F flush-start, f flush-stop, G segment, B buffer, E EOS. */
+typedef struct
+{
+  GMutex lock;
+  GString *seq;
+} FlowLog;
+
+static GstPadProbeReturn
+flow_probe (GstPad * pad, GstPadProbeInfo * info, gpointer data)
+{
+  FlowLog *log = data;
+  gchar c = 0;
+
+  if (info->type & GST_PAD_PROBE_TYPE_BUFFER)
+    c = 'B';
+  else if (info->type & (GST_PAD_PROBE_TYPE_EVENT_BOTH
+          | GST_PAD_PROBE_TYPE_EVENT_FLUSH)) {
+    switch (GST_EVENT_TYPE (GST_PAD_PROBE_INFO_EVENT (info))) {
+      case GST_EVENT_FLUSH_START:
+        c = 'F';
+        break;
+      case GST_EVENT_FLUSH_STOP:
+        c = 'f';
+        break;
+      case GST_EVENT_SEGMENT:
+        c = 'G';
+        break;
+      case GST_EVENT_EOS:
+        c = 'E';
+        break;
+      default:
+        break;
+    }
+  }
+  if (c) {
+    g_mutex_lock (&log->lock);
+    g_string_append_c (log->seq, c);
+    g_mutex_unlock (&log->lock);
+  }
+  return GST_PAD_PROBE_OK;
+}
+
+static void
+flow_log_attach (Pipe * p, FlowLog * log)
+{
+  GstPad *pad = gst_element_get_static_pad (p->sink, "sink");
+
+  g_mutex_init (&log->lock);
+  log->seq = g_string_new (NULL);
+  gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER |
+      GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM | GST_PAD_PROBE_TYPE_EVENT_FLUSH,
+      flow_probe, log, NULL);
+  gst_object_unref (pad);
+}
+
+/* After the last flush-stop, a segment comes before any buffer, and at least
+ * one buffer follows (the seek's image). */
+static void
+assert_segment_after_flush (FlowLog * log)
+{
+  const gchar *after;
+
+  g_mutex_lock (&log->lock);
+  GST_INFO ("flow at the appsink: %s", log->seq->str);
+  after = strrchr (log->seq->str, 'f');
+  fail_unless (after != NULL, "no flush-stop reached the sink: %s",
+      log->seq->str);
+  fail_unless (strchr (after, 'B') != NULL, "no buffer after the flush: %s",
+      log->seq->str);
+  fail_unless (strchr (after, 'G') != NULL
+      && strchr (after, 'G') < strchr (after, 'B'),
+      "data before the segment after the flush: %s", log->seq->str);
+  g_mutex_unlock (&log->lock);
+}
+
+static void
+flow_log_clear (FlowLog * log)
+{
+  g_string_free (log->seq, TRUE);
+  g_mutex_clear (&log->lock);
+}
+
+/* The first kosmosg-progress of the generation of n steps: its elapsed
+ * time, an upper bound of one step (it includes the prompt encoding). */
+static gdouble
+wait_first_step_of (Pipe * p, guint n)
+{
+  for (;;) {
+    GstMessage *msg = pop_element_message (p->bus, "kosmosg-progress", 120);
+    guint steps = 0;
+    guint64 elapsed = 0;
+
+    fail_unless (msg != NULL, "no kosmosg-progress of the %u-step run", n);
+    gst_structure_get (gst_message_get_structure (msg), "num-steps",
+        G_TYPE_UINT, &steps, "elapsed", G_TYPE_UINT64, &elapsed, NULL);
+    gst_message_unref (msg);
+    if (steps == n)
+      return elapsed / 1e9;
+  }
+}
+
+#define SEEK_POS (2 * GST_SECOND)
+
+/* The seek's image: at the seek position, in a segment starting there,
+ * equal to kg_generate's from ref; the time from the seek printed and
+ * bounded by a second after the step in progress. */
+static void
+check_seek_image (Pipe * p, gint64 t0, gdouble step_s, GstBuffer * ref,
+    const GstVideoInfo * info, const gchar * what)
+{
+  GstSample *sample = pull_sample (p, 60);
+  gdouble took = (g_get_monotonic_time () - t0) / 1e6;
+  const GstSegment *seg;
+  kg_output want = { 0 };
+
+  fail_unless (sample != NULL, "no image after the seek %s", what);
+  g_print ("seek %s -> new image: %.3f s (a step took <= %.3f s)\n", what,
+      took, step_s);
+  fail_unless (took < 1.0 + step_s, "seek %s: the image took %.2f s", what,
+      took);
+  seg = gst_sample_get_segment (sample);
+  fail_unless_equals_uint64 (seg->start, SEEK_POS);
+  fail_unless_equals_uint64 (GST_BUFFER_PTS (gst_sample_get_buffer (sample)),
+      SEEK_POS);
+  if (!ref) {
+    gst_sample_unref (sample);
+    return;
+  }
+  engine_generate ("<i> in the snow", &ref, info, 1, TEST_SIZE, TEST_SIZE, 1,
+      &want);
+  assert_same_image (gst_sample_get_buffer (sample),
+      gst_sample_get_caps (sample), &want, 0);
+  kg_output_free (&want);
+  gst_sample_unref (sample);
+}
+
+/* Seek while prerolling: a still reference (its pad at EOS, its upstream
+ * not seekable), a 1000-step generation cancelled at its next step, the
+ * reference generated again at the seek position, then EOS. */
+GST_START_TEST (test_seek_prerolling_with_reference)
+{
+  Pipe p;
+  BusLog log = { 0 };
+  FlowLog flow;
+  GstVideoInfo info;
+  GstBuffer *ref = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 31, &info);
+  GstPad *pad;
+  gdouble step_s;
+  gint64 t0;
+
+  pipe_start (&p, "prompt=\"<i> in the snow\" num-inference-steps=1000",
+      TRUE);
+  flow_log_attach (&p, &flow);
+  pad = add_reference (&p, ref, &info, TRUE);
+  step_s = wait_first_step_of (&p, 1000);
+  g_object_set (p.filter, "num-inference-steps", TEST_STEPS, NULL);
+  t0 = g_get_monotonic_time ();
+  fail_unless (seek_to (&p, SEEK_POS), "seek while prerolling refused");
+  check_seek_image (&p, t0, step_s, ref, &info, "while prerolling");
+  collect_until_eos (&p, &log, 60);
+  fail_unless_equals_int (log.n_done, 1);
+  assert_segment_after_flush (&flow);
+
+  buslog_clear (&log);
+  gst_object_unref (pad);
+  gst_buffer_unref (ref);
+  pipe_stop (&p);
+  flow_log_clear (&flow);
+}
+
+GST_END_TEST;
+
+/* Seek while prerolling with an upstream that seeks (videotestsrc, one
+ * frame a second, each a reference of its own): the seek goes upstream, and
+ * the first image after it is the one of the frame at the seek position. */
+GST_START_TEST (test_seek_prerolling_seekable_upstream)
+{
+  Pipe p;
+  FlowLog flow;
+  gdouble step_s;
+  gint64 t0;
+
+  pipe_start_with (&p, "prompt=\"<i> in the snow\" num-inference-steps=1000",
+      "videotestsrc ! video/x-raw,format=RGB,width=32,height=32,"
+      "framerate=1/1 ! f.sink_0", TRUE);
+  flow_log_attach (&p, &flow);
+  step_s = wait_first_step_of (&p, 1000);
+  g_object_set (p.filter, "num-inference-steps", TEST_STEPS, NULL);
+  t0 = g_get_monotonic_time ();
+  fail_unless (seek_to (&p, SEEK_POS), "seek while prerolling refused");
+  check_seek_image (&p, t0, step_s, NULL, NULL, "upstream, prerolling");
+  assert_segment_after_flush (&flow);
+  assert_no_error (p.bus);
+
+  pipe_stop (&p);
+  flow_log_clear (&flow);
+}
+
+GST_END_TEST;
+
+/* A seek past the end: upstream (a seekable appsrc) flushes, then ends
+ * without an image. The pad had an image before the flush, so that is a
+ * clean EOS, not the error of a pad that never had an image. */
+static gboolean
+on_seek_data (GstElement * src, guint64 offset, gpointer data)
+{
+  return TRUE;
+}
+
+GST_START_TEST (test_seek_past_the_end)
+{
+  Pipe p;
+  GstVideoInfo info;
+  GstBuffer *ref = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 35, &info);
+  GstElement *src;
+  GstSample *first;
+  GstMessage *msg;
+  GstCaps *caps = gst_video_info_to_caps (&info);
+  GstFlowReturn ret = GST_FLOW_ERROR;
+  gint64 t0;
+  gdouble took;
+  gchar *props = g_strdup_printf ("prompt=\"<i> in the snow\" "
+      "num-inference-steps=%d", TEST_STEPS);
+
+  pipe_start_with (&p, props, "appsrc name=a stream-type=seekable "
+      "format=time ! f.sink_0", FALSE);
+  src = gst_bin_get_by_name (GST_BIN (p.pipeline), "a");
+  g_object_set (src, "caps", caps, NULL);
+  g_signal_connect (src, "seek-data", G_CALLBACK (on_seek_data), NULL);
+  gst_element_set_state (p.pipeline, GST_STATE_PLAYING);
+  g_signal_emit_by_name (src, "push-buffer", ref, &ret);
+  fail_unless_equals_int (ret, GST_FLOW_OK);
+  first = pull_sample (&p, 120);
+  fail_unless (first != NULL);
+  gst_sample_unref (first);
+
+  t0 = g_get_monotonic_time ();
+  fail_unless (seek_to (&p, SEEK_POS), "seek refused");
+  g_signal_emit_by_name (src, "end-of-stream", &ret);
+  msg = gst_bus_timed_pop_filtered (p.bus, 60 * GST_SECOND,
+      GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  took = (g_get_monotonic_time () - t0) / 1e6;
+  fail_unless (msg != NULL, "no EOS after a seek past the end");
+  if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_ERROR) {
+    GError *e = NULL;
+
+    gst_message_parse_error (msg, &e, NULL);
+    fail ("an error instead of EOS after a seek past the end: %s",
+        e->message);
+  }
+  g_print ("seek past the end -> EOS: %.3f s\n", took);
+  fail_unless (took < 1.0, "EOS took %.2f s", took);
+  gst_message_unref (msg);
+
+  gst_object_unref (src);
+  gst_caps_unref (caps);
+  gst_buffer_unref (ref);
+  g_free (props);
+  pipe_stop (&p);
+}
+
+GST_END_TEST;
+
+/* Seek while PLAYING, during the generation of the second reference. */
+GST_START_TEST (test_seek_playing_with_reference)
+{
+  Pipe p;
+  BusLog log = { 0 };
+  FlowLog flow;
+  GstVideoInfo info;
+  GstBuffer *ref = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 32, &info);
+  GstBuffer *ref2 = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 33, &info);
+  GstSample *first;
+  GstElement *src;
+  GstFlowReturn ret;
+  GstPad *pad;
+  gdouble step_s;
+  gint64 t0;
+  gchar *props = g_strdup_printf ("prompt=\"<i> in the snow\" "
+      "num-inference-steps=%d", TEST_STEPS);
+
+  pipe_start (&p, props, TRUE);
+  flow_log_attach (&p, &flow);
+  pad = add_reference (&p, ref, &info, FALSE);
+  first = pull_sample (&p, 120);
+  fail_unless (first != NULL);
+  fail_unless_equals_int (gst_element_get_state (p.pipeline, NULL, NULL,
+          10 * GST_SECOND), GST_STATE_CHANGE_SUCCESS);
+
+  g_object_set (p.filter, "num-inference-steps", 1000, NULL);
+  push_ref (pad, ref2, GST_SECOND);
+  src = appsrc_of (pad);
+  g_signal_emit_by_name (src, "end-of-stream", &ret);
+  gst_object_unref (src);
+  step_s = wait_first_step_of (&p, 1000);
+  g_object_set (p.filter, "num-inference-steps", TEST_STEPS, NULL);
+  t0 = g_get_monotonic_time ();
+  fail_unless (seek_to (&p, SEEK_POS), "seek while playing refused");
+  check_seek_image (&p, t0, step_s, ref2, &info, "while playing");
+  collect_until_eos (&p, &log, 60);
+  fail_unless_equals_int (log.n_done, 1);
+  assert_segment_after_flush (&flow);
+
+  buslog_clear (&log);
+  gst_sample_unref (first);
+  gst_object_unref (pad);
+  gst_buffer_unref (ref);
+  gst_buffer_unref (ref2);
+  g_free (props);
+  pipe_stop (&p);
+  flow_log_clear (&flow);
+}
+
+GST_END_TEST;
+
+/* Seek after EOS: the reference generated again at the seek position, then
+ * EOS again. */
+GST_START_TEST (test_seek_after_eos_with_reference)
+{
+  Pipe p;
+  BusLog log = { 0 }, log2 = { 0 };
+  FlowLog flow;
+  GstVideoInfo info;
+  GstBuffer *ref = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 34, &info);
+  GstSample *first;
+  GstPad *pad;
+  gint64 t0;
+  gchar *props = g_strdup_printf ("prompt=\"<i> in the snow\" "
+      "num-inference-steps=%d", TEST_STEPS);
+
+  pipe_start (&p, props, TRUE);
+  flow_log_attach (&p, &flow);
+  pad = add_reference (&p, ref, &info, TRUE);
+  first = pull_sample (&p, 120);
+  fail_unless (first != NULL);
+  collect_until_eos (&p, &log, 120);
+  fail_unless_equals_int (log.n_done, 1);
+
+  t0 = g_get_monotonic_time ();
+  fail_unless (seek_to (&p, SEEK_POS), "seek after EOS refused");
+  check_seek_image (&p, t0, 0.0, ref, &info, "after EOS");
+  collect_until_eos (&p, &log2, 60);
+  fail_unless_equals_int (log2.n_done, 1);
+  assert_segment_after_flush (&flow);
+
+  buslog_clear (&log);
+  buslog_clear (&log2);
+  gst_sample_unref (first);
+  gst_object_unref (pad);
+  gst_buffer_unref (ref);
+  g_free (props);
+  pipe_stop (&p);
+  flow_log_clear (&flow);
+}
+
+GST_END_TEST;
+
 static Suite *
 kosmosg_pipeline_suite (void)
 {
@@ -423,6 +791,11 @@ kosmosg_pipeline_suite (void)
   tcase_add_test (tc, test_pad_after_paused);
   tcase_add_test (tc, test_bad_prompt_while_playing);
   tcase_add_test (tc, test_text_only_seeks);
+  tcase_add_test (tc, test_seek_prerolling_with_reference);
+  tcase_add_test (tc, test_seek_prerolling_seekable_upstream);
+  tcase_add_test (tc, test_seek_past_the_end);
+  tcase_add_test (tc, test_seek_playing_with_reference);
+  tcase_add_test (tc, test_seek_after_eos_with_reference);
   return s;
 }
 
