@@ -77,6 +77,13 @@ struct _GstKosmosGFilterPad
   /* aggregate thread: an image came since start(); a pad that had one and
    * ends without one after a flush (a seek past the end) ends cleanly */
   gboolean had_image;
+  GstClockTime last_rt;         /* object lock: running time of last */
+  /* object lock: live, the newest image that came during a generation,
+   * kept here instead of the aggregator's queue (see the chain function) */
+  GstBuffer *pending;
+  GstVideoInfo pending_info;
+  GstClockTime pending_rt;
+  GstPadChainFunction agg_chain;        /* GstAggregatorPad's */
 
   /* control_%u pads (object lock): a ControlNet map, not a reference */
   gboolean control;
@@ -195,6 +202,7 @@ gst_kosmosg_filter_pad_clear (GstKosmosGFilterPad * pad)
 {
   GST_OBJECT_LOCK (pad);
   gst_clear_buffer (&pad->last);
+  gst_clear_buffer (&pad->pending);
   pad->fresh = FALSE;
   pad->keep_on_flush = FALSE;
   GST_OBJECT_UNLOCK (pad);
@@ -212,6 +220,7 @@ gst_kosmosg_filter_pad_flush (GstAggregatorPad * aggpad, GstAggregator * agg)
   if (pad->keep_on_flush) {
     pad->keep_on_flush = FALSE;
     pad->fresh = pad->last != NULL;
+    gst_clear_buffer (&pad->pending);
     GST_OBJECT_UNLOCK (pad);
     return GST_FLOW_OK;
   }
@@ -239,7 +248,23 @@ gst_kosmosg_filter_pad_finalize (GObject * object)
   g_warn_if_fail (pad->net == NULL);
   g_free (pad->location);
   gst_clear_buffer (&GST_KOSMOSG_FILTER_PAD (object)->last);
+  gst_clear_buffer (&GST_KOSMOSG_FILTER_PAD (object)->pending);
   G_OBJECT_CLASS (gst_kosmosg_filter_pad_parent_class)->finalize (object);
+}
+
+static GstFlowReturn gst_kosmosg_filter_pad_chain (GstPad * pad,
+    GstObject * parent, GstBuffer * buf);
+
+static void
+gst_kosmosg_filter_pad_constructed (GObject * object)
+{
+  GstKosmosGFilterPad *pad = GST_KOSMOSG_FILTER_PAD (object);
+
+  G_OBJECT_CLASS (gst_kosmosg_filter_pad_parent_class)->constructed (object);
+  pad->agg_chain = GST_PAD_CHAINFUNC (object);
+  g_warn_if_fail (pad->agg_chain != NULL);
+  gst_pad_set_chain_function (GST_PAD (object),
+      GST_DEBUG_FUNCPTR (gst_kosmosg_filter_pad_chain));
 }
 
 static void
@@ -251,6 +276,7 @@ gst_kosmosg_filter_pad_class_init (GstKosmosGFilterPadClass * klass)
   gobject_class->set_property = gst_kosmosg_filter_pad_set_property;
   gobject_class->get_property = gst_kosmosg_filter_pad_get_property;
   gobject_class->finalize = gst_kosmosg_filter_pad_finalize;
+  gobject_class->constructed = gst_kosmosg_filter_pad_constructed;
 
   /**
    * GstKosmosGFilterPad:index:
@@ -334,6 +360,7 @@ gst_kosmosg_filter_pad_init (GstKosmosGFilterPad * pad)
   pad->canny_high = DEFAULT_CANNY_HIGH;
   gst_video_info_init (&pad->info);
   gst_video_info_init (&pad->last_info);
+  pad->last_rt = GST_CLOCK_TIME_NONE;
 }
 
 /* ---- the element ---- */
@@ -352,6 +379,16 @@ struct _GstKosmosGFilter
   GstClockTime last_pts;        /* a position in the src segment */
 
   guint32 seek_seqnum;          /* object lock: the last seek handled */
+
+  /* set by the aggregate thread, read by the pads' chain functions: the
+   * pipeline is live, a generation is running */
+  volatile gint live;
+  volatile gint generating;
+  /* object lock: QoS; earliest is the running time before which a
+   * reference is already late (downstream QoS events), reset by flushes */
+  GstClockTime qos_earliest;
+  gdouble qos_proportion;
+  guint64 qos_processed, qos_dropped;
 
   /* bumped by every FLUSH_START and text-only seek: a generation that saw
    * it change drops its result even when the flush ended before the cancel
@@ -630,6 +667,125 @@ output_duration (const GstVideoInfo * info)
       GST_VIDEO_INFO_FPS_N (info));
 }
 
+/* A QoS message for a reference image no generation will use: replaced by a
+ * newer one before a generation took it, or already late for downstream.
+ * Any thread. */
+static void
+post_qos_drop (GstKosmosGFilter * self, GstBuffer * buf, GstClockTime rt)
+{
+  GstMessage *msg;
+  guint64 processed, dropped;
+  gdouble proportion;
+  GstClockTime earliest;
+  gint64 jitter = 0;
+
+  GST_OBJECT_LOCK (self);
+  dropped = ++self->qos_dropped;
+  processed = self->qos_processed;
+  proportion = self->qos_proportion;
+  earliest = self->qos_earliest;
+  GST_OBJECT_UNLOCK (self);
+  if (GST_CLOCK_TIME_IS_VALID (rt) && GST_CLOCK_TIME_IS_VALID (earliest)
+      && rt < earliest)
+    jitter = GST_CLOCK_DIFF (rt, earliest);
+  GST_DEBUG_OBJECT (self, "dropping the reference at %" GST_TIME_FORMAT
+      " (%" G_GUINT64_FORMAT " dropped, %" G_GUINT64_FORMAT " used)",
+      GST_TIME_ARGS (rt), dropped, processed);
+  msg = gst_message_new_qos (GST_OBJECT (self),
+      g_atomic_int_get (&self->live), rt, GST_CLOCK_TIME_NONE,
+      GST_BUFFER_PTS (buf), GST_BUFFER_DURATION (buf));
+  gst_message_set_qos_values (msg, jitter, proportion, 1000000);
+  gst_message_set_qos_stats (msg, GST_FORMAT_BUFFERS, processed, dropped);
+  gst_element_post_message (GST_ELEMENT (self), msg);
+}
+
+/* Live, during a generation: the newest image waits in the pad's pending
+ * slot, replacing (and reporting) an older one, so a live upstream is never
+ * held up for a generation and no stale image is queued; the aggregator
+ * takes it right after the generation (get_next_time). */
+static GstFlowReturn
+gst_kosmosg_filter_pad_chain (GstPad * pad, GstObject * parent,
+    GstBuffer * buf)
+{
+  GstKosmosGFilter *self = GST_KOSMOSG_FILTER (parent);
+  GstKosmosGFilterPad *kpad = GST_KOSMOSG_FILTER_PAD (pad);
+  GstCaps *caps;
+  GstEvent *seg_event;
+  GstVideoInfo info;
+  GstClockTime rt = GST_CLOCK_TIME_NONE, old_rt;
+  GstBuffer *old;
+  gboolean have_info;
+
+  if (!g_atomic_int_get (&self->live) || !g_atomic_int_get (&self->generating))
+    return kpad->agg_chain (pad, parent, buf);
+  caps = gst_pad_get_current_caps (pad);
+  have_info = caps && gst_video_info_from_caps (&info, caps);
+  gst_clear_caps (&caps);
+  if (!have_info)
+    return kpad->agg_chain (pad, parent, buf);
+  seg_event = gst_pad_get_sticky_event (pad, GST_EVENT_SEGMENT, 0);
+  if (seg_event) {
+    const GstSegment *seg;
+
+    gst_event_parse_segment (seg_event, &seg);
+    rt = gst_segment_to_running_time (seg, GST_FORMAT_TIME,
+        GST_BUFFER_PTS (buf));
+    gst_event_unref (seg_event);
+  }
+  GST_OBJECT_LOCK (kpad);
+  old = kpad->pending;
+  old_rt = kpad->pending_rt;
+  kpad->pending = buf;
+  kpad->pending_info = info;
+  kpad->pending_rt = rt;
+  GST_OBJECT_UNLOCK (kpad);
+  if (old) {
+    post_qos_drop (self, old, old_rt);
+    gst_buffer_unref (old);
+  }
+  return GST_FLOW_OK;
+}
+
+/* A new reference image for pad (aggregate thread). Already late for
+ * downstream's QoS: reported and not used. Otherwise it replaces the pad's
+ * reference, reporting that one if no generation used it; *newest gets the
+ * newest running time. */
+static void
+take_reference (GstKosmosGFilter * self, GstKosmosGFilterPad * pad,
+    GstBuffer * buf, const GstVideoInfo * info, GstClockTime rt,
+    GstClockTime * newest)
+{
+  GstClockTime earliest, old_rt = GST_CLOCK_TIME_NONE;
+  GstBuffer *old = NULL;
+
+  pad->had_image = TRUE;
+  GST_OBJECT_LOCK (self);
+  earliest = self->qos_earliest;
+  GST_OBJECT_UNLOCK (self);
+  if (GST_CLOCK_TIME_IS_VALID (rt) && GST_CLOCK_TIME_IS_VALID (earliest)
+      && rt < earliest) {
+    post_qos_drop (self, buf, rt);
+    return;
+  }
+  GST_OBJECT_LOCK (pad);
+  if (pad->last && pad->fresh) {
+    old = gst_buffer_ref (pad->last);
+    old_rt = pad->last_rt;
+  }
+  gst_buffer_replace (&pad->last, buf);
+  pad->last_info = *info;
+  pad->last_rt = rt;
+  pad->fresh = TRUE;
+  GST_OBJECT_UNLOCK (pad);
+  if (old) {
+    post_qos_drop (self, old, old_rt);
+    gst_buffer_unref (old);
+  }
+  if (GST_CLOCK_TIME_IS_VALID (rt)
+      && (!GST_CLOCK_TIME_IS_VALID (*newest) || rt > *newest))
+    *newest = rt;
+}
+
 /* Runs one generation and pushes its images; pts is the running time of
  * the newest reference. The frames stay mapped by the caller. A generation
  * cancelled by a flush or a stop returns GST_FLOW_FLUSHING. */
@@ -732,29 +888,37 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
    * flush), so waiting for it would wait forever */
   GstKosmosGFilterPad *missing = NULL;
   gboolean live = GST_CLOCK_TIME_IS_VALID (gst_aggregator_get_latency (agg));
+  guint64 n_used = 0;
 
+  g_atomic_int_set (&self->live, live);
   for (l = pads; l; l = l->next) {
     GstKosmosGFilterPad *pad = l->data;
     GstAggregatorPad *aggpad = GST_AGGREGATOR_PAD (pad);
     GstBuffer *buf;
+    GstVideoInfo pending_info;
+    GstClockTime rt;
     gboolean pad_eos;
 
+    /* the image that came during the last generation, older than any
+     * queued since */
+    GST_OBJECT_LOCK (pad);
+    buf = pad->pending;
+    pad->pending = NULL;
+    pending_info = pad->pending_info;
+    rt = pad->pending_rt;
+    GST_OBJECT_UNLOCK (pad);
+    if (buf) {
+      take_reference (self, pad, buf, &pending_info, rt, &pts);
+      gst_buffer_unref (buf);
+    }
     /* live: only the newest image counts, older queued ones are stale;
      * not live: every image is a reference set of its own */
     while ((buf = gst_aggregator_pad_pop_buffer (aggpad))) {
-      GstClockTime rt;
-
       GST_OBJECT_LOCK (pad);
-      gst_buffer_replace (&pad->last, buf);
-      pad->last_info = pad->info;
-      pad->fresh = TRUE;
-      pad->had_image = TRUE;
       rt = gst_segment_to_running_time (&aggpad->segment, GST_FORMAT_TIME,
           GST_BUFFER_PTS (buf));
       GST_OBJECT_UNLOCK (pad);
-      if (GST_CLOCK_TIME_IS_VALID (rt)
-          && (!GST_CLOCK_TIME_IS_VALID (pts) || rt > pts))
-        pts = rt;
+      take_reference (self, pad, buf, &pad->info, rt, &pts);
       gst_buffer_unref (buf);
       if (!live)
         break;
@@ -835,11 +999,19 @@ gst_kosmosg_filter_aggregate (GstAggregator * agg, gboolean timeout)
         GST_OBJECT_UNLOCK (pad);
       }
       GST_OBJECT_LOCK (pad);
+      n_used += pad->fresh;
       pad->fresh = FALSE;
       GST_OBJECT_UNLOCK (pad);
     }
+    g_atomic_int_set (&self->generating, 1);
     ret = generate_and_push (self, images, (gint) n_refs, controls,
         (gint) (n - n_refs), pts);
+    g_atomic_int_set (&self->generating, 0);
+    if (ret == GST_FLOW_OK) {
+      GST_OBJECT_LOCK (self);
+      self->qos_processed += n_used;
+      GST_OBJECT_UNLOCK (self);
+    }
     /* the aggregator stops its task by itself when a flush or a stop
      * cancelled the generation; FLUSHING here would mark the pads flushing
      * even after a flush that is already over */
@@ -900,6 +1072,10 @@ gst_kosmosg_filter_sink_event (GstAggregator * agg, GstAggregatorPad * aggpad,
         gst_event_unref (event);
         return FALSE;
       }
+      /* the output framerate follows the references' */
+      if (GST_VIDEO_INFO_FPS_N (&info) != GST_VIDEO_INFO_FPS_N (&pad->info)
+          || GST_VIDEO_INFO_FPS_D (&info) != GST_VIDEO_INFO_FPS_D (&pad->info))
+        gst_pad_mark_reconfigure (agg->srcpad);
       pad->info = info;
       break;
     }
@@ -909,13 +1085,101 @@ gst_kosmosg_filter_sink_event (GstAggregator * agg, GstAggregatorPad * aggpad,
   return GST_AGGREGATOR_CLASS (parent_class)->sink_event (agg, aggpad, event);
 }
 
+/* The output framerate is the highest of the sink pads' (as
+ * videoaggregator's) when downstream accepts it; 0/1 without one. */
 static GstFlowReturn
 gst_kosmosg_filter_update_src_caps (GstAggregator * agg, GstCaps * caps,
     GstCaps ** ret)
 {
-  *ret = gst_kosmosg_engine_intersect_caps (&GST_KOSMOSG_FILTER (agg)->engine,
-      caps);
+  GstKosmosGFilter *self = GST_KOSMOSG_FILTER (agg);
+  gint best_n = 0, best_d = 1;
+
+  GST_OBJECT_LOCK (self);
+  for (GList * l = GST_ELEMENT (self)->sinkpads; l; l = l->next) {
+    const GstVideoInfo *info = &((GstKosmosGFilterPad *) l->data)->info;
+    gint n = GST_VIDEO_INFO_FPS_N (info), d = GST_VIDEO_INFO_FPS_D (info);
+
+    if (n > 0 && d > 0 && (best_n == 0
+            || gst_util_fraction_compare (n, d, best_n, best_d) > 0)) {
+      best_n = n;
+      best_d = d;
+    }
+  }
+  GST_OBJECT_UNLOCK (self);
+
+  *ret = gst_kosmosg_engine_intersect_caps (&self->engine, caps);
+  if (*ret && best_n > 0) {
+    GstCaps *want = gst_caps_copy (*ret), *both;
+
+    gst_caps_set_simple (want, "framerate", GST_TYPE_FRACTION, best_n, best_d,
+        NULL);
+    both = gst_caps_intersect (want, *ret);
+    gst_caps_unref (want);
+    if (gst_caps_is_empty (both)) {
+      GST_DEBUG_OBJECT (self, "downstream refuses framerate %d/%d", best_n,
+          best_d);
+      gst_caps_unref (both);
+    } else {
+      gst_caps_unref (*ret);
+      *ret = both;
+    }
+  }
   return *ret ? GST_FLOW_OK : GST_FLOW_NOT_NEGOTIATED;
+}
+
+/* Live references that came during a generation wait in the pads' pending
+ * slots, not in the aggregator's queues: a timeout at once makes it call
+ * aggregate() for them. */
+static GstClockTime
+gst_kosmosg_filter_get_next_time (GstAggregator * agg)
+{
+  gboolean pending = FALSE;
+
+  GST_OBJECT_LOCK (agg);
+  for (GList * l = GST_ELEMENT (agg)->sinkpads; l && !pending; l = l->next) {
+    GstKosmosGFilterPad *pad = l->data;
+
+    GST_OBJECT_LOCK (pad);
+    pending = pad->pending != NULL;
+    GST_OBJECT_UNLOCK (pad);
+  }
+  GST_OBJECT_UNLOCK (agg);
+  return pending ? 0 : GST_CLOCK_TIME_NONE;
+}
+
+static void
+qos_reset (GstKosmosGFilter * self)
+{
+  GST_OBJECT_LOCK (self);
+  self->qos_earliest = GST_CLOCK_TIME_NONE;
+  self->qos_proportion = 1.0;
+  self->qos_processed = self->qos_dropped = 0;
+  GST_OBJECT_UNLOCK (self);
+}
+
+/* Downstream QoS (as GstVideoDecoder): references older than the earliest
+ * time are already late and are dropped, not generated from. */
+static void
+qos_update (GstKosmosGFilter * self, GstEvent * event)
+{
+  GstQOSType type;
+  gdouble proportion;
+  GstClockTimeDiff diff;
+  GstClockTime timestamp;
+
+  gst_event_parse_qos (event, &type, &proportion, &diff, &timestamp);
+  GST_OBJECT_LOCK (self);
+  self->qos_proportion = proportion;
+  if (!GST_CLOCK_TIME_IS_VALID (timestamp))
+    self->qos_earliest = GST_CLOCK_TIME_NONE;
+  else if (diff > 0)
+    self->qos_earliest = timestamp + 2 * diff;
+  else
+    self->qos_earliest = (GstClockTime) MAX ((GstClockTimeDiff) timestamp
+        + diff, 0);
+  GST_DEBUG_OBJECT (self, "QoS: earliest %" GST_TIME_FORMAT ", proportion %f",
+      GST_TIME_ARGS (self->qos_earliest), proportion);
+  GST_OBJECT_UNLOCK (self);
 }
 
 static gboolean
@@ -963,6 +1227,7 @@ gst_kosmosg_filter_flush (GstAggregator * agg)
   GST_OBJECT_LOCK (self);
   self->last_pts = GST_AGGREGATOR_PAD (agg->srcpad)->segment.start;
   GST_OBJECT_UNLOCK (self);
+  qos_reset (self);
   return GST_FLOW_OK;
 }
 
@@ -973,6 +1238,9 @@ gst_kosmosg_filter_start (GstAggregator * agg)
 
   self->generated_once = FALSE;
   self->last_pts = 0;
+  qos_reset (self);
+  g_atomic_int_set (&self->live, 0);
+  g_atomic_int_set (&self->generating, 0);
   gst_video_info_init (&self->out_info);
   gst_kosmosg_engine_set_cancel (&self->engine, FALSE);
   return TRUE;
@@ -1350,6 +1618,8 @@ gst_kosmosg_filter_src_event (GstAggregator * agg, GstEvent * event)
       return text_only_seek (self, event);
     return reference_seek (self, event);
   }
+  if (GST_EVENT_TYPE (event) == GST_EVENT_QOS)
+    qos_update (self, event);
   return GST_AGGREGATOR_CLASS (parent_class)->src_event (agg, event);
 }
 
@@ -1575,6 +1845,8 @@ gst_kosmosg_filter_class_init (GstKosmosGFilterClass * klass)
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_negotiated_src_caps);
   agg_class->start = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_start);
   agg_class->flush = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_flush);
+  agg_class->get_next_time =
+      GST_DEBUG_FUNCPTR (gst_kosmosg_filter_get_next_time);
   agg_class->stop = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_stop);
   agg_class->create_new_pad =
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_create_new_pad);
@@ -1591,6 +1863,8 @@ gst_kosmosg_filter_init (GstKosmosGFilter * self)
 
   gst_kosmosg_settings_init (&self->settings);
   gst_kosmosg_engine_init (&self->engine, GST_ELEMENT (self));
+  self->qos_earliest = GST_CLOCK_TIME_NONE;
+  self->qos_proportion = 1.0;
   self->control_end = 1.0;
   gst_video_info_init (&self->out_info);
   gst_segment_init (&self->text_segment, GST_FORMAT_TIME);

@@ -1,7 +1,8 @@
 /* test_gst_filter.c - kosmosgfilter with GstHarness on the real engine
  * (CPU backend, tiny model, 64x64, 2 steps): one, two and zero pads with
  * the bytes checked against kg_generate, pad index order, caps, EOS,
- * flush and state change mid-generation, messages, latency. */
+ * flush and state change mid-generation, messages, latency, framerate from
+ * the input, downstream QoS (late references dropped and reported). */
 #include "test_gst_common.h"
 
 static GstHarness *
@@ -648,6 +649,110 @@ GST_START_TEST (test_messages)
 
 GST_END_TEST;
 
+/* Issue 16 (9): the output framerate follows the references' (it was 0/1
+ * whatever the input), and the duration is one frame of it. */
+GST_START_TEST (test_framerate_follows_input)
+{
+  GstBus *bus;
+  GstElement *e = make_element ("kosmosgfilter", "<i>", TEST_STEPS, &bus);
+  GstHarness *h = harness_for (e, "sink_0");
+  GstVideoInfo info, out_info;
+  GstBuffer *ref = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 14, &info);
+  GstBuffer *out;
+  GstCaps *caps;
+
+  GST_VIDEO_INFO_FPS_N (&info) = 30;
+  GST_VIDEO_INFO_FPS_D (&info) = 1;
+  set_src_caps (h, &info);
+  gst_harness_push (h, ref);
+  gst_harness_push_event (h, gst_event_new_eos ());
+  out = gst_harness_pull (h);
+  fail_unless (out != NULL);
+  caps = gst_pad_get_current_caps (h->sinkpad);
+  GST_INFO ("output caps %" GST_PTR_FORMAT, caps);
+  fail_unless (gst_video_info_from_caps (&out_info, caps));
+  fail_unless_equals_int (GST_VIDEO_INFO_FPS_N (&out_info), 30);
+  fail_unless_equals_int (GST_VIDEO_INFO_FPS_D (&out_info), 1);
+  fail_unless_equals_uint64 (GST_BUFFER_DURATION (out), GST_SECOND / 30);
+  assert_eos_next (h);
+  assert_no_error (bus);
+
+  gst_caps_unref (caps);
+  gst_buffer_unref (out);
+  gst_harness_teardown (h);
+  release_element (e, bus);
+}
+
+GST_END_TEST;
+
+/* Issue 16 (9), QoS: a downstream QoS event (timestamp 1 s, 2 s late) makes
+ * references before 5 s late: the one at 3 s is dropped with a QoS message
+ * (counts: 1 used, 1 dropped) and not generated from; the one at 10 s is. */
+GST_START_TEST (test_qos_late_reference_dropped)
+{
+  GstBus *bus;
+  GstElement *e = make_element ("kosmosgfilter", "<i>", TEST_STEPS, &bus);
+  GstHarness *h = harness_for (e, "sink_0");
+  GstVideoInfo info;
+  GstBuffer *a = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 15, &info);
+  GstBuffer *b = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 16, &info);
+  GstBuffer *c = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 17, &info);
+  GstBuffer *out;
+  GstMessage *msg;
+  GstCaps *caps;
+  GstFormat format;
+  guint64 processed = 0, dropped = 0, running_time = 0;
+  gboolean live = TRUE;
+  kg_output want = { 0 };
+
+  GST_BUFFER_PTS (b) = 3 * GST_SECOND;
+  GST_BUFFER_PTS (c) = 10 * GST_SECOND;
+  set_src_caps (h, &info);
+  gst_harness_push (h, gst_buffer_ref (a));
+  out = gst_harness_pull (h);
+  fail_unless (out != NULL);
+  gst_buffer_unref (out);
+
+  fail_unless (gst_harness_push_upstream_event (h,
+          gst_event_new_qos (GST_QOS_TYPE_UNDERFLOW, 0.5, 2 * GST_SECOND,
+              GST_SECOND)));
+  gst_harness_push (h, gst_buffer_ref (b));
+  gst_harness_push (h, gst_buffer_ref (c));
+  out = gst_harness_pull (h);
+  fail_unless (out != NULL);
+  fail_unless_equals_uint64 (GST_BUFFER_PTS (out), 10 * GST_SECOND);
+  caps = gst_pad_get_current_caps (h->sinkpad);
+  engine_generate ("<i>", &c, &info, 1, 64, 64, 1, &want);
+  assert_same_image (out, caps, &want, 0);
+
+  msg = gst_bus_pop_filtered (bus, GST_MESSAGE_QOS);
+  fail_unless (msg != NULL, "no QoS message for the late reference");
+  gst_message_parse_qos (msg, &live, &running_time, NULL, NULL, NULL);
+  gst_message_parse_qos_stats (msg, &format, &processed, &dropped);
+  GST_INFO ("QoS: live %d, running time %" GST_TIME_FORMAT ", processed %"
+      G_GUINT64_FORMAT ", dropped %" G_GUINT64_FORMAT, live,
+      GST_TIME_ARGS (running_time), processed, dropped);
+  fail_unless (!live);
+  fail_unless_equals_uint64 (running_time, 3 * GST_SECOND);
+  fail_unless_equals_int (format, GST_FORMAT_BUFFERS);
+  fail_unless_equals_uint64 (processed, 1);
+  fail_unless_equals_uint64 (dropped, 1);
+  gst_message_unref (msg);
+  fail_unless (gst_bus_pop_filtered (bus, GST_MESSAGE_QOS) == NULL);
+  assert_no_error (bus);
+
+  kg_output_free (&want);
+  gst_caps_unref (caps);
+  gst_buffer_unref (out);
+  gst_buffer_unref (a);
+  gst_buffer_unref (b);
+  gst_buffer_unref (c);
+  gst_harness_teardown (h);
+  release_element (e, bus);
+}
+
+GST_END_TEST;
+
 static Suite *
 kosmosgfilter_suite (void)
 {
@@ -668,6 +773,8 @@ kosmosgfilter_suite (void)
   tcase_add_test (tc, test_flush_mid_generation);
   tcase_add_test (tc, test_state_change_mid_generation);
   tcase_add_test (tc, test_messages);
+  tcase_add_test (tc, test_framerate_follows_input);
+  tcase_add_test (tc, test_qos_late_reference_dropped);
   return s;
 }
 

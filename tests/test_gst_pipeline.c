@@ -4,7 +4,7 @@
  * generation on the session), reference pads that appear after PAUSED, a
  * bad prompt while PLAYING, flushing seeks (text-only and with reference
  * pads: prerolling, PLAYING mid-generation, after EOS, a seekable upstream,
- * past the end). The
+ * past the end), live frames replaced during a generation (QoS). The
  * pipelines use appsrc/appsink through their action signals. */
 #include "test_gst_common.h"
 
@@ -780,6 +780,87 @@ GST_START_TEST (test_seek_after_eos_with_reference)
 
 GST_END_TEST;
 
+/* Issue 16 (live/QoS): with a live upstream, the frames that come while a
+ * generation runs replace one another (only the newest is kept, the
+ * upstream is not held up) and each replaced one is reported with a QoS
+ * message (dropped 1, then 2); the next image is generated from the newest
+ * frame at once. Before, two of them queued, upstream blocked on the third,
+ * and the next image came from the second, silently. */
+GST_START_TEST (test_live_newest_reference)
+{
+  Pipe p;
+  GstVideoInfo info;
+  GstBuffer *a = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 41, &info);
+  GstBuffer *refs[3];
+  GstElement *src;
+  GstSample *first, *second, *third;
+  GstCaps *caps = gst_video_info_to_caps (&info);
+  GstFlowReturn ret = GST_FLOW_ERROR;
+  GstMessage *msg;
+  kg_output want = { 0 };
+
+  for (gint i = 0; i < 3; i++)
+    refs[i] = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 42 + i, &info);
+  pipe_start_with (&p, "prompt=\"<i> in the snow\" num-inference-steps=100",
+      "appsrc name=a is-live=true do-timestamp=true min-latency=0 "
+      "format=time ! f.sink_0", FALSE);
+  src = gst_bin_get_by_name (GST_BIN (p.pipeline), "a");
+  g_object_set (src, "caps", caps, NULL);
+  gst_element_set_state (p.pipeline, GST_STATE_PLAYING);
+  g_signal_emit_by_name (src, "push-buffer", a, &ret);
+  fail_unless_equals_int (ret, GST_FLOW_OK);
+  wait_first_step_of (&p, 100);
+  /* the 100-step generation runs: three frames come meanwhile */
+  for (gint i = 0; i < 3; i++) {
+    g_signal_emit_by_name (src, "push-buffer", refs[i], &ret);
+    fail_unless_equals_int (ret, GST_FLOW_OK);
+    g_usleep (20000);
+  }
+  g_object_set (p.filter, "num-inference-steps", TEST_STEPS, NULL);
+
+  first = pull_sample (&p, 120);
+  fail_unless (first != NULL, "no image of the first frame");
+  second = pull_sample (&p, 60);
+  fail_unless (second != NULL, "no image after the generation");
+  engine_generate ("<i> in the snow", &refs[2], &info, 1, TEST_SIZE,
+      TEST_SIZE, 1, &want);
+  assert_same_image (gst_sample_get_buffer (second),
+      gst_sample_get_caps (second), &want, 0);
+  third = pull_sample (&p, 0.5);
+  fail_unless (third == NULL, "an image of a replaced frame");
+
+  for (guint64 n = 1; n <= 2; n++) {
+    GstFormat format;
+    guint64 processed = 0, dropped = 0;
+    gboolean live = FALSE;
+
+    msg = gst_bus_pop_filtered (p.bus, GST_MESSAGE_QOS);
+    fail_unless (msg != NULL, "QoS message %" G_GUINT64_FORMAT " missing", n);
+    gst_message_parse_qos (msg, &live, NULL, NULL, NULL, NULL);
+    gst_message_parse_qos_stats (msg, &format, &processed, &dropped);
+    GST_INFO ("QoS: live %d processed %" G_GUINT64_FORMAT " dropped %"
+        G_GUINT64_FORMAT, live, processed, dropped);
+    fail_unless (live);
+    fail_unless_equals_int (format, GST_FORMAT_BUFFERS);
+    fail_unless_equals_uint64 (dropped, n);
+    gst_message_unref (msg);
+  }
+  fail_unless (gst_bus_pop_filtered (p.bus, GST_MESSAGE_QOS) == NULL);
+  assert_no_error (p.bus);
+
+  kg_output_free (&want);
+  gst_sample_unref (first);
+  gst_sample_unref (second);
+  for (gint i = 0; i < 3; i++)
+    gst_buffer_unref (refs[i]);
+  gst_buffer_unref (a);
+  gst_caps_unref (caps);
+  gst_object_unref (src);
+  pipe_stop (&p);
+}
+
+GST_END_TEST;
+
 static Suite *
 kosmosg_pipeline_suite (void)
 {
@@ -796,6 +877,7 @@ kosmosg_pipeline_suite (void)
   tcase_add_test (tc, test_seek_past_the_end);
   tcase_add_test (tc, test_seek_playing_with_reference);
   tcase_add_test (tc, test_seek_after_eos_with_reference);
+  tcase_add_test (tc, test_live_newest_reference);
   return s;
 }
 
