@@ -344,6 +344,8 @@ static void check_dispatch(kg_backend *be)
     const char *cap = getenv("KOSMOSG_CPU_ISA");
     const kg_cpu *cpu = kg_cpu_of(be);
     char line[512];
+    if (cap && !*cap)
+        cap = NULL; /* as the backend reads it */
     kg_backend_cpu_describe(be, line, sizeof line);
     printf("dispatch: %s (KOSMOSG_CPU_ISA=%s)\n", line, cap ? cap : "");
     if (cpu->bf16_mode == KG_CPU_BF16_DNNL)

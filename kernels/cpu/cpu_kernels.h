@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 
 #include "backend.h"
@@ -106,6 +107,25 @@ static inline float *kg_cpu_scratch(const kg_cpu *cpu, int tid)
 static inline uint16_t *kg_cpu_lowp(const kg_cpu *cpu, int tid)
 {
     return cpu->lowp + (size_t)tid * cpu->scratch_floats_per_thread;
+}
+
+/* fp32 -> bf16 bits, nearest even (NaN stays NaN), and back: tensor.c's
+ * kg_f32_to_bf16 / kg_bf16_to_f32, inlined for the kernels' loops */
+static inline uint16_t kg_cpu_bf16_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline float kg_cpu_bf16_float(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
 
 static inline int kg_cpu_avx2(const kg_cpu *cpu)
