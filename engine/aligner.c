@@ -68,7 +68,7 @@ static kg_status load_weights(void *model, kg_loader *L)
     const int64_t d[1] = {cfg->dim}, in[2] = {cfg->dim, cfg->in};
     const int64_t pos[2] = {cfg->positions, cfg->dim}, q[2] = {cfg->queries, cfg->dim};
 
-    kg_load(L, &m->in_w, 2, in, "encoder_proj.embed_tokens.weight");
+    kg_load_weight(L, &m->in_w, 2, in, "encoder_proj.embed_tokens.weight");
     kg_load(L, &m->in_b, 1, d, "encoder_proj.embed_tokens.bias");
     kg_load(L, &m->pos, 2, pos, "encoder_proj.embed_positions.weight");
     for (int64_t i = 0; i < cfg->enc_layers; i++)

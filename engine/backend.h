@@ -9,6 +9,7 @@
 #define KG_BACKEND_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "status.h"
 #include "tensor.h"
@@ -97,7 +98,9 @@ typedef struct kg_backend_ops {
 struct kg_backend {
     const kg_backend_ops *ops;
     void *impl;              /* backend-private state */
-    kg_dtype act_dtype;      /* dtype of activations and weights on this backend */
+    kg_dtype act_dtype;      /* dtype of activations, biases, norm parameters and tables */
+    kg_dtype weight_dtype;   /* dtype of linear and conv weights: act_dtype everywhere but the
+                                CPU in bf16 (act_dtype KG_F32, weight_dtype KG_BF16) */
     int host_memory;         /* 1: data pointers are host memory (weights may alias a mmap) */
     size_t n_allocs;         /* ops->alloc calls so far; tests assert it stays flat */
     size_t bytes_allocated;  /* live bytes from ops->alloc */
@@ -106,7 +109,10 @@ struct kg_backend {
 
 /* The CPU reference backend: fp32, n_threads <= 0 picks the core count (at most
  * KG_CPU_MAX_THREADS). The environment variable KOSMOSG_CPU_ISA=base|avx2|avx512
- * caps the instruction set its kernels (and oneDNN's, process-wide) use. */
+ * caps the instruction set its kernels (and oneDNN's, process-wide) use. Its
+ * linear and conv2d take KG_F32 or KG_BF16 weights (x, y, b KG_F32); bf16 mode
+ * (the provider's cfg->dtype KG_BF16) only sets weight_dtype, so that the
+ * loader stores those weights in bf16. */
 #define KG_CPU_MAX_THREADS 1024
 kg_status kg_backend_cpu_new(kg_backend **out, int n_threads, kg_error *err);
 
@@ -119,9 +125,11 @@ int kg_backend_cpu_describe(kg_backend *be, char *buf, size_t n);
  * bf16 kernels ran. */
 int64_t kg_backend_cpu_bf16_gemms(kg_backend *be);
 
-/* A host weight store: fp32 host memory with the memory ops only (no threads,
- * no scratch); what a CPU model keeps its weights in. */
-kg_status kg_weight_store_host_new(kg_backend **out, kg_error *err);
+/* A host weight store: host memory with the memory ops only (no threads, no
+ * scratch); what a CPU model keeps its weights in. act_dtype KG_F32;
+ * weight_dtype KG_F32 or KG_BF16 (linear and conv weights rounded to nearest
+ * even on upload_f32). */
+kg_status kg_weight_store_host_new(kg_backend **out, kg_dtype weight_dtype, kg_error *err);
 
 /* What the engine asks of a backend kind. A model keeps its weights in a
  * weight store: a kg_backend whose table fills only the memory ops (alloc,
@@ -131,13 +139,14 @@ kg_status kg_weight_store_host_new(kg_backend **out, kg_error *err);
  * memory (host pointers, or device pointers on the same device). */
 typedef struct kg_backend_config {
     int device_id;
-    kg_dtype dtype; /* activations and weights; the CPU computes in KG_F32 */
+    kg_dtype dtype; /* activations and weights; the CPU: KG_F32, or KG_BF16 = bf16 linear and
+                       conv weights with fp32 activations (weight_dtype) */
     int n_threads;  /* CPU; <= 0: all cores */
 } kg_backend_config;
 
 /* Bumped whenever kg_backend, kg_backend_ops or this struct change: libkosmosg
  * refuses a CUDA module built against another layout. */
-#define KG_BACKEND_PROVIDER_ABI 1
+#define KG_BACKEND_PROVIDER_ABI 2
 
 typedef struct kg_backend_provider {
     unsigned abi;    /* KG_BACKEND_PROVIDER_ABI */

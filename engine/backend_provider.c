@@ -19,14 +19,35 @@
 #include <unistd.h>
 #endif
 
+/* The CPU computes in fp32; KG_BF16 stores the linear and conv weights in bf16
+ * (weight_dtype), which its linear and conv2d read directly. It has no fp16
+ * arithmetic: fp16 is refused rather than silently run in fp32. */
+static kg_status cpu_dtype_check(const kg_backend_config *cfg, kg_error *err)
+{
+    if (cfg->dtype == KG_F32 || cfg->dtype == KG_BF16)
+        return KG_OK;
+    return kg_error_set(err, KG_ERR_UNSUPPORTED,
+                        "precision %s is not available on the CPU backend: choose fp32 (the "
+                        "reference) or bf16 (bf16 weights, fp32 activations)",
+                        cfg->dtype == KG_F16 ? "fp16" : kg_dtype_name(cfg->dtype));
+}
+
 static kg_status cpu_weights_new(kg_backend **out, const kg_backend_config *cfg, kg_error *err)
 {
-    return kg_weight_store_host_new(out, err);
+    kg_status st = cpu_dtype_check(cfg, err);
+    *out = NULL;
+    return st == KG_OK ? kg_weight_store_host_new(out, cfg->dtype, err) : st;
 }
 
 static kg_status cpu_compute_new(kg_backend **out, const kg_backend_config *cfg, kg_error *err)
 {
-    return kg_backend_cpu_new(out, cfg->n_threads, err);
+    kg_status st = cpu_dtype_check(cfg, err);
+    *out = NULL;
+    if (st == KG_OK)
+        st = kg_backend_cpu_new(out, cfg->n_threads, err);
+    if (st == KG_OK)
+        (*out)->weight_dtype = cfg->dtype;
+    return st;
 }
 
 static const kg_backend_provider cpu_provider = {

@@ -65,7 +65,7 @@ static kg_status load_weights(void *model, kg_loader *L)
     const kg_clip_config *cfg = &m->cfg;
     const int64_t w = cfg->width, mw = cfg->mlp_width, p = cfg->patch_size;
 
-    kg_load(L, &m->conv1_w, 4, (int64_t[]){w, 3, p, p}, "conv1.weight");
+    kg_load_weight(L, &m->conv1_w, 4, (int64_t[]){w, 3, p, p}, "conv1.weight");
     kg_load(L, &m->class_emb, 1, (int64_t[]){w}, "class_embedding");
     kg_load(L, &m->pos_emb, 2, (int64_t[]){cfg->tokens, w}, "positional_embedding");
     kg_load(L, &m->ln_pre_w, 1, (int64_t[]){w}, "ln_pre.weight");
@@ -79,9 +79,9 @@ static kg_status load_weights(void *model, kg_loader *L)
         kg_mha_load(&b->attn, L, path, w, cfg->heads, 0, cfg->ln_eps);
         kg_load(L, &b->ln_2_w, 1, (int64_t[]){w}, "transformer.resblocks.%d.ln_2.weight", i);
         kg_load(L, &b->ln_2_b, 1, (int64_t[]){w}, "transformer.resblocks.%d.ln_2.bias", i);
-        kg_load(L, &b->fc_w, 2, (int64_t[]){mw, w}, "transformer.resblocks.%d.mlp.c_fc.weight", i);
+        kg_load_weight(L, &b->fc_w, 2, (int64_t[]){mw, w}, "transformer.resblocks.%d.mlp.c_fc.weight", i);
         kg_load(L, &b->fc_b, 1, (int64_t[]){mw}, "transformer.resblocks.%d.mlp.c_fc.bias", i);
-        kg_load(L, &b->proj_w, 2, (int64_t[]){w, mw}, "transformer.resblocks.%d.mlp.c_proj.weight",
+        kg_load_weight(L, &b->proj_w, 2, (int64_t[]){w, mw}, "transformer.resblocks.%d.mlp.c_proj.weight",
                 i);
         kg_load(L, &b->proj_b, 1, (int64_t[]){w}, "transformer.resblocks.%d.mlp.c_proj.bias", i);
     }

@@ -35,7 +35,7 @@ static kg_status load_weights(void *model, kg_loader *L)
     const kg_connector_config *cfg = &m->cfg;
 
     kg_load(L, &m->latent_query, 2, (int64_t[]){cfg->latents, cfg->out}, "latent_query");
-    kg_load(L, &m->dense_w, 2, (int64_t[]){cfg->out, cfg->in}, "dense.weight");
+    kg_load_weight(L, &m->dense_w, 2, (int64_t[]){cfg->out, cfg->in}, "dense.weight");
     kg_load(L, &m->dense_b, 1, (int64_t[]){cfg->out}, "dense.bias");
     /* fairseq MHA: kdim = vdim = embed_dim, no sub-LN */
     kg_mha_load(&m->x_attn, L, "x_attn", cfg->out, cfg->heads, 0, 1e-5f);

@@ -107,30 +107,30 @@ static kg_status load_fn(void *model, kg_loader *L)
     int64_t e0 = cfg->embed_channels[0], el = cfg->embed_channels[cfg->n_embed - 1];
 
     kg_unet_load_encoder(&m->enc, L);
-    kg_load(L, &m->embed_in_w, 4, (int64_t[]){e0, cfg->cond_channels, 3, 3},
+    kg_load_weight(L, &m->embed_in_w, 4, (int64_t[]){e0, cfg->cond_channels, 3, 3},
             "controlnet_cond_embedding.conv_in.weight");
     kg_load(L, &m->embed_in_b, 1, (int64_t[]){e0}, "controlnet_cond_embedding.conv_in.bias");
     for (int i = 0; i + 1 < cfg->n_embed; i++) {
         int64_t a = cfg->embed_channels[i], b = cfg->embed_channels[i + 1];
-        kg_load(L, &m->embed_w[2 * i], 4, (int64_t[]){a, a, 3, 3},
+        kg_load_weight(L, &m->embed_w[2 * i], 4, (int64_t[]){a, a, 3, 3},
                 "controlnet_cond_embedding.blocks.%d.weight", 2 * i);
         kg_load(L, &m->embed_b[2 * i], 1, (int64_t[]){a}, "controlnet_cond_embedding.blocks.%d.bias",
                 2 * i);
-        kg_load(L, &m->embed_w[2 * i + 1], 4, (int64_t[]){b, a, 3, 3},
+        kg_load_weight(L, &m->embed_w[2 * i + 1], 4, (int64_t[]){b, a, 3, 3},
                 "controlnet_cond_embedding.blocks.%d.weight", 2 * i + 1);
         kg_load(L, &m->embed_b[2 * i + 1], 1, (int64_t[]){b},
                 "controlnet_cond_embedding.blocks.%d.bias", 2 * i + 1);
     }
-    kg_load(L, &m->embed_out_w, 4, (int64_t[]){c0, el, 3, 3},
+    kg_load_weight(L, &m->embed_out_w, 4, (int64_t[]){c0, el, 3, 3},
             "controlnet_cond_embedding.conv_out.weight");
     kg_load(L, &m->embed_out_b, 1, (int64_t[]){c0}, "controlnet_cond_embedding.conv_out.bias");
     m->n_down = kg_unet_skip_shapes(u, 1, 1, ch, h, w);
     for (int k = 0; k < m->n_down; k++) {
-        kg_load(L, &m->zero_w[k], 4, (int64_t[]){ch[k], ch[k], 1, 1},
+        kg_load_weight(L, &m->zero_w[k], 4, (int64_t[]){ch[k], ch[k], 1, 1},
                 "controlnet_down_blocks.%d.weight", k);
         kg_load(L, &m->zero_b[k], 1, (int64_t[]){ch[k]}, "controlnet_down_blocks.%d.bias", k);
     }
-    kg_load(L, &m->mid_w, 4, (int64_t[]){cm, cm, 1, 1}, "controlnet_mid_block.weight");
+    kg_load_weight(L, &m->mid_w, 4, (int64_t[]){cm, cm, 1, 1}, "controlnet_mid_block.weight");
     kg_load(L, &m->mid_b, 1, (int64_t[]){cm}, "controlnet_mid_block.bias");
     return L->status;
 }

@@ -13,11 +13,11 @@ void kg_ffn_load(kg_ffn *f, kg_loader *L, const char *layer, int64_t dim, int64_
     f->ln_eps = ln_eps;
     kg_load(L, &f->ln_w, 1, d, "%s.final_layer_norm.weight", layer);
     kg_load(L, &f->ln_b, 1, d, "%s.final_layer_norm.bias", layer);
-    kg_load(L, &f->fc1_w, 2, fc1, "%s.ffn.fc1.weight", layer);
+    kg_load_weight(L, &f->fc1_w, 2, fc1, "%s.ffn.fc1.weight", layer);
     kg_load(L, &f->fc1_b, 1, h, "%s.ffn.fc1.bias", layer);
     kg_load(L, &f->mid_ln_w, 1, h, "%s.ffn.ffn_layernorm.weight", layer);
     kg_load(L, &f->mid_ln_b, 1, h, "%s.ffn.ffn_layernorm.bias", layer);
-    kg_load(L, &f->fc2_w, 2, fc2, "%s.ffn.fc2.weight", layer);
+    kg_load_weight(L, &f->fc2_w, 2, fc2, "%s.ffn.fc2.weight", layer);
     kg_load(L, &f->fc2_b, 1, d, "%s.ffn.fc2.bias", layer);
 }
 

@@ -147,11 +147,21 @@ typedef enum kg_backend_kind {
     KG_BACKEND_CUDA,
 } kg_backend_kind;
 
+/* CUDA computes in the precision's dtype throughout. The CPU computes in fp32:
+ * BF16 there stores the linear and conv weights in bfloat16 (half the memory)
+ * and runs those layers on bf16 inputs with fp32 accumulation (AVX512-BF16/AMX
+ * where the CPU has them); FP16 is refused (KG_ERR_UNSUPPORTED), never
+ * silently run in another precision. */
 typedef enum kg_precision {
-    KG_PRECISION_FP16 = 0, /* CUDA default; the CPU backend always computes in fp32 */
+    KG_PRECISION_FP16 = 0,
     KG_PRECISION_BF16,
     KG_PRECISION_FP32,
+    KG_PRECISION_AUTO, /* the default: fp16 on CUDA, fp32 on the CPU */
 } kg_precision;
+
+/* "fp16", "bf16", "fp32", "auto" (NULL when out of range) and back. */
+const char *kg_precision_name(kg_precision p);
+kg_status kg_precision_from_name(const char *name, kg_precision *out, kg_error *err);
 
 typedef struct kg_model_options {
     kg_backend_kind backend;
@@ -172,6 +182,11 @@ const char *kg_model_fallback_reason(const kg_model *m);
 const char *kg_backend_kind_name(kg_backend_kind k);
 /* Output width and height must be multiples of this step (see KG_SIZE_MIN). */
 int kg_model_size_multiple(const kg_model *m);
+/* The precision the model runs in (AUTO resolved to FP16 or FP32). */
+kg_precision kg_model_precision(const kg_model *m);
+/* Bytes of the model's weights in its backend's memory (halved, roughly, by
+ * bf16 on the CPU: linear and conv weights are nearly all of them). */
+size_t kg_model_weight_bytes(const kg_model *m);
 
 /* ----------------------------------------------------------------- session */
 

@@ -679,13 +679,23 @@ static kg_status merge_one(kg_ctx *c, const kg_lora_target *t, int ti, const kg_
         }
     }
     U = kg_new2(c, t->out, R);
-    Dt = kg_new2(c, K, R);
+    Dt = kg_new_dt(c, c->be->weight_dtype, 2, (int64_t[]){K, R});
     y = kg_tensor_make(dst->data, dst->dtype, 2, (int64_t[]){t->out, K});
     w2 = kg_tensor_reshape(w, 2, (int64_t[]){t->out, K});
     kg_upload_f32(c, &U, mb->u);
     kg_upload_f32(c, &Dt, mb->dt);
-    kg_linear(c, &y, &U, &Dt, NULL);
-    kg_add(c, &y, &y, &w2);
+    if (dst->dtype == c->be->act_dtype) {
+        kg_linear(c, &y, &U, &Dt, NULL);
+        kg_add(c, &y, &y, &w2);
+    } else {
+        /* bf16 weights on an fp32 backend (the CPU in bf16): the sum in fp32, rounded
+         * once into the merged weight */
+        kg_tensor d = kg_new2(c, t->out, K), base = kg_new2(c, t->out, K);
+        kg_linear(c, &d, &U, &Dt, NULL);
+        kg_copy(c, &base, &w2);
+        kg_add(c, &d, &d, &base);
+        kg_copy(c, &y, &d);
+    }
     kg_reset(c, mark);
     return kg_ctx_status(c, err);
 }
@@ -741,13 +751,16 @@ kg_status kg_lora_set_apply(kg_lora_set *ls, kg_ctx *c, const kg_unet *base,
     }
     for (int ti = 0; ti < ls->tab.n; ti++) {
         const kg_lora_target *t = &ls->tab.t[ti];
-        size_t wb = (size_t)(t->out * t->in * t->kh * t->kw) * kg_dtype_size(be->act_dtype), ab;
+        size_t nw = (size_t)(t->out * t->in * t->kh * t->kw), ab;
+        size_t wb = nw * kg_dtype_size(be->weight_dtype), ad = kg_dtype_size(be->act_dtype);
         rank[ti] = total_rank(ti, files, scales, n);
         if (!rank[ti])
             continue;
         need += align_up(wb);
-        ab = align_up((size_t)(t->out * rank[ti]) * kg_dtype_size(be->act_dtype)) +
-             align_up((size_t)(t->in * t->kh * t->kw * rank[ti]) * kg_dtype_size(be->act_dtype));
+        ab = align_up((size_t)(t->out * rank[ti]) * ad) +
+             align_up((size_t)(t->in * t->kh * t->kw * rank[ti]) * kg_dtype_size(be->weight_dtype));
+        if (be->weight_dtype != be->act_dtype) /* merge_one's fp32 delta and base */
+            ab += 2 * align_up(nw * ad);
         arena = ab > arena ? ab : arena;
     }
     if (need == 0) { /* every scale 0: the base U-Net, as diffusers' scale 0 */
@@ -766,7 +779,7 @@ kg_status kg_lora_set_apply(kg_lora_set *ls, kg_ctx *c, const kg_unet *base,
             goto done;
         }
     }
-    s = kg_ctx_reserve(c, arena + 4 * LORA_ALIGN, err);
+    s = kg_ctx_reserve(c, arena + 4 * KG_ARENA_ALIGN, err); /* U, Dt (+ d, base) padded */
     if (s != KG_OK)
         goto done;
     for (int ti = 0; ti < ls->tab.n && s == KG_OK; ti++) {
@@ -775,8 +788,8 @@ kg_status kg_lora_set_apply(kg_lora_set *ls, kg_ctx *c, const kg_unet *base,
         kg_tensor *v = weight_at(&ls->view, t->offset);
         if (!rank[ti])
             continue;
-        *v = kg_tensor_make((char *)ls->blob + used, be->act_dtype, w->ndim, w->shape);
-        used += align_up((size_t)kg_tensor_numel(v) * kg_dtype_size(be->act_dtype));
+        *v = kg_tensor_make((char *)ls->blob + used, be->weight_dtype, w->ndim, w->shape);
+        used += align_up((size_t)kg_tensor_numel(v) * kg_dtype_size(be->weight_dtype));
         s = merge_one(c, t, ti, w, v, files, scales, n, &mb, err);
     }
     if (s == KG_OK)

@@ -17,13 +17,13 @@ kg_status kg_mha_load(kg_mha *a, kg_loader *L, const char *path, int64_t dim, in
     a->heads = heads;
     a->inner_ln = inner_ln;
     a->ln_eps = ln_eps;
-    kg_load(L, &a->q_w, 2, wd, "%s.q_proj.weight", path);
+    kg_load_weight(L, &a->q_w, 2, wd, "%s.q_proj.weight", path);
     kg_load(L, &a->q_b, 1, bd, "%s.q_proj.bias", path);
-    kg_load(L, &a->k_w, 2, wd, "%s.k_proj.weight", path);
+    kg_load_weight(L, &a->k_w, 2, wd, "%s.k_proj.weight", path);
     kg_load(L, &a->k_b, 1, bd, "%s.k_proj.bias", path);
-    kg_load(L, &a->v_w, 2, wd, "%s.v_proj.weight", path);
+    kg_load_weight(L, &a->v_w, 2, wd, "%s.v_proj.weight", path);
     kg_load(L, &a->v_b, 1, bd, "%s.v_proj.bias", path);
-    kg_load(L, &a->out_w, 2, wd, "%s.out_proj.weight", path);
+    kg_load_weight(L, &a->out_w, 2, wd, "%s.out_proj.weight", path);
     kg_load(L, &a->out_b, 1, bd, "%s.out_proj.bias", path);
     if (inner_ln) {
         kg_load(L, &a->ln_w, 1, bd, "%s.inner_attn_ln.weight", path);

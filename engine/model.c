@@ -17,7 +17,28 @@ void kg_model_options_init(kg_model_options *o)
 {
     memset(o, 0, sizeof *o);
     o->backend = KG_BACKEND_AUTO;
-    o->precision = KG_PRECISION_FP16;
+    o->precision = KG_PRECISION_AUTO;
+}
+
+static const char *const precision_names[] = {"fp16", "bf16", "fp32", "auto"};
+
+const char *kg_precision_name(kg_precision p)
+{
+    return (int)p >= 0 && (int)p <= (int)KG_PRECISION_AUTO ? precision_names[p] : NULL;
+}
+
+kg_status kg_precision_from_name(const char *name, kg_precision *out, kg_error *err)
+{
+    if (!name || !out)
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "precision name: NULL");
+    for (int p = 0; p <= (int)KG_PRECISION_AUTO; p++) {
+        if (!strcmp(name, precision_names[p])) {
+            *out = (kg_precision)p;
+            return KG_OK;
+        }
+    }
+    return kg_error_set(err, KG_ERR_INVALID_ARG,
+                        "unknown precision \"%s\" (fp32, bf16, fp16 or auto)", name);
 }
 
 const char *kg_backend_kind_name(kg_backend_kind k)
@@ -35,27 +56,34 @@ kg_backend_kind kg_model_backend(const kg_model *m)
     return m->kind;
 }
 
-static kg_backend_config backend_config(const kg_model_options *o)
+/* AUTO: fp16 on CUDA, fp32 on the CPU (which has no fp16 arithmetic). */
+static kg_precision resolve_precision(kg_precision p, kg_backend_kind kind)
+{
+    if (p != KG_PRECISION_AUTO)
+        return p;
+    return kind == KG_BACKEND_CUDA ? KG_PRECISION_FP16 : KG_PRECISION_FP32;
+}
+
+static kg_backend_config backend_config(const kg_model_options *o, kg_backend_kind kind)
 {
     kg_backend_config c;
+    kg_precision p = resolve_precision(o->precision, kind);
     c.device_id = o->device_id;
-    c.dtype = o->precision == KG_PRECISION_BF16   ? KG_BF16
-              : o->precision == KG_PRECISION_FP32 ? KG_F32
-                                                  : KG_F16;
+    c.dtype = p == KG_PRECISION_BF16 ? KG_BF16 : p == KG_PRECISION_FP32 ? KG_F32 : KG_F16;
     c.n_threads = o->n_threads;
     return c;
 }
 
 kg_status kg_model_store_new(const kg_model *m, kg_backend **out, kg_error *err)
 {
-    kg_backend_config cfg = backend_config(&m->opt);
+    kg_backend_config cfg = backend_config(&m->opt, m->kind);
     return m->provider->weights_new(out, &cfg, err);
 }
 
 /* Finds the provider of kind and creates the model's weight store on it. */
 static kg_status open_store(kg_model *m, kg_backend_kind kind, kg_error *err)
 {
-    kg_backend_config cfg = backend_config(&m->opt);
+    kg_backend_config cfg = backend_config(&m->opt, kind);
     kg_status st = kg_backend_provider_get(kind, &m->provider, err);
     if (st == KG_OK)
         st = m->provider->weights_new(&m->store, &cfg, err);
@@ -142,6 +170,9 @@ kg_status kg_model_open(kg_model **out, const char *path, const kg_model_options
         kg_model_options_init(&defaults);
         opt = &defaults;
     }
+    if (!kg_precision_name(opt->precision))
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "precision %d: expected fp16, bf16, fp32 or auto",
+                            (int)opt->precision);
     m = calloc(1, sizeof *m);
     if (!m)
         return kg_error_set(err, KG_ERR_NOMEM, "%s: no memory for the model", path);
@@ -198,8 +229,11 @@ kg_status kg_model_open(kg_model **out, const char *path, const kg_model_options
     }
     if (!m->store) {
         st = open_store(m, m->kind, err);
-        if (st != KG_OK)
+        if (st != KG_OK) {
+            if (m->fallback_reason[0])
+                kg_error_prefix(err, "backend auto: no CUDA (%s), and the CPU", m->fallback_reason);
             goto fail;
+        }
     }
 
     LOAD("img_model.visual",
@@ -242,6 +276,16 @@ int kg_model_size_multiple(const kg_model *m)
     return m->size_multiple;
 }
 
+kg_precision kg_model_precision(const kg_model *m)
+{
+    return resolve_precision(m->opt.precision, m->kind);
+}
+
+size_t kg_model_weight_bytes(const kg_model *m)
+{
+    return m->store->bytes_allocated;
+}
+
 const char *kg_model_fallback_reason(const kg_model *m)
 {
     return m->fallback_reason[0] ? m->fallback_reason : NULL;
@@ -281,7 +325,7 @@ kg_status kg_session_new(kg_session **out, kg_model *m, kg_error *err)
         return kg_error_set(err, KG_ERR_NOMEM, "no memory for a session");
     s->m = m;
     {
-        kg_backend_config cfg = backend_config(&m->opt);
+        kg_backend_config cfg = backend_config(&m->opt, m->kind);
         st = m->provider->compute_new(&s->be, &cfg, err);
     }
     if (st != KG_OK) {

@@ -56,6 +56,19 @@ static int check_act(kg_ctx *c, const char *op, const char *what, const kg_tenso
     return 1;
 }
 
+/* The w of linear and conv2d: the backend's weight dtype (bf16 on the CPU in
+ * bf16 mode, act_dtype elsewhere), so a weight that missed the conversion
+ * is an error, not a silent fp32 path. */
+static int check_weight(kg_ctx *c, const char *op, const kg_tensor *w)
+{
+    if (!check_t(c, op, "w", w))
+        return 0;
+    if (w->dtype != c->be->weight_dtype)
+        FAIL(c, "%s: w is %s, backend keeps weights in %s", op, kg_dtype_name(w->dtype),
+             kg_dtype_name(c->be->weight_dtype));
+    return 1;
+}
+
 static int check_same(kg_ctx *c, const char *op, const kg_tensor *y, const kg_tensor *x)
 {
     char a[64], b[64];
@@ -260,7 +273,7 @@ void kg_linear(kg_ctx *c, kg_tensor *y, const kg_tensor *x, const kg_tensor *w, 
 {
     char s1[64], s2[64], s3[64];
     if (!ok(c) || !check_act(c, "linear", "y", y) || !check_act(c, "linear", "x", x) ||
-        !check_act(c, "linear", "w", w))
+        !check_weight(c, "linear", w))
         return;
     if (w->ndim != 2 || last(x) != w->shape[1] || last(y) != w->shape[0] || rows(x) != rows(y)) {
         kg_backend_fail(c->be, KG_ERR_SHAPE, "linear: x %s, w %s, y %s do not fit", shp(x, s1),
@@ -283,7 +296,7 @@ void kg_conv2d(kg_ctx *c, kg_tensor *y, const kg_tensor *x, const kg_tensor *w, 
     char s1[64], s2[64], s3[64];
     int64_t ho, wo;
     if (!ok(c) || !check_act(c, "conv2d", "y", y) || !check_act(c, "conv2d", "x", x) ||
-        !check_act(c, "conv2d", "w", w))
+        !check_weight(c, "conv2d", w))
         return;
     if (stride < 1 || pad < 0 || x->ndim != 4 || w->ndim != 4 || y->ndim != 4) {
         kg_backend_fail(c->be, KG_ERR_SHAPE, "conv2d: needs 4-d tensors, stride >= 1, pad >= 0");

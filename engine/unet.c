@@ -253,10 +253,10 @@ int kg_unet_skip_shapes(const kg_unet_config *cfg, int64_t H, int64_t W, int64_t
 
 static void load_attn(kg_loader *L, kg_unet_attn *a, const char *path, int64_t ch, int64_t kv)
 {
-    kg_load(L, &a->q_w, 2, (int64_t[]){ch, ch}, "%s.to_q.weight", path);
-    kg_load(L, &a->k_w, 2, (int64_t[]){ch, kv}, "%s.to_k.weight", path);
-    kg_load(L, &a->v_w, 2, (int64_t[]){ch, kv}, "%s.to_v.weight", path);
-    kg_load(L, &a->out_w, 2, (int64_t[]){ch, ch}, "%s.to_out.0.weight", path);
+    kg_load_weight(L, &a->q_w, 2, (int64_t[]){ch, ch}, "%s.to_q.weight", path);
+    kg_load_weight(L, &a->k_w, 2, (int64_t[]){ch, kv}, "%s.to_k.weight", path);
+    kg_load_weight(L, &a->v_w, 2, (int64_t[]){ch, kv}, "%s.to_v.weight", path);
+    kg_load_weight(L, &a->out_w, 2, (int64_t[]){ch, ch}, "%s.to_out.0.weight", path);
     kg_load(L, &a->out_b, 1, (int64_t[]){ch}, "%s.to_out.0.bias", path);
 }
 
@@ -269,7 +269,7 @@ static void load_transformer(kg_loader *L, const kg_unet_config *cfg, kg_unet_tr
     t->n_layers = n_layers;
     kg_load(L, &t->norm_w, 1, (int64_t[]){ch}, "%s.norm.weight", path);
     kg_load(L, &t->norm_b, 1, (int64_t[]){ch}, "%s.norm.bias", path);
-    kg_load(L, &t->proj_in_w, 4, (int64_t[]){ch, ch, 1, 1}, "%s.proj_in.weight", path);
+    kg_load_weight(L, &t->proj_in_w, 4, (int64_t[]){ch, ch, 1, 1}, "%s.proj_in.weight", path);
     kg_load(L, &t->proj_in_b, 1, (int64_t[]){ch}, "%s.proj_in.bias", path);
     for (int j = 0; j < n_layers; j++) {
         kg_unet_tblock *b = &t->blocks[j];
@@ -285,12 +285,12 @@ static void load_transformer(kg_loader *L, const kg_unet_config *cfg, kg_unet_tr
         snprintf(p, sizeof p, "%s.transformer_blocks.%d.attn2", path, j);
         load_attn(L, &b->attn2, p, ch, cfg->cross_attention_dim);
         snprintf(p, sizeof p, "%s.transformer_blocks.%d.ff.net", path, j);
-        kg_load(L, &b->ff_in_w, 2, (int64_t[]){8 * ch, ch}, "%s.0.proj.weight", p);
+        kg_load_weight(L, &b->ff_in_w, 2, (int64_t[]){8 * ch, ch}, "%s.0.proj.weight", p);
         kg_load(L, &b->ff_in_b, 1, (int64_t[]){8 * ch}, "%s.0.proj.bias", p);
-        kg_load(L, &b->ff_out_w, 2, (int64_t[]){ch, 4 * ch}, "%s.2.weight", p);
+        kg_load_weight(L, &b->ff_out_w, 2, (int64_t[]){ch, 4 * ch}, "%s.2.weight", p);
         kg_load(L, &b->ff_out_b, 1, (int64_t[]){ch}, "%s.2.bias", p);
     }
-    kg_load(L, &t->proj_out_w, 4, (int64_t[]){ch, ch, 1, 1}, "%s.proj_out.weight", path);
+    kg_load_weight(L, &t->proj_out_w, 4, (int64_t[]){ch, ch, 1, 1}, "%s.proj_out.weight", path);
     kg_load(L, &t->proj_out_b, 1, (int64_t[]){ch}, "%s.proj_out.bias", path);
 }
 
@@ -302,11 +302,11 @@ kg_status kg_unet_load_encoder(kg_unet *m, kg_loader *L)
     float eps = cfg->norm_eps;
     char p[160];
 
-    kg_load(L, &m->conv_in_w, 4, (int64_t[]){c0, cfg->in_channels, 3, 3}, "conv_in.weight");
+    kg_load_weight(L, &m->conv_in_w, 4, (int64_t[]){c0, cfg->in_channels, 3, 3}, "conv_in.weight");
     kg_load(L, &m->conv_in_b, 1, (int64_t[]){c0}, "conv_in.bias");
-    kg_load(L, &m->time1_w, 2, (int64_t[]){temb, c0}, "time_embedding.linear_1.weight");
+    kg_load_weight(L, &m->time1_w, 2, (int64_t[]){temb, c0}, "time_embedding.linear_1.weight");
     kg_load(L, &m->time1_b, 1, (int64_t[]){temb}, "time_embedding.linear_1.bias");
-    kg_load(L, &m->time2_w, 2, (int64_t[]){temb, temb}, "time_embedding.linear_2.weight");
+    kg_load_weight(L, &m->time2_w, 2, (int64_t[]){temb, temb}, "time_embedding.linear_2.weight");
     kg_load(L, &m->time2_b, 1, (int64_t[]){temb}, "time_embedding.linear_2.bias");
 
     for (int i = 0; i < n; i++) {
@@ -326,7 +326,7 @@ kg_status kg_unet_load_encoder(kg_unet *m, kg_loader *L)
             }
         }
         if (b->has_resample) {
-            kg_load(L, &b->resample_w, 4, (int64_t[]){ch, ch, 3, 3},
+            kg_load_weight(L, &b->resample_w, 4, (int64_t[]){ch, ch, 3, 3},
                     "down_blocks.%d.downsamplers.0.conv.weight", i);
             kg_load(L, &b->resample_b, 1, (int64_t[]){ch}, "down_blocks.%d.downsamplers.0.conv.bias",
                     i);
@@ -370,7 +370,7 @@ static kg_status load_fn(void *model, kg_loader *L)
             }
         }
         if (b->has_resample) {
-            kg_load(L, &b->resample_w, 4, (int64_t[]){ch, ch, 3, 3},
+            kg_load_weight(L, &b->resample_w, 4, (int64_t[]){ch, ch, 3, 3},
                     "up_blocks.%d.upsamplers.0.conv.weight", i);
             kg_load(L, &b->resample_b, 1, (int64_t[]){ch}, "up_blocks.%d.upsamplers.0.conv.bias", i);
         }
@@ -378,7 +378,7 @@ static kg_status load_fn(void *model, kg_loader *L)
 
     kg_load(L, &m->norm_out_w, 1, (int64_t[]){ch}, "conv_norm_out.weight");
     kg_load(L, &m->norm_out_b, 1, (int64_t[]){ch}, "conv_norm_out.bias");
-    kg_load(L, &m->conv_out_w, 4, (int64_t[]){cfg->out_channels, ch, 3, 3}, "conv_out.weight");
+    kg_load_weight(L, &m->conv_out_w, 4, (int64_t[]){cfg->out_channels, ch, 3, 3}, "conv_out.weight");
     kg_load(L, &m->conv_out_b, 1, (int64_t[]){cfg->out_channels}, "conv_out.bias");
     return L->status;
 }

@@ -106,7 +106,7 @@ static void load_proj(kg_loader *L, kg_tensor *w, kg_tensor *b, int64_t ch, cons
 
     snprintf(key, sizeof key, "%s" ATTN "%s.weight", L->prefix ? L->prefix : "", use);
     t = L->st ? kg_st_find(L->st, key) : NULL;
-    kg_load(L, w, t && t->ndim == 4 ? 4 : 2, (int64_t[]){ch, ch, 1, 1}, ATTN "%s.weight", use);
+    kg_load_weight(L, w, t && t->ndim == 4 ? 4 : 2, (int64_t[]){ch, ch, 1, 1}, ATTN "%s.weight", use);
     kg_load(L, b, 1, (int64_t[]){ch}, ATTN "%s.bias", use);
 }
 
@@ -118,9 +118,9 @@ static kg_status load_fn(void *model, kg_loader *L)
     int64_t lat = cfg->latent_channels, ch = cfg->block_out_channels[n - 1];
     char p[96];
 
-    kg_load(L, &m->post_quant_w, 4, (int64_t[]){lat, lat, 1, 1}, "post_quant_conv.weight");
+    kg_load_weight(L, &m->post_quant_w, 4, (int64_t[]){lat, lat, 1, 1}, "post_quant_conv.weight");
     kg_load(L, &m->post_quant_b, 1, (int64_t[]){lat}, "post_quant_conv.bias");
-    kg_load(L, &m->conv_in_w, 4, (int64_t[]){ch, lat, 3, 3}, "decoder.conv_in.weight");
+    kg_load_weight(L, &m->conv_in_w, 4, (int64_t[]){ch, lat, 3, 3}, "decoder.conv_in.weight");
     kg_load(L, &m->conv_in_b, 1, (int64_t[]){ch}, "decoder.conv_in.bias");
 
     kg_sd_resnet_load(&m->mid_resnets[0], L, "decoder.mid_block.resnets.0", ch, ch, 0, groups,
@@ -145,7 +145,7 @@ static kg_status load_fn(void *model, kg_loader *L)
             ch = out;
         }
         if (b->has_upsample) {
-            kg_load(L, &b->up_w, 4, (int64_t[]){ch, ch, 3, 3},
+            kg_load_weight(L, &b->up_w, 4, (int64_t[]){ch, ch, 3, 3},
                     "decoder.up_blocks.%d.upsamplers.0.conv.weight", i);
             kg_load(L, &b->up_b, 1, (int64_t[]){ch}, "decoder.up_blocks.%d.upsamplers.0.conv.bias",
                     i);
@@ -154,7 +154,7 @@ static kg_status load_fn(void *model, kg_loader *L)
 
     kg_load(L, &m->norm_out_w, 1, (int64_t[]){ch}, "decoder.conv_norm_out.weight");
     kg_load(L, &m->norm_out_b, 1, (int64_t[]){ch}, "decoder.conv_norm_out.bias");
-    kg_load(L, &m->conv_out_w, 4, (int64_t[]){cfg->out_channels, ch, 3, 3},
+    kg_load_weight(L, &m->conv_out_w, 4, (int64_t[]){cfg->out_channels, ch, 3, 3},
             "decoder.conv_out.weight");
     kg_load(L, &m->conv_out_b, 1, (int64_t[]){cfg->out_channels}, "decoder.conv_out.bias");
     return L->status;

@@ -102,14 +102,13 @@ static kg_status fill(kg_loader *L, kg_tensor *dst, const kg_st_tensor *t, const
     return KG_OK;
 }
 
-kg_status kg_load(kg_loader *L, kg_tensor *out, int ndim, const int64_t *shape, const char *fmt,
-                  ...)
+static kg_status load_v(kg_loader *L, kg_tensor *out, int weight, int ndim, const int64_t *shape,
+                        const char *fmt, va_list ap)
 {
     char key[KG_KEY_MAX], want[96], got[96];
     const kg_st_tensor *t;
     kg_dtype ad;
     size_t nbytes;
-    va_list ap;
     int ok;
 
     if (!L)
@@ -118,9 +117,7 @@ kg_status kg_load(kg_loader *L, kg_tensor *out, int ndim, const int64_t *shape, 
         return L->status;
     if (!out || !fmt || ndim < 0 || ndim > KG_MAX_DIMS || (ndim > 0 && !shape))
         return loader_fail(L, KG_ERR_INVALID_ARG, "kg_load: invalid argument");
-    va_start(ap, fmt);
     ok = make_key(L, key, fmt, ap);
-    va_end(ap);
     if (!ok)
         return loader_fail(L, KG_ERR_INVALID_ARG, "kg_load: tensor key longer than %d bytes",
                            KG_KEY_MAX - 1);
@@ -141,7 +138,7 @@ kg_status kg_load(kg_loader *L, kg_tensor *out, int ndim, const int64_t *shape, 
         return loader_fail(L, KG_ERR_WEIGHTS, "%s: tensor '%s' has shape %s (%s), expected %s",
                            kg_st_path(L->st), key, got, kg_dtype_name(t->dtype), want);
 
-    ad = L->be->act_dtype;
+    ad = weight ? L->be->weight_dtype : L->be->act_dtype;
     *out = kg_tensor_make(NULL, ad, ndim, shape);
     nbytes = (size_t)kg_tensor_numel(out) * kg_dtype_size(ad);
     if (L->measuring) {
@@ -156,6 +153,28 @@ kg_status kg_load(kg_loader *L, kg_tensor *out, int ndim, const int64_t *shape, 
     out->data = L->blob + L->used;
     L->used += align_up(nbytes);
     return fill(L, out, t, key);
+}
+
+kg_status kg_load(kg_loader *L, kg_tensor *out, int ndim, const int64_t *shape, const char *fmt,
+                  ...)
+{
+    kg_status s;
+    va_list ap;
+    va_start(ap, fmt);
+    s = load_v(L, out, 0, ndim, shape, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+kg_status kg_load_weight(kg_loader *L, kg_tensor *out, int ndim, const int64_t *shape,
+                         const char *fmt, ...)
+{
+    kg_status s;
+    va_list ap;
+    va_start(ap, fmt);
+    s = load_v(L, out, 1, ndim, shape, fmt, ap);
+    va_end(ap);
+    return s;
 }
 
 int kg_load_has(const kg_loader *L, const char *fmt, ...)
@@ -263,15 +282,30 @@ static void host_copy(kg_backend *be, void *dst, const void *src, size_t nbytes)
         memmove(dst, src, nbytes);
 }
 
-/* The store holds fp32 only (its act_dtype), so these are plain copies. */
+/* The store holds fp32 (act_dtype) and, in bf16 mode, bf16 linear and conv
+ * weights: rounded to nearest even, as PyTorch's .to(torch.bfloat16). */
 static void host_upload_f32(kg_backend *be, kg_tensor *dst, const float *src)
 {
-    host_copy(be, dst->data, src, (size_t)kg_tensor_numel(dst) * sizeof(float));
+    size_t n = (size_t)kg_tensor_numel(dst);
+    if (dst->dtype == KG_BF16) {
+        uint16_t *d = dst->data;
+        for (size_t i = 0; i < n; i++)
+            d[i] = kg_f32_to_bf16(src[i]);
+        return;
+    }
+    host_copy(be, dst->data, src, n * sizeof(float));
 }
 
 static void host_download_f32(kg_backend *be, float *dst, const kg_tensor *src)
 {
-    host_copy(be, dst, src->data, (size_t)kg_tensor_numel(src) * sizeof(float));
+    size_t n = (size_t)kg_tensor_numel(src);
+    if (src->dtype == KG_BF16) {
+        const uint16_t *h = src->data;
+        for (size_t i = 0; i < n; i++)
+            dst[i] = kg_bf16_to_f32(h[i]);
+        return;
+    }
+    host_copy(be, dst, src->data, n * sizeof(float));
 }
 
 static kg_status host_sync(kg_backend *be)
@@ -296,14 +330,20 @@ static const kg_backend_ops host_store_ops = {
     .destroy = host_destroy,
 };
 
-kg_status kg_weight_store_host_new(kg_backend **out, kg_error *err)
+kg_status kg_weight_store_host_new(kg_backend **out, kg_dtype weight_dtype, kg_error *err)
 {
-    kg_backend *be = calloc(1, sizeof *be);
+    kg_backend *be;
     *out = NULL;
+    if (weight_dtype != KG_F32 && weight_dtype != KG_BF16)
+        return kg_error_set(err, KG_ERR_INVALID_ARG,
+                            "host weight store: weights in %s, expected F32 or BF16",
+                            kg_dtype_name(weight_dtype));
+    be = calloc(1, sizeof *be);
     if (!be)
         return kg_error_set(err, KG_ERR_NOMEM, "no memory for a weight store");
     be->ops = &host_store_ops;
     be->act_dtype = KG_F32;
+    be->weight_dtype = weight_dtype;
     be->host_memory = 1;
     *out = be;
     return KG_OK;

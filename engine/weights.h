@@ -41,6 +41,16 @@ kg_status kg_load(kg_loader *L, kg_tensor *out, int ndim, const int64_t *shape, 
 #endif
     ;
 
+/* kg_load for the weight of a linear or conv layer (2-D [N, K] or 4-D
+ * [Co, Ci, kh, kw], the w of kg_linear / kg_conv2d): stored in the backend's
+ * weight_dtype (bf16 on the CPU in bf16 mode), everything else in act_dtype. */
+kg_status kg_load_weight(kg_loader *L, kg_tensor *out, int ndim, const int64_t *shape,
+                         const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
+
 /* 1 when prefix + printf(fmt, ...) exists (for alternative key namings). */
 int kg_load_has(const kg_loader *L, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -384,7 +384,7 @@ static int open_model(kg_model **m, kg_session **s, test_backend b)
     kg_status st;
     kg_model_options_init(&o);
     o.backend = b == TB_CUDA ? KG_BACKEND_CUDA : KG_BACKEND_CPU;
-    o.precision = KG_PRECISION_FP16;
+    o.precision = b == TB_CUDA ? KG_PRECISION_FP16 : KG_PRECISION_FP32;
     if (!path)
         return kgt_check(0, "KG_TINY_MODEL is set");
     st = kg_model_open(m, path, &o, &err);

@@ -361,6 +361,7 @@ kg_status kg_backend_cuda_new(kg_backend **out, int device_id, kg_dtype dtype, k
     be->ops = &cuda_ops;
     be->impl = cu;
     be->act_dtype = dtype;
+    be->weight_dtype = dtype;
     be->host_memory = 0;
     *out = be;
     return KG_OK;
@@ -470,6 +471,7 @@ static kg_status cuda_weights_new(kg_backend **out, const kg_backend_config *cfg
     be->ops = &store_ops;
     be->impl = cu;
     be->act_dtype = cfg->dtype;
+    be->weight_dtype = cfg->dtype;
     be->host_memory = 0;
     *out = be;
     return KG_OK;
