@@ -51,6 +51,7 @@ refuse "--size 64x64junk" 'expected WxH' $base --size 64x64junk -o "$work/t.png"
 refuse "--seed empty" 'empty value' $base --seed "" -o "$work/t.png"
 refuse "--seed 2^64" 'expected -1 (random)' $base --seed 18446744073709551616 -o "$work/t.png"
 refuse "-g nan" 'expected a number in 0..100' $base -g nan -o "$work/t.png"
+refuse "--precision bfloat16" 'expected auto, fp32, bf16 or fp16' $base --precision bfloat16 -o "$work/t.png"
 ls "$work"/*.png >/dev/null 2>&1 && bad "a PNG was written by a refused command line" ||
     ok "no PNG written by the refused command lines"
 
@@ -106,6 +107,10 @@ no_temp_left() {
         ok "$2: no temporary file left"
     fi
 }
+
+echo "== precision the backend cannot run: refused, not run in another"
+fail_run "--precision fp16 on the CPU" 'precision fp16 is not available on the CPU backend' $base --precision fp16 -o "$work/t.png"
+[ -e "$work/t.png" ] && bad "fp16 on the CPU wrote an image" || ok "no image from fp16 on the CPU"
 
 echo "== FIFOs and other non-files: refused, never waited on"
 mkfifo "$work/fifo"

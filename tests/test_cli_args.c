@@ -207,6 +207,23 @@ static void test_structure(void)
               "bad scheduler: %s", msg);
     kgt_check(parse(&a, msg, sizeof msg, 2, "--backend", "gpu") == KG_CLI_ERROR,
               "bad backend: %s", msg);
+    kgt_check(parse(&a, msg, sizeof msg, 0) == KG_CLI_RUN && a.mopt.precision == KG_PRECISION_AUTO,
+              "default precision auto");
+    {
+        static const char *const names[] = {"fp32", "bf16", "fp16", "auto"};
+        static const kg_precision want[] = {KG_PRECISION_FP32, KG_PRECISION_BF16, KG_PRECISION_FP16,
+                                            KG_PRECISION_AUTO};
+        for (int i = 0; i < 4; i++)
+            kgt_check(parse(&a, msg, sizeof msg, 2, "--precision", names[i]) == KG_CLI_RUN &&
+                          a.mopt.precision == want[i],
+                      "--precision %s parsed", names[i]);
+    }
+    kgt_check(parse(&a, msg, sizeof msg, 1, "--precision=bf16") == KG_CLI_RUN &&
+                  a.mopt.precision == KG_PRECISION_BF16,
+              "--precision=bf16 parsed");
+    refused("--precision", "bfloat16", "auto, fp32, bf16 or fp16");
+    refused("--precision", "BF16", "auto, fp32, bf16 or fp16");
+    refused("--precision", "", "empty value");
     kgt_check(parse(&a, msg, sizeof msg, 2, "-N", "-blurry") == KG_CLI_RUN &&
                   !strcmp(a.negative, "-blurry"),
               "a value may start with a dash: -N -blurry");

@@ -29,6 +29,7 @@ enum opt_id {
     O_CONTROL_CANNY,
     O_SIZE,
     O_BACKEND,
+    O_PRECISION,
     O_THREADS,
     O_LATENTS,
     O_DUMP,
@@ -71,6 +72,8 @@ static const opt_def options[] = {
                                              "                      (OpenCV's algorithm on RGB, thresholds L and H; the demo: 100:200)"},
     {"size", 0, 1, O_SIZE, "WxH          output size, multiples of " STR(KG_SIZE_STEP) " up to " STR(KG_SIZE_MAX) " (default " STR(KG_DEFAULT_SIZE) "x" STR(KG_DEFAULT_SIZE) ")"},
     {"backend", 0, 1, O_BACKEND, "NAME      auto (default), cpu, cuda"},
+    {"precision", 0, 1, O_PRECISION, "NAME    auto (default: fp16 on CUDA, fp32 on the CPU), fp32, bf16 (CPU: bf16\n"
+                                     "                      weights, fp32 activations), fp16 (CUDA only)"},
     {"threads", 0, 1, O_THREADS, "N         CPU threads, 1..1024 (default: all cores)"},
     {"latents", 0, 1, O_LATENTS, "FILE      start from tensor 'latents' F32 [n,4,H/8,W/8] in a safetensors FILE"},
     {"dump", 0, 1, O_DUMP, "FILE         write every stage to a safetensors FILE"},
@@ -370,6 +373,10 @@ static kg_cli_result apply(kg_cli_args *a, const opt_def *o, const char *spelled
             a->mopt.backend = KG_BACKEND_CUDA;
         else
             return fail(msg, size, "%s \"%s\": expected auto, cpu or cuda", spelled, v);
+        break;
+    case O_PRECISION:
+        if (kg_precision_from_name(v, &a->mopt.precision, NULL) != KG_OK)
+            return fail(msg, size, "%s \"%s\": expected auto, fp32, bf16 or fp16", spelled, v);
         break;
     case O_THREADS:
         if (parse_int(v, 1, KG_CLI_MAX_THREADS, &iv))

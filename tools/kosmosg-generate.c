@@ -2,7 +2,8 @@
  *
  *   kosmosg-generate -m model.safetensors -p "<i> wearing <i>" -i a.png -i b.png \
  *       [-N negative] [-s steps] [-g guidance] [--seed N] [-n images] [--scheduler NAME]
- *       [--size WxH] [--backend auto|cpu|cuda] [--threads N] [--latents FILE] [--dump FILE]
+ *       [--size WxH] [--backend auto|cpu|cuda] [--precision auto|fp32|bf16|fp16] [--threads N]
+ *       [--latents FILE] [--dump FILE]
  *       -o out-%d.png
  */
 #include <errno.h>
@@ -342,8 +343,10 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < a->n_controls; i++)
         controls[i].net = nets[a->n_controlnets > 1 ? i : 0];
-    fprintf(stderr, "loaded %s on %s (%.1fs)\n", a->model,
-            kg_backend_kind_name(kg_model_backend(model)), now() - c.t_start);
+    fprintf(stderr, "loaded %s on %s in %s (%.1fs, %.2f GiB of weights)\n", a->model,
+            kg_backend_kind_name(kg_model_backend(model)),
+            kg_precision_name(kg_model_precision(model)), now() - c.t_start,
+            (double)kg_model_weight_bytes(model) / (1 << 30));
     for (int i = 0; i < a->n_loras; i++) {
         kg_lora_info li;
         if (kg_lora_inspect(model, loras[i].path, &li, &err) != KG_OK) {
