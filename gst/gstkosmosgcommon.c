@@ -71,8 +71,10 @@ gst_kosmosg_precision_get_type (void)
 {
   static gsize type = 0;
   static const GEnumValue values[] = {
-    {KG_PRECISION_FP16, "float16 weights and activations (CUDA)", "fp16"},
-    {KG_PRECISION_BF16, "bfloat16 weights and activations (CUDA)", "bf16"},
+    {KG_PRECISION_AUTO, "fp16 on CUDA, fp32 on the CPU", "auto"},
+    {KG_PRECISION_FP16, "float16 weights and activations (CUDA only)", "fp16"},
+    {KG_PRECISION_BF16, "bfloat16 weights and activations on CUDA; bfloat16 "
+          "linear/conv weights with fp32 activations on the CPU", "bf16"},
     {KG_PRECISION_FP32, "float32", "fp32"},
     {0, NULL, NULL}
   };
@@ -221,8 +223,10 @@ gst_kosmosg_install_properties (GObjectClass * klass, guint first_id)
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_PRECISION,
       g_param_spec_enum ("precision", "Precision",
-          "Weight and activation precision on CUDA (the CPU backend always "
-          "computes in fp32)", GST_TYPE_KOSMOSG_PRECISION,
+          "Weight and activation precision: auto = fp16 on CUDA, fp32 on the "
+          "CPU; bf16 on the CPU stores the linear/conv weights in bfloat16 "
+          "(half the memory) and computes in fp32; fp16 on the CPU is an "
+          "error", GST_TYPE_KOSMOSG_PRECISION,
           GST_KOSMOSG_DEFAULT_PRECISION, rw | GST_PARAM_MUTABLE_READY));
   /**
    * GstKosmosGFilter:post-messages:
@@ -566,6 +570,10 @@ post_open_error (GstKosmosGEngine * e, const gchar * path,
     case KG_ERR_DEVICE:
       GST_ELEMENT_ERROR (e->element, LIBRARY, INIT,
           ("CUDA device initialisation failed"), ("%s", msg));
+      break;
+    case KG_ERR_UNSUPPORTED:
+      GST_ELEMENT_ERROR (e->element, LIBRARY, SETTINGS,
+          ("Unsupported precision property: %s", msg), (NULL));
       break;
     case KG_ERR_NOMEM:
       GST_ELEMENT_ERROR (e->element, RESOURCE, NO_SPACE_LEFT,

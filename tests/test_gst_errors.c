@@ -101,6 +101,30 @@ GST_START_TEST (test_cuda_unavailable)
 
 GST_END_TEST;
 
+/* precision=fp16 on the CPU is an error naming it, never a silent fp32 run;
+ * bf16 there loads (bf16 weights, fp32 activations). */
+GST_START_TEST (test_cpu_precision)
+{
+  GstBus *bus;
+  GstElement *e = make_element ("kosmosgsrc", "a cat", TEST_STEPS, &bus);
+
+  g_object_set (e, "backend", KG_BACKEND_CPU, "precision", KG_PRECISION_FP16,
+      NULL);
+  assert_ready_fails (e, bus, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_SETTINGS,
+      "precision fp16 is not available on the CPU");
+  release_element (e, bus);
+
+  e = make_element ("kosmosgsrc", "a cat", TEST_STEPS, &bus);
+  g_object_set (e, "backend", KG_BACKEND_CPU, "precision", KG_PRECISION_BF16,
+      NULL);
+  fail_unless_equals_int (gst_element_set_state (e, GST_STATE_READY),
+      GST_STATE_CHANGE_SUCCESS);
+  assert_no_error (bus);
+  release_element (e, bus);
+}
+
+GST_END_TEST;
+
 /* backend=auto without a device: a warning on the bus that says so. */
 GST_START_TEST (test_auto_fallback_warning)
 {
@@ -360,6 +384,7 @@ kosmosg_errors_suite (void)
   tcase_add_test (tc, test_bad_file);
   tcase_add_test (tc, test_cuda_unavailable);
   tcase_add_test (tc, test_auto_fallback_warning);
+  tcase_add_test (tc, test_cpu_precision);
   tcase_add_test (tc, test_placeholder_mismatch);
   tcase_add_test (tc, test_prompt_too_long);
   tcase_add_test (tc, test_invalid_utf8_prompt);
