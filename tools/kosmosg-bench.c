@@ -1,7 +1,7 @@
 /* kosmosg-bench.c - times the full-size Kosmos-G components with random weights.
  *
  *   kosmosg-bench --component clip|connector|mllm|aligner|unet|vae|all [--batch N]
- *                 [--backend cpu|cuda] [--dtype f16|bf16|f32] [--threads N]
+ *                 [--backend cpu|cuda] [--precision auto|fp32|bf16|fp16] [--threads N]
  *                 [--warmup N] [--reps N] [--unet-batch N] [--lora-rank R]
  *
  * One component: one forward of the real shapes (tests/component_run.h), batch N
@@ -10,8 +10,14 @@
  * d2048 x 24 layers, AlignerNet 12 + 12 layers d768, U-Net 64x64 latent with 77x768
  * context, VAE decode 64x64 -> 512x512. The weights have the real shapes and
  * deterministic random values (tests/random_weights.h), built as an in-memory float32
- * safetensors image and loaded through the normal loader (used in place on the CPU,
- * converted to the backend's dtype on CUDA).
+ * safetensors image, loaded through the normal loader into the backend's memory
+ * (converted to its dtypes), then dropped, so resident memory is what the loaded
+ * weights take.
+ *
+ * --precision: auto (fp16 on CUDA, fp32 on the CPU), fp32, bf16, fp16 (CUDA only), as
+ * kg_model_options. bf16 on the CPU stores the linear/conv weights in bf16 and runs
+ * them on the CPU's bf16 kernels (the DISPATCH line names them; each run prints how
+ * many bf16 GEMMs it made).
  *
  * all: every component, kept loaded, at the batch one 512x512 image with two input images needs
  * (clip and connector 2 images, mllm and aligner 1 sequence, unet batch 2 for
@@ -23,8 +29,9 @@
  * Prints seconds per run (best of --reps after --warmup), effective GFLOP/s against
  * the FLOP counts of docs performance.md (computed from the configs for the
  * transformers; 803 GFLOP per U-Net sample and 2.515 TFLOP per VAE decode), the
- * backend's live bytes (weights + activation arena), the peak resident memory
- * (getrusage) and, on CUDA, the device memory in use (cudaMemGetInfo: total - free,
+ * backend's live bytes (weights + activation arena), the resident memory after the run
+ * (VmRSS) and its peak (getrusage; it includes each random-weight image while it is
+ * being loaded) and, on CUDA, the device memory in use (cudaMemGetInfo: total - free,
  * which includes the CUDA context and library workspaces).
  *
  * --unet-batch 1 with all: the U-Net at batch 1, i.e. guidance <= 1 (no CFG), as LCM-LoRA runs;
@@ -97,6 +104,20 @@ static double cpu_seconds(void)
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
            (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
+/* Resident memory now (VmRSS of /proc/self/status), GiB; -1 when unreadable. */
+static double rss_gib(void)
+{
+    char line[256];
+    double kib = -1.0;
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6))
+            kib = strtod(line + 6, NULL);
+    if (f)
+        fclose(f);
+    return kib < 0.0 ? -1.0 : kib / (1024.0 * 1024.0);
 }
 
 static double peak_rss_gib(void)
@@ -172,6 +193,7 @@ typedef struct result {
     char shape[64];
     double best_s, gflop;
     double weights_mib, arena_mib, device_gib;
+    int64_t bf16_gemms; /* per forward, CPU */
     int64_t params;
 } result;
 
@@ -225,6 +247,7 @@ static void bench(kg_backend *be, kgt_kind k, int64_t batch, int warmup, int rep
     size_t len, before = be->bytes_allocated;
     char *file;
     double t0, best = 1e30, gf;
+    int64_t gemms0;
 
     memset(&cp, 0, sizeof cp);
     memset(r, 0, sizeof *r);
@@ -240,9 +263,13 @@ static void bench(kg_backend *be, kgt_kind k, int64_t batch, int warmup, int rep
     cp.st = st;
     if (kgt_comp_load(&m, &cp, be, &err) != KG_OK)
         die("%s: %s", kgt_kind_names[k], err.msg);
-    /* the CPU uses float32 weights in place from the image */
-    r->weights_mib = (double)(be->bytes_allocated - before + (be->host_memory ? im.data_bytes : 0)) /
-                     (1 << 20);
+    r->weights_mib = (double)(be->bytes_allocated - before) / (1 << 20);
+    /* the loader copied every tensor: the image is not needed any more */
+    kg_st_close(st);
+    st = NULL;
+    cp.st = NULL;
+    free(file);
+    file = NULL;
     kgt_comp_inputs(&cp, batch, 64);
     describe(&cp, r->shape, sizeof r->shape);
     printf("%s: real shapes, %zu tensors, %lld parameters (%.2f GiB float32), random weights "
@@ -255,6 +282,7 @@ static void bench(kg_backend *be, kgt_kind k, int64_t batch, int warmup, int rep
         die("%s: %s", kgt_kind_names[k], err.msg);
     r->arena_mib = (double)c.arena_cap / (1 << 20);
     gf = gflop(&cp);
+    gemms0 = be->host_memory ? kg_backend_cpu_bf16_gemms(be) : 0;
     for (int i = 0; i < warmup + reps; i++) {
         kg_status s;
         double dt, cpu0 = cpu_seconds(), load[1] = {0};
@@ -312,15 +340,20 @@ static void bench(kg_backend *be, kgt_kind k, int64_t batch, int warmup, int rep
         printf("RESULT nonfinite_check_s=%.7f unet_step_s=%.4f ratio=%.6f\n", cbest, best,
                cbest / best);
     }
+    r->bf16_gemms =
+        be->host_memory ? (kg_backend_cpu_bf16_gemms(be) - gemms0) / (warmup + reps) : 0;
+    if (be->weight_dtype == KG_BF16)
+        printf("  bf16 GEMMs per forward: %lld\n", (long long)r->bf16_gemms);
     r->name = kgt_kind_names[k];
     r->best_s = best;
     r->gflop = gf;
     r->params = im.params;
     r->device_gib = device_used_gib(be);
     printf("RESULT component=%s batch=%lld best_s=%.4f gflops=%.1f weights_mib=%.0f arena_mib=%.0f "
-           "peak_rss_gib=%.2f device_used_gib=%.2f\n",
+           "weights=%s bf16_gemms=%lld rss_gib=%.2f peak_rss_gib=%.2f device_used_gib=%.2f\n",
            r->name, (long long)(k == KGT_MLLM ? 1 : batch), best, gf / best, r->weights_mib,
-           r->arena_mib, peak_rss_gib(), r->device_gib);
+           r->arena_mib, kg_dtype_name(be->weight_dtype), (long long)r->bf16_gemms, rss_gib(),
+           peak_rss_gib(), r->device_gib);
 
     l->cp = cp;
     l->im = im;
@@ -415,10 +448,12 @@ static void bench_lora(kg_backend *be, loaded *l, int rank, int reps)
 }
 
 /* The per-image table of --component all. */
-static void summary(const result *r, const char *backend, double all_loaded_gib)
+static void summary(const result *r, const char *backend, const char *precision,
+                    double all_loaded_gib)
 {
     double w = 0.0, arena = 0.0, encode, step = r[KGT_UNET].best_s;
-    printf("\n## Kosmos-G, random weights of the real shapes, backend %s\n\n", backend);
+    printf("\n## Kosmos-G, random weights of the real shapes, backend %s, precision %s\n\n", backend,
+           precision);
     printf("| component | shape | parameters | seconds | GFLOP/s | weights MiB | arena MiB |\n");
     printf("| --- | --- | --- | --- | --- | --- | --- |\n");
     for (int k = 0; k < KGT_N_KINDS; k++) {
@@ -447,23 +482,28 @@ static void summary(const result *r, const char *backend, double all_loaded_gib)
                encode + 4.0 * step + r[KGT_VAE].best_s);
     }
     printf("\n| memory | GiB |\n| --- | --- |\n");
-    printf("| all weights resident (backend dtype) | %.2f |\n", w / 1024.0);
+    printf("| all weights resident (linear/conv weights in %s) | %.2f |\n", precision, w / 1024.0);
     printf("| largest activation arena | %.2f |\n", arena / 1024.0);
     printf("| pipeline estimate (weights + largest arena) | %.2f |\n", (w + arena) / 1024.0);
     if (all_loaded_gib >= 0.0)
         printf("| device in use, all six loaded with their arenas (cudaMemGetInfo) | %.2f |\n",
                all_loaded_gib);
-    printf("| peak resident host memory (getrusage) | %.2f |\n", peak_rss_gib());
-    printf("RESULT all backend=%s encode_s=%.4f unet_step_s=%.4f vae_s=%.4f image25_s=%.3f "
-           "image50_s=%.3f weights_gib=%.2f arena_gib=%.2f device_all_loaded_gib=%.2f\n",
-           backend, encode, step, r[KGT_VAE].best_s, encode + 25.0 * step + r[KGT_VAE].best_s,
-           encode + 50.0 * step + r[KGT_VAE].best_s, w / 1024.0, arena / 1024.0, all_loaded_gib);
+    printf("| resident host memory, all six loaded with their arenas (VmRSS) | %.2f |\n",
+           rss_gib());
+    printf("| peak resident host memory (getrusage; includes the random-weight image of the "
+           "component being loaded) | %.2f |\n", peak_rss_gib());
+    printf("RESULT all backend=%s precision=%s encode_s=%.4f unet_step_s=%.4f vae_s=%.4f "
+           "image25_s=%.3f image50_s=%.3f weights_gib=%.2f arena_gib=%.2f rss_gib=%.2f "
+           "peak_rss_gib=%.2f device_all_loaded_gib=%.2f\n",
+           backend, precision, encode, step, r[KGT_VAE].best_s,
+           encode + 25.0 * step + r[KGT_VAE].best_s, encode + 50.0 * step + r[KGT_VAE].best_s,
+           w / 1024.0, arena / 1024.0, rss_gib(), peak_rss_gib(), all_loaded_gib);
 }
 
 static void usage(void)
 {
     fprintf(stderr, "usage: kosmosg-bench --component clip|connector|mllm|aligner|unet|vae|all "
-                    "[--batch N] [--backend cpu|cuda] [--dtype f16|bf16|f32] [--threads N] "
+                    "[--batch N] [--backend cpu|cuda] [--precision auto|fp32|bf16|fp16] [--threads N] "
                     "[--warmup N] [--reps N] [--unet-batch N] [--lora-rank R]\n");
     exit(2);
 }
@@ -472,7 +512,8 @@ int main(int argc, char **argv)
 {
     /* the batches one 512x512 image with two input images needs */
     static const int64_t image_batch[KGT_N_KINDS] = {2, 2, 1, 1, 2, 1};
-    const char *component = NULL, *backend = "cpu", *dtype = "f16";
+    const char *component = NULL, *backend = "cpu";
+    kg_precision precision = KG_PRECISION_AUTO;
     int batch = 1, threads = 0, warmup = 0, reps = 1, kind = -1, unet_batch = 2, lora_rank = 0;
     kg_backend *be = NULL;
     kg_error err = {0};
@@ -489,8 +530,10 @@ int main(int argc, char **argv)
             batch = int_arg(a, v, 1, 64);
         else if (!strcmp(a, "--backend"))
             backend = v;
-        else if (!strcmp(a, "--dtype"))
-            dtype = v;
+        else if (!strcmp(a, "--precision")) {
+            if (kg_precision_from_name(v, &precision, &err) != KG_OK)
+                die("--precision: %s", err.msg);
+        }
         else if (!strcmp(a, "--threads"))
             threads = int_arg(a, v, 0, 1024);
         else if (!strcmp(a, "--warmup"))
@@ -510,19 +553,30 @@ int main(int argc, char **argv)
             kind = k;
     if (!component || (kind < 0 && strcmp(component, "all")) || batch < 1 || batch > 64 ||
         reps < 1 || warmup < 0 || unet_batch < 1 || unet_batch > 64 || lora_rank < 0 ||
-        (lora_rank > 0 && kind != KGT_UNET) || (strcmp(dtype, "f16") && strcmp(dtype, "bf16") && strcmp(dtype, "f32")))
+        (lora_rank > 0 && kind != KGT_UNET))
         usage();
     setvbuf(stdout, NULL, _IOLBF, 0); /* progress lines show up when piped */
 
+    if (precision == KG_PRECISION_AUTO)
+        precision = !strcmp(backend, "cuda") ? KG_PRECISION_FP16 : KG_PRECISION_FP32;
     if (!strcmp(backend, "cpu")) {
-        char line[256];
-        if (kg_backend_cpu_new(&be, threads, &err) != KG_OK)
+        /* through the provider, as a model's session: it sets the weight dtype and refuses fp16 */
+        const kg_backend_provider *prov;
+        kg_backend_config cfg = {0, precision == KG_PRECISION_BF16 ? KG_BF16
+                                    : precision == KG_PRECISION_FP32 ? KG_F32 : KG_F16, threads};
+        char line[512];
+        if (kg_backend_provider_get(KG_BACKEND_CPU, &prov, &err) != KG_OK ||
+            prov->compute_new(&be, &cfg, &err) != KG_OK)
             die("%s", err.msg);
         kg_backend_cpu_describe(be, line, sizeof line);
-        printf("DISPATCH cpu backend: %s\n", line);
+        printf("DISPATCH cpu backend, precision %s (linear/conv weights %s, activations %s): %s\n",
+               kg_precision_name(precision), kg_dtype_name(be->weight_dtype),
+               kg_dtype_name(be->act_dtype), line);
     } else if (!strcmp(backend, "cuda")) {
 #ifdef KG_HAVE_CUDA
-        kg_dtype dt = !strcmp(dtype, "f32") ? KG_F32 : !strcmp(dtype, "bf16") ? KG_BF16 : KG_F16;
+        kg_dtype dt = precision == KG_PRECISION_FP32   ? KG_F32
+                      : precision == KG_PRECISION_BF16 ? KG_BF16
+                                                       : KG_F16;
         if (kg_backend_cuda_new(&be, 0, dt, &err) != KG_OK)
             die("%s", err.msg);
 #else
@@ -543,7 +597,7 @@ int main(int argc, char **argv)
         for (int k = 0; k < KGT_N_KINDS; k++)
             bench(be, (kgt_kind)k, k == KGT_UNET ? unet_batch : image_batch[k], warmup, reps,
                   &res[k], &comps[k]);
-        summary(res, be->ops->name, device_used_gib(be));
+        summary(res, be->ops->name, kg_precision_name(precision), device_used_gib(be));
         for (int k = 0; k < KGT_N_KINDS; k++)
             release(be, &comps[k]);
     }
