@@ -276,7 +276,8 @@ static void compare_stages(const char *what, const stages *f32, const stages *b1
     }
     kgt_check(matched > 0 && matched == f32->n, "%s: %zu float stages compared (fp32 run: %zu)",
               what, matched, f32->n);
-    printf("RESULT %s worst_stage=%s worst_nmse=%.3e\n", what, worst_name, worst);
+    printf("RESULT %s isa=%s worst_stage=%s worst_nmse=%.3e\n", what,
+           getenv("KOSMOSG_CPU_ISA") ? getenv("KOSMOSG_CPU_ISA") : "default", worst_name, worst);
 }
 
 /* The bf16 run stored its linear/conv weights in bf16 and ran the bf16 kernels;
@@ -310,7 +311,8 @@ static void report_images(const char *what, const run *f32, const run *b16)
     db = psnr(&f32->out, &b16->out);
     kgt_check(db >= PSNR_MIN, "%s: uint8 images bf16 vs fp32: PSNR %.2f dB (>= %.0f)", what, db,
               PSNR_MIN);
-    printf("RESULT %s psnr_db=%.2f\n", what, db);
+    printf("RESULT %s isa=%s psnr_db=%.2f\n", what,
+           getenv("KOSMOSG_CPU_ISA") ? getenv("KOSMOSG_CPU_ISA") : "default", db);
 }
 
 static void describe(const run *r)
