@@ -217,8 +217,12 @@ gst_kosmosg_install_properties (GObjectClass * klass, guint first_id)
   /**
    * GstKosmosGFilter:precision:
    *
-   * Weight and activation precision of the CUDA backend (`fp16`, `bf16`,
-   * `fp32`); the CPU backend computes in fp32.
+   * Weight and activation precision. `auto` (the default): fp16 on CUDA,
+   * fp32 on the CPU. On CUDA `fp16`, `bf16` and `fp32` are that precision
+   * throughout. On the CPU `bf16` stores the linear and conv weights in
+   * bfloat16 (about half the model's memory) and computes with fp32
+   * accumulation and fp32 activations; `fp16` there fails the READY
+   * transition with a LIBRARY/SETTINGS error, never a silent fp32 run.
    */
   g_object_class_install_property (klass,
       first_id + GST_KOSMOSG_PROP_PRECISION,
