@@ -220,7 +220,8 @@ void kg_cpu_gemm_status(kg_backend *be, const char *op)
 {
     kg_cpu *cpu = kg_cpu_of(be);
     if (atomic_exchange(&cpu->gemm_failed, 0))
-        kg_backend_fail(be, KG_ERR_NOMEM, "%s: the GEMM (oneDNN sgemm) cannot get memory", op);
+        kg_backend_fail(be, KG_ERR_NOMEM,
+                        "%s: the GEMM (oneDNN sgemm or gemm_bf16bf16f32) cannot get memory", op);
 }
 
 const char *kg_cpu_gemm_name(const kg_cpu *cpu)
