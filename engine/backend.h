@@ -93,6 +93,12 @@ typedef struct kg_backend_ops {
     /* over the last dim: x / max(||x||, eps) */
     void (*l2_normalize)(kg_backend *be, kg_tensor *y, const kg_tensor *x, float eps);
     void (*fill)(kg_backend *be, kg_tensor *y, float value);
+    /* x [1, 3, H, W] in [-1, 1] -> 8-bit RGB (channels 3) or RGB + 255 (channels 4) rows of
+     * pitch bytes at dst, memory of the backend's device: (x / 2 + 0.5) clamped to [0, 1],
+     * times 255, rounded half to even, as the host path of kg_generate. NaN/Inf is reported
+     * at the next sync as KG_ERR_NONFINITE. NULL on backends whose memory is the host's. */
+    void (*image_to_device)(kg_backend *be, void *dst, size_t pitch, int channels,
+                            const kg_tensor *x);
 } kg_backend_ops;
 
 struct kg_backend {

@@ -243,6 +243,19 @@ typedef struct kg_control {
 
 void kg_control_init(kg_control *c);
 
+/* An output image in CUDA device memory, written by kg_generate instead of kg_output.rgb
+ * (kg_params.device_out). The address belongs to the model's device and must be usable from
+ * that device's primary context, the one the CUDA runtime (and so the engine) computes in:
+ * memory allocated in the primary context, or in any context the primary one can address
+ * (GStreamer: a GstCudaContext made with gst_cuda_context_new_wrapped() around the primary
+ * context). The engine converts the decoded image on its own stream and synchronises that
+ * stream before kg_generate returns, so the memory is complete for any other stream. */
+typedef struct kg_device_image {
+    uint64_t ptr;           /* device address (CUdeviceptr) */
+    size_t pitch;           /* bytes per row, >= width * bytes per pixel */
+    kg_pixel_format format; /* KG_PIX_RGB, or KG_PIX_RGBA / KG_PIX_RGBX (4th byte 255) */
+} kg_device_image;
+
 typedef struct kg_params {
     const char *prompt;          /* UTF-8, one "<i>" per reference image */
     const char *negative_prompt; /* NULL or "" = the official unconditional "<s>" */
@@ -262,6 +275,9 @@ typedef struct kg_params {
     int n_loras;
     const kg_control *controls;  /* optional ControlNet maps (none: plain Kosmos-G) */
     int n_controls;              /* 0..KG_MAX_CONTROLS */
+    const kg_device_image *device_out; /* optional, num_images entries: the images go there
+                                    (pixels as kg_output.rgb would hold them) and kg_output.rgb
+                                    stays NULL; CUDA backend only (KG_ERR_UNSUPPORTED on the CPU) */
 } kg_params;
 
 void kg_params_init(kg_params *p);
@@ -283,7 +299,7 @@ typedef void (*kg_dump_fn)(void *user, const char *name, const kg_tensor *host);
 typedef struct kg_output {
     int n;                  /* images */
     int width, height;
-    uint8_t *rgb;           /* n * height * width * 3, row-major RGB */
+    uint8_t *rgb;           /* n * height * width * 3, row-major RGB; NULL with device_out */
     int64_t seed;           /* the seed actually used */
     double seconds_encode, seconds_denoise, seconds_decode;
 } kg_output;

@@ -613,3 +613,25 @@ void kg_fill(kg_ctx *c, kg_tensor *y, float value)
     if (run(c))
         c->be->ops->fill(c->be, y, value);
 }
+
+void kg_image_to_device(kg_ctx *c, void *dst, size_t pitch, int channels, const kg_tensor *x)
+{
+    if (!ok(c) || !check_act(c, "image_to_device", "x", x))
+        return;
+    if (!c->be->ops->image_to_device) {
+        kg_backend_fail(c->be, KG_ERR_UNSUPPORTED, "image_to_device: the %s backend has no "
+                        "device memory", c->be->ops->name);
+        return;
+    }
+    if (x->ndim != 4 || x->shape[0] != 1 || x->shape[1] != 3 || (channels != 3 && channels != 4) ||
+        pitch < (size_t)x->shape[3] * (size_t)channels) {
+        kg_backend_fail(c->be, KG_ERR_SHAPE,
+                        "image_to_device: x [%lld, %lld, %lld, %lld], %d channels, pitch %zu: "
+                        "expected [1, 3, H, W], 3 or 4 channels, pitch >= W * channels",
+                        (long long)x->shape[0], (long long)x->shape[1], (long long)x->shape[2],
+                        (long long)x->shape[3], channels, pitch);
+        return;
+    }
+    if (run(c))
+        c->be->ops->image_to_device(c->be, dst, pitch, channels, x);
+}

@@ -101,5 +101,8 @@ void kg_copy(kg_ctx *c, kg_tensor *y, const kg_tensor *x);
 void kg_embedding(kg_ctx *c, kg_tensor *y, const kg_tensor *table, const kg_tensor *ids);
 void kg_l2_normalize(kg_ctx *c, kg_tensor *y, const kg_tensor *x, float eps);
 void kg_fill(kg_ctx *c, kg_tensor *y, float value);
+/* x [1, 3, H, W] -> 8-bit RGB(A) pixels in device memory (backend.h, image_to_device);
+ * KG_ERR_UNSUPPORTED on a backend without device memory. */
+void kg_image_to_device(kg_ctx *c, void *dst, size_t pitch, int channels, const kg_tensor *x);
 
 #endif

@@ -393,7 +393,7 @@ static kg_status decode(kg_session *s, request *r, const kg_tensor *x, kg_output
     kg_ctx *c = &s->ctx;
     int64_t H = r->h * m->vae_factor, W = r->w * m->vae_factor;
     size_t plane = (size_t)(H * W);
-    float *fimg = r->dump && !r->measuring ? malloc((size_t)r->n * 3 * plane * sizeof(float)) : NULL;
+    float *fimg = r->dump && !r->measuring && !r->p->device_out ? malloc((size_t)r->n * 3 * plane * sizeof(float)) : NULL;
     uint8_t *u8 = out->rgb;
 
     for (int i = 0; i < r->n; i++) {
@@ -408,6 +408,20 @@ static kg_status decode(kg_session *s, request *r, const kg_tensor *x, kg_output
         }
         kg_scale(c, &z, &xi, 1.0f / KG_VAE_SCALING);
         kg_vae_decode(c, &m->vae, &img, &z);
+        if (r->p->device_out && !r->measuring) {
+            /* straight into the caller's device memory: the backend quantises as the host
+             * loop below does and flags NaN/Inf, which the next sync reports */
+            const kg_device_image *d = &r->p->device_out[i];
+            kg_image_to_device(c, (void *)(uintptr_t)d->ptr, d->pitch,
+                               d->format == KG_PIX_RGB ? 3 : 4, &img);
+            kg_reset(c, mark);
+            st = kg_ctx_status(c, err);
+            if (st != KG_OK) {
+                free(fimg);
+                return st;
+            }
+            continue;
+        }
         kg_download_f32(c, r->image, &img);
         kg_reset(c, mark);
         st = kg_ctx_status(c, err);
@@ -542,6 +556,25 @@ static kg_status check_params(const kg_session *s, const kg_params *p, kg_error 
     if (p->num_images < 1 || p->num_images > KG_MAX_OUTPUTS)
         return kg_error_set(err, KG_ERR_INVALID_ARG, "num_images %d: expected 1..%d",
                             p->num_images, KG_MAX_OUTPUTS);
+    if (p->device_out) {
+        if (!s->be->ops->image_to_device)
+            return kg_error_set(err, KG_ERR_UNSUPPORTED,
+                                "device output: the %s backend writes no device memory (CUDA "
+                                "only)",
+                                s->be->ops->name);
+        for (int i = 0; i < p->num_images; i++) {
+            const kg_device_image *d = &p->device_out[i];
+            int bpp = d->format == KG_PIX_RGB ? 3 : 4;
+            if (!d->ptr ||
+                (d->format != KG_PIX_RGB && d->format != KG_PIX_RGBA &&
+                 d->format != KG_PIX_RGBX) ||
+                d->pitch < (size_t)p->width * (size_t)bpp)
+                return kg_error_set(err, KG_ERR_INVALID_ARG,
+                                    "device output %d: expected a device address, format RGB, "
+                                    "RGBA or RGBX and a pitch >= %d bytes (got %zu)",
+                                    i, p->width * bpp, d->pitch);
+        }
+    }
     if (p->width < KG_SIZE_MIN || p->height < KG_SIZE_MIN || p->width > KG_SIZE_MAX ||
         p->height > KG_SIZE_MAX || p->width % s->m->size_multiple ||
         p->height % s->m->size_multiple)
@@ -737,8 +770,8 @@ kg_status kg_generate(kg_session *s, const kg_params *p, kg_progress_fn progress
     st = prepare(s, p, &r, err);
     if (st != KG_OK)
         goto fail;
-    out->rgb = malloc((size_t)r.n * (size_t)p->width * (size_t)p->height * 3);
-    if (!out->rgb) {
+    out->rgb = p->device_out ? NULL : malloc((size_t)r.n * (size_t)p->width * (size_t)p->height * 3);
+    if (!p->device_out && !out->rgb) {
         st = kg_error_set(err, KG_ERR_NOMEM, "no host memory for %d output images", r.n);
         goto fail;
     }

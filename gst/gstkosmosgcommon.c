@@ -91,6 +91,8 @@ gst_kosmosg_install_properties (GObjectClass * klass, guint first_id)
 {
   const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS;
 
+  gst_kosmosg_cuda_class_init (GST_ELEMENT_CLASS (klass));
+
   /* Both elements install these; the doc blocks name kosmosgfilter's and
    * gstkosmosgsrc.c points kosmosgsrc's at them. */
   /**
@@ -530,6 +532,7 @@ gst_kosmosg_engine_init (GstKosmosGEngine * e, GstElement * element)
   memset (e, 0, sizeof *e);
   e->element = element;
   ensure_debug_category ();
+  gst_kosmosg_cuda_init (e);
 }
 
 static void
@@ -656,12 +659,14 @@ gst_kosmosg_engine_open (GstKosmosGEngine * e, const GstKosmosGSettings * s)
         ("No usable CUDA device: backend=auto runs on the CPU, which is much "
             "slower"), ("%s", kg_model_fallback_reason (model) ?
             kg_model_fallback_reason (model) : "no CUDA backend"));
+  gst_kosmosg_cuda_open (e, s->cuda_device_id);
   return TRUE;
 }
 
 void
 gst_kosmosg_engine_close (GstKosmosGEngine * e)
 {
+  gst_kosmosg_cuda_close (e);
   g_clear_pointer (&e->session, kg_session_free);
   g_clear_pointer (&e->model, gst_kosmosg_model_release);
 }
@@ -719,6 +724,7 @@ gst_kosmosg_engine_src_caps (GstKosmosGEngine * e, GstCaps * filter)
     set_stepped_range (st, "width", step);
     set_stepped_range (st, "height", step);
   }
+  caps = gst_kosmosg_cuda_filter_caps (e, caps);
   if (filter) {
     GstCaps *tmp = gst_caps_intersect_full (filter, caps,
         GST_CAPS_INTERSECT_FIRST);
@@ -750,6 +756,8 @@ gst_kosmosg_engine_intersect_caps (GstKosmosGEngine * e, GstCaps * downstream)
   if (!gst_caps_is_empty (caps))
     return caps;
   gst_caps_unref (caps);
+  if (gst_kosmosg_cuda_refuse (e, downstream))
+    return NULL;
   st = gst_caps_is_empty (downstream) ? NULL :
       gst_caps_get_structure (downstream, 0);
   if (st && gst_structure_get_int (st, "width", &w)
@@ -776,7 +784,7 @@ gst_kosmosg_output_info_from_caps (GstKosmosGEngine * e, GstCaps * caps,
   w = GST_VIDEO_INFO_WIDTH (info);
   h = GST_VIDEO_INFO_HEIGHT (info);
   if (w % step == 0 && h % step == 0)
-    return TRUE;
+    return gst_kosmosg_cuda_set_output (e, caps, info);
   post_size_error (e, w, h);
   return FALSE;
 }
@@ -933,7 +941,16 @@ gst_kosmosg_engine_generate (GstKosmosGEngine * e,
     post_generate_progress (e, GST_PROGRESS_TYPE_START, text, 0, 0);
     g_free (text);
   }
+  if (!gst_kosmosg_cuda_prepare (e, &p, p.num_images)) {
+    g_atomic_int_set (&e->busy, 0);
+    free (loras);
+    if (s->post_messages)
+      post_generate_progress (e, GST_PROGRESS_TYPE_ERROR,
+          "Generation failed", 0, 0);
+    return GST_FLOW_ERROR;
+  }
   st = kg_generate (e->session, &p, on_progress, NULL, &ctx, out, &err);
+  gst_kosmosg_cuda_finish (e, st == KG_OK);
   g_atomic_int_set (&e->busy, 0);
   free (loras);
   if (st == KG_ERR_CANCELLED) {
@@ -980,9 +997,9 @@ gst_kosmosg_engine_generate (GstKosmosGEngine * e,
   return GST_FLOW_OK;
 }
 
-GstBuffer *
-gst_kosmosg_make_buffer (const kg_output * out, gint index,
-    const GstVideoInfo * info, const GstKosmosGSettings * s)
+static GstBuffer *
+copy_to_system_memory (const kg_output * out, gint index,
+    const GstVideoInfo * info)
 {
   GstBuffer *buf = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (info),
       NULL);
@@ -990,7 +1007,6 @@ gst_kosmosg_make_buffer (const kg_output * out, gint index,
   const guint8 *src = out->rgb + (gsize) index * row * out->height;
   gboolean rgba = GST_VIDEO_INFO_FORMAT (info) == GST_VIDEO_FORMAT_RGBA;
   GstVideoFrame frame;
-  GstCustomMeta *meta;
 
   if (!gst_video_frame_map (&frame, (GstVideoInfo *) info, buf,
           GST_MAP_WRITE)) {
@@ -1014,7 +1030,22 @@ gst_kosmosg_make_buffer (const kg_output * out, gint index,
     }
   }
   gst_video_frame_unmap (&frame);
+  return buf;
+}
 
+GstBuffer *
+gst_kosmosg_make_buffer (GstKosmosGEngine * e, const kg_output * out,
+    gint index, const GstVideoInfo * info, const GstKosmosGSettings * s)
+{
+  GstBuffer *buf;
+  GstCustomMeta *meta;
+
+  if (gst_kosmosg_cuda_output_on_device (e))
+    buf = gst_kosmosg_cuda_take_buffer (e, index);
+  else
+    buf = copy_to_system_memory (out, index, info);
+  if (!buf)
+    return NULL;
   meta = gst_buffer_add_custom_meta (buf, GST_KOSMOSG_META_NAME);
   if (meta)
     gst_structure_set (gst_custom_meta_get_structure (meta),

@@ -16,6 +16,7 @@
 #include <gst/gst.h>
 #include <gst/video/video.h>
 
+#include "gstkosmosgcuda.h"
 #include "gstkosmosgregistry.h"
 #include "kosmosg.h"
 
@@ -29,13 +30,22 @@ GType gst_kosmosg_backend_get_type (void);
 GType gst_kosmosg_precision_get_type (void);
 
 /* Output: RGB first so fixation picks it; the sizes are narrowed to the
- * model's size step by gst_kosmosg_engine_src_caps once it is loaded. */
-#define GST_KOSMOSG_SRC_CAPS \
-  "video/x-raw, format = (string) { RGB, RGBA }, " \
+ * model's size step by gst_kosmosg_engine_src_caps once it is loaded. With
+ * gst-cuda, CUDA memory comes first (preferred when downstream takes it);
+ * gst_kosmosg_cuda_filter_caps drops it unless the model runs on CUDA. */
+#define GST_KOSMOSG_SRC_CAPS_FIELDS \
+  "format = (string) { RGB, RGBA }, " \
   "width = (int) [ " G_STRINGIFY (KG_SIZE_MIN) ", " G_STRINGIFY (KG_SIZE_MAX) " ], " \
   "height = (int) [ " G_STRINGIFY (KG_SIZE_MIN) ", " G_STRINGIFY (KG_SIZE_MAX) " ], " \
   "pixel-aspect-ratio = (fraction) 1/1, " \
   "framerate = (fraction) [ 0/1, MAX ]"
+#ifdef KG_HAVE_GST_CUDA
+#define GST_KOSMOSG_SRC_CAPS \
+  "video/x-raw(" GST_KOSMOSG_CUDA_FEATURE "), " GST_KOSMOSG_SRC_CAPS_FIELDS "; " \
+  "video/x-raw, " GST_KOSMOSG_SRC_CAPS_FIELDS
+#else
+#define GST_KOSMOSG_SRC_CAPS "video/x-raw, " GST_KOSMOSG_SRC_CAPS_FIELDS
+#endif
 
 #define GST_KOSMOSG_DEFAULT_SIZE KG_DEFAULT_SIZE
 #define GST_KOSMOSG_DEFAULT_STEPS KG_DEFAULT_STEPS
@@ -112,7 +122,7 @@ GstCaps *gst_kosmosg_fixate_src_caps (GstCaps * caps);
 
 void gst_kosmosg_meta_register (void);
 
-typedef struct
+struct _GstKosmosGEngine
 {
   GstElement *element;
   GstKosmosGModel *model;
@@ -125,7 +135,9 @@ typedef struct
   /* running estimate of one generation, 0 before the first; protected by
    * the element's object lock */
   GstClockTime estimate;
-} GstKosmosGEngine;
+  /* CUDA memory output and context (gstkosmosgcuda.c), owned by element */
+  GstKosmosGCuda *cuda;
+};
 
 void gst_kosmosg_engine_init (GstKosmosGEngine * e, GstElement * element);
 /* NULL->READY: acquires the model named by s (or $KOSMOSG_MODEL) and opens a
@@ -165,9 +177,11 @@ GstFlowReturn gst_kosmosg_engine_generate (GstKosmosGEngine * e,
     const kg_control * controls, gint n_controls, gint width, gint height,
     kg_output * out, gboolean * latency_changed);
 
-/* Image index of out as a buffer in the negotiated format, with the
- * generation meta attached; timestamps are left to the caller. */
-GstBuffer *gst_kosmosg_make_buffer (const kg_output * out, gint index,
+/* Image index of out as a buffer in the negotiated format (system memory,
+ * or the CUDA memory the engine wrote it into), with the generation meta
+ * attached; timestamps are left to the caller. */
+GstBuffer *gst_kosmosg_make_buffer (GstKosmosGEngine * e,
+    const kg_output * out, gint index,
     const GstVideoInfo * info, const GstKosmosGSettings * s);
 
 /* Sets a property of s from set_property, under the element's object lock

@@ -842,7 +842,7 @@ generate_and_push (GstKosmosGFilter * self, const kg_image * images,
   if (!GST_CLOCK_TIME_IS_VALID (pts) || pts < self->last_pts)
     pts = self->last_pts;
   for (gint i = 0; i < out.n && ret == GST_FLOW_OK; i++) {
-    GstBuffer *buf = gst_kosmosg_make_buffer (&out, i, &self->out_info, &s);
+    GstBuffer *buf = gst_kosmosg_make_buffer (&self->engine, &out, i, &self->out_info, &s);
 
     if (!buf) {
       GST_ELEMENT_ERROR (self, RESOURCE, WRITE, ("Could not write an output "
@@ -1187,6 +1187,8 @@ gst_kosmosg_filter_src_query (GstAggregator * agg, GstQuery * query)
 {
   GstKosmosGFilter *self = GST_KOSMOSG_FILTER (agg);
 
+  if (gst_kosmosg_cuda_handle_query (&self->engine, query))
+    return TRUE;
   if (GST_QUERY_TYPE (query) == GST_QUERY_CAPS) {
     GstCaps *filter, *caps;
 
@@ -1197,6 +1199,16 @@ gst_kosmosg_filter_src_query (GstAggregator * agg, GstQuery * query)
     return TRUE;
   }
   return GST_AGGREGATOR_CLASS (parent_class)->src_query (agg, query);
+}
+
+/* the CUDA context for upstream CUDA elements (gstkosmosgcuda.c) */
+static gboolean
+gst_kosmosg_filter_sink_query (GstAggregator * agg, GstAggregatorPad * pad,
+    GstQuery * query)
+{
+  if (gst_kosmosg_cuda_handle_query (&GST_KOSMOSG_FILTER (agg)->engine, query))
+    return TRUE;
+  return GST_AGGREGATOR_CLASS (parent_class)->sink_query (agg, pad, query);
 }
 
 static GstCaps *
@@ -1839,6 +1851,7 @@ gst_kosmosg_filter_class_init (GstKosmosGFilterClass * klass)
   agg_class->update_src_caps =
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_update_src_caps);
   agg_class->src_query = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_src_query);
+  agg_class->sink_query = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_sink_query);
   agg_class->fixate_src_caps =
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_fixate_src_caps);
   agg_class->negotiated_src_caps =

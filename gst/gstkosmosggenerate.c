@@ -92,7 +92,7 @@ gst_kosmosg_generator_pop (GstKosmosGGenerator * g, GstKosmosGEngine * e,
   GstClockTime duration = GST_CLOCK_TIME_NONE;
 
   g_return_val_if_fail (g->next < g->out.n, NULL);
-  buf = gst_kosmosg_make_buffer (&g->out, g->next, info, &g->settings);
+  buf = gst_kosmosg_make_buffer (e, &g->out, g->next, info, &g->settings);
   if (!buf) {
     GST_ELEMENT_ERROR (e->element, RESOURCE, WRITE,
         ("Could not write an output image"),

@@ -187,6 +187,16 @@ gst_kosmosg_src_set_caps (GstBaseSrc * bsrc, GstCaps * caps)
   return TRUE;
 }
 
+/* a downstream that takes CUDA memory only is refused with the reason */
+static gboolean
+gst_kosmosg_src_negotiate (GstBaseSrc * bsrc)
+{
+  if (!gst_kosmosg_cuda_check_peer (&GST_KOSMOSG_SRC (bsrc)->engine,
+          GST_BASE_SRC_PAD (bsrc)))
+    return FALSE;
+  return GST_BASE_SRC_CLASS (parent_class)->negotiate (bsrc);
+}
+
 static gboolean
 gst_kosmosg_src_start (GstBaseSrc * bsrc)
 {
@@ -249,6 +259,8 @@ gst_kosmosg_src_query (GstBaseSrc * bsrc, GstQuery * query)
 {
   GstKosmosGSrc *self = GST_KOSMOSG_SRC (bsrc);
 
+  if (gst_kosmosg_cuda_handle_query (&self->engine, query))
+    return TRUE;
   if (GST_QUERY_TYPE (query) == GST_QUERY_LATENCY) {
     gboolean live;
     GstClockTime min;
@@ -555,6 +567,7 @@ gst_kosmosg_src_class_init (GstKosmosGSrcClass * klass)
   bsrc_class->fixate = GST_DEBUG_FUNCPTR (gst_kosmosg_src_fixate);
   bsrc_class->get_caps = GST_DEBUG_FUNCPTR (gst_kosmosg_src_get_caps);
   bsrc_class->set_caps = GST_DEBUG_FUNCPTR (gst_kosmosg_src_set_caps);
+  bsrc_class->negotiate = GST_DEBUG_FUNCPTR (gst_kosmosg_src_negotiate);
   bsrc_class->start = GST_DEBUG_FUNCPTR (gst_kosmosg_src_start);
   bsrc_class->stop = GST_DEBUG_FUNCPTR (gst_kosmosg_src_stop);
   bsrc_class->unlock = GST_DEBUG_FUNCPTR (gst_kosmosg_src_unlock);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every build/test dependency on a fresh Debian 12 machine (apt) and
-# builds the project into ./build. CUDA is compiled when the toolkit is at
-# /usr/local/cuda (it needs no GPU to build).
+# builds the project into ./build. CUDA (and the plugin's CUDA memory, through
+# gstreamer-cuda-1.0 from libgstreamer-plugins-bad1.0-dev) is compiled when the
+# toolkit is at /usr/local/cuda (it needs no GPU to build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     libdnnl-dev libpng-dev check \
     libglib2.0-dev libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-    gstreamer1.0-opencv \
+    gstreamer1.0-opencv libgstreamer-plugins-bad1.0-dev \
     python3 python3-numpy python3-torch python3-hypothesis \
     clang libclang-rt-14-dev >/dev/null
 

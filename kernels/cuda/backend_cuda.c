@@ -161,10 +161,16 @@ static kg_status cuda_sync(kg_backend *be)
                        "sync: read device flags") ||
         !kg_cuda_check(be, cudaStreamSynchronize(cu->stream), "sync: read device flags"))
         return be->err.code;
-    if (f->embed_bad) {
-        kg_backend_fail(be, KG_ERR_INVALID_ARG,
-                        "embedding: id %lld at position %lld is outside the %lld-row table",
-                        f->embed_id, f->embed_pos, f->embed_rows);
+    if (f->embed_bad || f->image_bad) {
+        if (f->embed_bad)
+            kg_backend_fail(be, KG_ERR_INVALID_ARG,
+                            "embedding: id %lld at position %lld is outside the %lld-row table",
+                            f->embed_id, f->embed_pos, f->embed_rows);
+        else
+            kg_backend_fail(be, KG_ERR_NONFINITE,
+                            "the VAE decoder produced a non-finite value (element %lld of an "
+                            "image): its weights hold NaN/Inf or overflow",
+                            f->image_pos);
         memset(f, 0, sizeof *f);
         if (kg_cuda_check(be, cudaMemsetAsync(cu->flags_dev, 0, sizeof *f, cu->stream),
                           "sync: clear device flags"))
@@ -245,6 +251,7 @@ static const kg_backend_ops cuda_ops = {
     .embedding = kg_cuda_embedding,
     .l2_normalize = kg_cuda_l2_normalize,
     .fill = kg_cuda_fill,
+    .image_to_device = kg_cuda_image_to_device,
 };
 
 #define RT(call, what)                                                                         \

@@ -34,10 +34,11 @@ extern "C" {
 /* Errors a kernel finds on the device; read and cleared by sync(). */
 typedef struct kg_cuda_flags {
     int embed_bad;       /* an embedding id was out of range */
-    int pad_;
+    int image_bad;       /* image_to_device met NaN/Inf */
     long long embed_id;  /* the first such id, its position, the table rows */
     long long embed_pos;
     long long embed_rows;
+    long long image_pos; /* element of the first NaN/Inf in the [3, H, W] image */
 } kg_cuda_flags;
 
 typedef struct kg_cuda_gemm_plan {
@@ -130,6 +131,8 @@ void kg_cuda_binary(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_t
 void kg_cuda_axpby(kg_backend *be, kg_tensor *y, float alpha, const kg_tensor *a, float beta,
                    const kg_tensor *b);
 void kg_cuda_fill(kg_backend *be, kg_tensor *y, float value);
+void kg_cuda_image_to_device(kg_backend *be, void *dst, size_t pitch, int channels,
+                             const kg_tensor *x);
 void kg_cuda_upsample_nearest2x(kg_backend *be, kg_tensor *y, const kg_tensor *x);
 void kg_cuda_upsample_nearest(kg_backend *be, kg_tensor *y, const kg_tensor *x);
 void kg_cuda_concat(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_tensor *b, int dim);
