@@ -84,11 +84,13 @@ cuda_quark (void)
   return q;
 }
 
+#ifdef KG_HAVE_GST_CUDA
 static GstKosmosGCuda *
 cuda_of (GstElement * element)
 {
   return g_object_get_qdata (G_OBJECT (element), cuda_quark ());
 }
+#endif
 
 /* The model runs on CUDA: the only case CUDA memory is offered in. */
 static gboolean

@@ -1201,6 +1201,18 @@ gst_kosmosg_filter_src_query (GstAggregator * agg, GstQuery * query)
   return GST_AGGREGATOR_CLASS (parent_class)->src_query (agg, query);
 }
 
+/* A downstream that takes CUDA memory only is refused with the reason
+ * (GstAggregator would otherwise stop silently when it does not meet the
+ * template, as in a build without gst-cuda). */
+static gboolean
+gst_kosmosg_filter_negotiate (GstAggregator * agg)
+{
+  if (!gst_kosmosg_cuda_check_peer (&GST_KOSMOSG_FILTER (agg)->engine,
+          agg->srcpad))
+    return FALSE;
+  return GST_AGGREGATOR_CLASS (parent_class)->negotiate (agg);
+}
+
 /* the CUDA context for upstream CUDA elements (gstkosmosgcuda.c) */
 static gboolean
 gst_kosmosg_filter_sink_query (GstAggregator * agg, GstAggregatorPad * pad,
@@ -1852,6 +1864,7 @@ gst_kosmosg_filter_class_init (GstKosmosGFilterClass * klass)
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_update_src_caps);
   agg_class->src_query = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_src_query);
   agg_class->sink_query = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_sink_query);
+  agg_class->negotiate = GST_DEBUG_FUNCPTR (gst_kosmosg_filter_negotiate);
   agg_class->fixate_src_caps =
       GST_DEBUG_FUNCPTR (gst_kosmosg_filter_fixate_src_caps);
   agg_class->negotiated_src_caps =

@@ -162,9 +162,16 @@ static void
 assert_cuda_refusal (const gchar * desc)
 {
   GstElement *pipe = parse (desc);
-  GstMessage *msg = run_pipeline (pipe);
+  GstElement *cf = gst_bin_get_by_name (GST_BIN (pipe), "cf");
+  GstCaps *only_cuda = gst_caps_from_string (CUDA_CAPS);
+  GstMessage *msg;
   GError *err = NULL;
   gchar *dbg = NULL;
+
+  g_object_set (cf, "caps", only_cuda, NULL);
+  gst_caps_unref (only_cuda);
+  gst_object_unref (cf);
+  msg = run_pipeline (pipe);
 
   fail_unless (msg != NULL, "a CUDA-memory-only downstream was accepted on "
       "the CPU backend: %s", desc);
@@ -193,17 +200,18 @@ assert_cuda_refusal (const gchar * desc)
 
 /* On the CPU, a downstream that takes CUDA memory only: CORE/NEGOTIATION
  * saying why, from kosmosgsrc, the text-only filter and the filter with a
- * reference image. */
+ * reference image. The capsfilter gets its caps after linking (a build
+ * without gst-cuda already refuses the link when they are set before). */
 GST_START_TEST (test_cuda_only_refused)
 {
   assert_cuda_refusal ("kosmosgsrc name=k model-location=%s backend=cpu "
-      "prompt=a num-inference-steps=1 ! " CUDA_CAPS " ! fakesink");
+      "prompt=a num-inference-steps=1 ! capsfilter name=cf ! fakesink");
   assert_cuda_refusal ("kosmosgfilter name=k model-location=%s backend=cpu "
-      "prompt=a num-inference-steps=1 ! " CUDA_CAPS " ! fakesink");
+      "prompt=a num-inference-steps=1 ! capsfilter name=cf ! fakesink");
   assert_cuda_refusal ("videotestsrc num-buffers=1 ! "
       "video/x-raw,format=RGB,width=64,height=64 ! kosmosgfilter name=k "
       "model-location=%s backend=cpu prompt=\"<i> a\" num-inference-steps=1 ! "
-      CUDA_CAPS " ! fakesink");
+      "capsfilter name=cf ! fakesink");
 }
 
 GST_END_TEST;

@@ -146,10 +146,11 @@ if [ -e /usr/include/oneapi/dnnl/dnnl.h ] && ls /usr/lib/x86_64-linux-gnu/libdnn
     BLAS_NOTE=oneDNN
 fi
 
-CFLAGS=(-std=c11 -O2 -D_GNU_SOURCE -fopenmp -DKG_HAVE_CUDA=1 ${BLAS_C[@]+"${BLAS_C[@]}"} -I"$ROOT/engine"
+# -fPIC: the GStreamer plugin below links the same archive
+CFLAGS=(-std=c11 -O2 -fPIC -D_GNU_SOURCE -fopenmp -DKG_HAVE_CUDA=1 ${BLAS_C[@]+"${BLAS_C[@]}"} -I"$ROOT/engine"
     -I"$ROOT/kernels" -I"$ROOT/tests" -I"$CUDA_HOME/include" "-DKG_LORA_DATA=\"$ROOT/tests/data/lora\"")
 [ -n "$CUDNN_INC" ] && CFLAGS+=(-I"$CUDNN_INC")
-NVFLAGS=(-O3 -std=c++17 "-gencode=arch=compute_$ARCH,code=sm_$ARCH" -I"$ROOT/engine" -I"$ROOT/kernels")
+NVFLAGS=(-O3 -std=c++17 -Xcompiler=-fPIC "-gencode=arch=compute_$ARCH,code=sm_$ARCH" -I"$ROOT/engine" -I"$ROOT/kernels")
 [ -n "$CUDNN_INC" ] && NVFLAGS+=(-I"$CUDNN_INC")
 LIBS=()
 RPATH=""
@@ -231,6 +232,55 @@ for t in "$BUILD"/test_cuda_*; do
     esac
     [ -x "$t" ] && step "$(basename "$t")" 120 env ${TEST_ENV[@]+"${TEST_ENV[@]}"} "$t"
 done
+
+# ------------------------------- the GStreamer plugin's CUDA memory output (gst/gstkosmosgcuda.c)
+# Built straight with gcc against the static engine above when the machine has the GStreamer
+# development files with gstreamer-cuda-1.0 (libgstreamer-plugins-bad1.0-dev); a bare GPU machine
+# usually lacks them, and then this shows as NOT RUN. It checks (1) tests/test_gst_cuda.c's
+# device cases (GstCudaMemory out, same pixels as system memory, context announced and
+# queried), (2) kosmosgsrc backend=cuda ! CUDA-memory caps ! cudadownload: every image written
+# by the engine straight into CUDA memory (the element's LOG line per buffer, no host copy on
+# its side; cudadownload's download is the pipeline's own), and (3) the same into nvh264enc
+# through cudaconvert, when nvcodec has them.
+gst_cuda_checks() {
+    local pc="gstreamer-1.0 gstreamer-base-1.0 gstreamer-video-1.0 gstreamer-cuda-1.0"
+    local plug=$BUILD/gst
+    if ! pkg-config --exists $pc gstreamer-check-1.0 2>/dev/null; then
+        ROWS+=("| gst CUDA memory | NOT RUN (no GStreamer development files with gstreamer-cuda-1.0) | - | - | - |")
+        return 0
+    fi
+    mkdir -p "$plug"
+    if ! gcc "${CFLAGS[@]}" -shared -fPIC -DKG_HAVE_GST_CUDA=1 -DGST_USE_UNSTABLE_API -DVERSION='"device"' \
+        -DPACKAGE='"kosmosg-gst"' -DGST_PACKAGE_NAME='"kosmosg-gst device check"' \
+        -DGST_PACKAGE_ORIGIN='"Unknown package origin"' $(pkg-config --cflags $pc) \
+        "$ROOT"/gst/*.c "$BUILD/libkg.a" $(pkg-config --libs $pc) "${LIBS[@]}" -o "$plug/libgstkosmosg.so" ||
+        ! gcc "${CFLAGS[@]}" -DKG_HAVE_GST_CUDA=1 "$ROOT/tests/test_gst_cuda.c" "$BUILD/libkg.a" \
+            $(pkg-config --cflags --libs gstreamer-check-1.0 gstreamer-video-1.0) "${LIBS[@]}" -o "$BUILD/test_gst_cuda"; then
+        ROWS+=("| gst CUDA memory | FAIL (the plugin or test_gst_cuda did not build) | - | - | - |")
+        return 0
+    fi
+    local genv=(GST_PLUGIN_PATH="$plug" GST_PLUGIN_PATH_1_0="$plug" GST_REGISTRY="$BUILD/gst.registry" CK_FORK=no
+        ${TEST_ENV[@]+"${TEST_ENV[@]}"})
+    step "test_gst_cuda (device cases: GstCudaMemory out, same pixels, context)" 120 env "${genv[@]}" "$BUILD/test_gst_cuda"
+    if [ -z "${KG_TINY_MODEL:-}" ] || ! command -v gst-launch-1.0 >/dev/null; then
+        ROWS+=("| gst-launch CUDA memory | NOT RUN (no tiny model or gst-launch-1.0) | - | - | - |")
+        return 0
+    fi
+    local launch="kosmosgsrc model-location=$KG_TINY_MODEL backend=cuda num-inference-steps=2 num-images=3 prompt=a"
+    if env "${genv[@]}" gst-inspect-1.0 cudadownload >/dev/null 2>&1; then
+        step "gst-launch: kosmosgsrc ! CUDAMemory ! cudadownload (3 images, each engine-written)" 90 \
+            env "${genv[@]}" bash -c "GST_DEBUG=kosmosgcuda:6 gst-launch-1.0 $launch ! 'video/x-raw(memory:CUDAMemory),width=64,height=64' ! cudadownload ! fakesink 2>&1 | tee '$BUILD/zc.log'; test \$(grep -c 'written by the engine into CUDA memory, no host copy' '$BUILD/zc.log') -eq 3"
+    else
+        ROWS+=("| gst-launch cudadownload | NOT RUN (nvcodec's cudadownload not found) | - | - | - |")
+    fi
+    if env "${genv[@]}" gst-inspect-1.0 nvh264enc >/dev/null 2>&1 && env "${genv[@]}" gst-inspect-1.0 cudaconvert >/dev/null 2>&1; then
+        step "gst-launch: kosmosgsrc ! CUDAMemory ! cudaconvert ! nvh264enc" 90 \
+            env "${genv[@]}" bash -c "GST_DEBUG=kosmosgcuda:6 gst-launch-1.0 $launch ! 'video/x-raw(memory:CUDAMemory),width=64,height=64' ! cudaconvert ! nvh264enc ! fakesink 2>&1 | tee '$BUILD/zc2.log'; test \$(grep -c 'written by the engine into CUDA memory, no host copy' '$BUILD/zc2.log') -eq 3"
+    else
+        ROWS+=("| gst-launch nvh264enc | NOT RUN (nvcodec's nvh264enc/cudaconvert not found) | - | - | - |")
+    fi
+}
+gst_cuda_checks
 
 # ------------------ golden e2e cases and the whole-model benchmark on CUDA (docs/gpu-parity.md)
 # test_e2e needs the golden e2e files: $KG_GOLDEN or a carried device-data/golden.
