@@ -28,6 +28,17 @@ typedef struct _GstKosmosGCuda GstKosmosGCuda;
 
 #define GST_KOSMOSG_CUDA_FEATURE "memory:CUDAMemory"
 
+/* Sink caps from the fields of one structure: system memory first, then,
+ * with gst-cuda, the same in CUDA memory, which the filter maps for reading
+ * (gst-cuda downloads it: reference images and control maps are prepared on
+ * the host) so a GPU upstream needs no cudadownload in front. */
+#ifdef KG_HAVE_GST_CUDA
+#define GST_KOSMOSG_SINK_CAPS(fields) \
+  "video/x-raw, " fields "; video/x-raw(" GST_KOSMOSG_CUDA_FEATURE "), " fields
+#else
+#define GST_KOSMOSG_SINK_CAPS(fields) "video/x-raw, " fields
+#endif
+
 /* Element class: set_context for the CUDA context (chains up). */
 void gst_kosmosg_cuda_class_init (GstElementClass * klass);
 /* Allocates e->cuda, owned by the element (freed with it). */

@@ -427,19 +427,19 @@ enum
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink_%u",
     GST_PAD_SINK,
     GST_PAD_REQUEST,
-    GST_STATIC_CAPS ("video/x-raw, "
+    GST_STATIC_CAPS (GST_KOSMOSG_SINK_CAPS (
         "format = (string) { RGB, RGBA, RGBx, BGR, BGRA, BGRx, GRAY8 }, "
         "width = (int) [ 1, 65536 ], height = (int) [ 1, 65536 ], "
-        "framerate = (fraction) [ 0/1, MAX ]"));
+        "framerate = (fraction) [ 0/1, MAX ]")));
 
 static GstStaticPadTemplate control_template =
 GST_STATIC_PAD_TEMPLATE ("control_%u",
     GST_PAD_SINK,
     GST_PAD_REQUEST,
-    GST_STATIC_CAPS ("video/x-raw, "
+    GST_STATIC_CAPS (GST_KOSMOSG_SINK_CAPS (
         "format = (string) { RGB, RGBA, RGBx, BGR, BGRA, BGRx, GRAY8 }, "
         "width = (int) [ 1, 65536 ], height = (int) [ 1, 65536 ], "
-        "framerate = (fraction) [ 0/1, MAX ]"));
+        "framerate = (fraction) [ 0/1, MAX ]")));
 
 static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
     GST_PAD_SRC,

@@ -1,8 +1,9 @@
 /* test_gst_cuda.c - CUDA memory output of kosmosgsrc and kosmosgfilter
  * (gst/gstkosmosgcuda.c): caps, the fallback to system memory, the error a
  * CUDA-memory-only downstream gets when the engine is on the CPU, the CUDA
- * context query, and, on a machine with a CUDA device, the engine writing
- * into GstCudaMemory (same pixels as system memory, no host copy).
+ * context query, the filter's sink pads taking CUDA memory, and, on a machine
+ * with a CUDA device, the engine writing into GstCudaMemory (same pixels as
+ * system memory, no host copy) and a reference image in CUDA memory.
  * KG_HAVE_GST_CUDA says whether the plugin was built with gst-cuda. */
 #include "test_gst_common.h"
 
@@ -67,6 +68,44 @@ GST_START_TEST (test_template_caps)
     gst_object_unref (src);
     gst_object_unref (e);
   }
+}
+
+GST_END_TEST;
+
+/* The filter's reference and control pads take CUDA memory (after system
+ * memory) when built with gst-cuda, and accept such caps once requested. */
+GST_START_TEST (test_sink_caps)
+{
+  GstElement *e = make_element ("kosmosgfilter", "<i> a", 1, NULL);
+  const gchar *names[] = { "sink_%u", "control_%u" };
+  GstCaps *cuda = gst_caps_from_string ("video/x-raw(" CUDA_FEATURE "), "
+      "format=RGB, width=64, height=48, framerate=0/1");
+
+  for (guint k = 0; k < G_N_ELEMENTS (names); k++) {
+    GstPad *pad = gst_element_request_pad_simple (e, names[k]);
+    GstCaps *templ;
+
+    fail_unless (pad != NULL, "no %s pad", names[k]);
+    templ = gst_pad_get_pad_template_caps (pad);
+    GST_INFO ("%s: %" GST_PTR_FORMAT, names[k], templ);
+    fail_unless (caps_has_sysmem (templ));
+    fail_if (gst_caps_get_features (templ, 0)
+        && gst_caps_features_contains (gst_caps_get_features (templ, 0),
+            CUDA_FEATURE), "%s prefers CUDA memory", names[k]);
+#ifdef KG_HAVE_GST_CUDA
+    fail_unless (caps_has_cuda (templ), "%s takes no CUDA memory", names[k]);
+    fail_unless (gst_pad_query_accept_caps (pad, cuda),
+        "%s refuses %" GST_PTR_FORMAT, names[k], cuda);
+#else
+    fail_if (caps_has_cuda (templ));
+    fail_if (gst_pad_query_accept_caps (pad, cuda));
+#endif
+    gst_caps_unref (templ);
+    gst_element_release_request_pad (e, pad);
+    gst_object_unref (pad);
+  }
+  gst_caps_unref (cuda);
+  gst_object_unref (e);
 }
 
 GST_END_TEST;
@@ -330,6 +369,51 @@ GST_START_TEST (test_device_output)
 
 GST_END_TEST;
 
+/* DEVICE ONLY: a reference image in CUDA memory (cudaupload) gives the image
+ * the same picture in system memory gives. */
+GST_START_TEST (test_device_input)
+{
+  GstCaps *caps_a, *caps_b;
+  GstElement *up = gst_element_factory_make ("cudaupload", NULL);
+  GstBuffer *a, *b;
+  kg_output out = { 0 };
+  GstVideoInfo info;
+  GstVideoFrame f;
+
+  if (!up) {
+    g_print ("test_device_input: no cudaupload (nvcodec): not run\n");
+    return;
+  }
+  gst_object_unref (gst_object_ref_sink (up));
+  a = pull_one ("videotestsrc num-buffers=1 pattern=ball ! "
+      "video/x-raw,format=RGBA,width=80,height=64 ! cudaupload ! "
+      "video/x-raw(" CUDA_FEATURE ") ! kosmosgfilter model-location=%s "
+      "backend=cuda prompt=\"<i> a\" num-inference-steps=2 seed=42 ! "
+      SYS_CAPS ",format=RGB ! appsink name=out", &caps_a);
+  b = pull_one ("videotestsrc num-buffers=1 pattern=ball ! "
+      "video/x-raw,format=RGBA,width=80,height=64 ! kosmosgfilter "
+      "model-location=%s backend=cuda prompt=\"<i> a\" num-inference-steps=2 "
+      "seed=42 ! " SYS_CAPS ",format=RGB ! appsink name=out", &caps_b);
+  fail_unless (gst_video_info_from_caps (&info, caps_b));
+  fail_unless (gst_video_frame_map (&f, &info, b, GST_MAP_READ));
+  out.n = 1;
+  out.width = 64;
+  out.height = 64;
+  out.rgb = g_malloc (64 * 64 * 3);
+  for (gint y = 0; y < 64; y++)
+    memcpy (out.rgb + y * 64 * 3, (guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&f,
+            0) + y * GST_VIDEO_FRAME_PLANE_STRIDE (&f, 0), 64 * 3);
+  gst_video_frame_unmap (&f);
+  assert_same_image (a, caps_a, &out, 0);
+  g_free (out.rgb);
+  gst_buffer_unref (a);
+  gst_buffer_unref (b);
+  gst_caps_unref (caps_a);
+  gst_caps_unref (caps_b);
+}
+
+GST_END_TEST;
+
 /* DEVICE ONLY: at READY on CUDA the element announces a CUDA context and
  * answers context queries with it. */
 GST_START_TEST (test_device_context)
@@ -375,6 +459,7 @@ kosmosgcuda_suite (void)
 
   suite_add_tcase (s, tc);
   tcase_add_test (tc, test_template_caps);
+  tcase_add_test (tc, test_sink_caps);
   tcase_add_test (tc, test_cpu_caps_and_context);
   tcase_add_test (tc, test_cuda_only_refused);
   tcase_add_test (tc, test_both_gets_system_memory);
@@ -388,6 +473,7 @@ kosmosgcuda_suite (void)
       suite_add_tcase (s, dev);
       tcase_add_test (dev, test_device_output);
       tcase_add_test (dev, test_device_context);
+      tcase_add_test (dev, test_device_input);
     } else {
       g_print ("device cases skipped: no usable CUDA device (%s)\n", why);
       g_free (why);
