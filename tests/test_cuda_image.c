@@ -43,8 +43,8 @@ static void op_case(kg_dtype dt)
     if (!kgt_check(st == KG_OK, "%s backend: %s", kg_dtype_name(dt), err.msg))
         goto done;
     {
-        kg_tensor x = kg_tensor_4d(be->ops->alloc(be, (size_t)(3 * plane) * kg_dtype_size(dt)), dt,
-                                   1, 3, H, W);
+        kg_tensor x = kg_tensor_make(be->ops->alloc(be, (size_t)(3 * plane) * kg_dtype_size(dt)),
+                                     dt, 4, (const int64_t[]){1, 3, H, W});
         /* every k/255 boundary: x with (x/2+0.5)*255 = k + 0.5 and its neighbours, then
          * values beyond [-1, 1] and signed zeros */
         for (int64_t i = 0; i < 3 * plane; i++) {
