@@ -35,8 +35,6 @@
  *     prompt="a red bicycle by the sea" ! pngenc ! filesink location=out.png
  * ]|
  */
-#include <string.h>
-
 #include "gstkosmosgsrc.h"
 #include "gstkosmosgcommon.h"
 #include "gstkosmosggenerate.h"

@@ -285,8 +285,10 @@ GST_START_TEST (test_seeks)
   e2 = progress_elapsed (p.bus);
   step = e2 - e1;
 
-  /* 1: prerolling */
+  /* 1: prerolling; half a step after a progress message, so that the
+   * seek lands inside a step rather than on its boundary */
   g_object_set (p.src, "num-inference-steps", TEST_STEPS, NULL);
+  g_usleep (step / 2000);
   t0 = g_get_monotonic_time ();
   fail_unless (seek_to (&p, 3 * GST_SECOND), "seek while prerolling refused");
   seek_s = (g_get_monotonic_time () - t0) / 1e6;
@@ -309,6 +311,7 @@ GST_START_TEST (test_seeks)
   fail_unless (seek_to (&p, 0), "seek after EOS refused");
   progress_elapsed (p.bus);
   g_object_set (p.src, "num-inference-steps", TEST_STEPS, NULL);
+  g_usleep (step / 2000);
   t0 = g_get_monotonic_time ();
   fail_unless (seek_to (&p, 2 * GST_SECOND), "second seek refused");
   seek_s = (g_get_monotonic_time () - t0) / 1e6;
