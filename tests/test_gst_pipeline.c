@@ -4,7 +4,8 @@
  * generation on the session), reference pads that appear after PAUSED, a
  * bad prompt while PLAYING, flushing seeks (text-only and with reference
  * pads: prerolling, PLAYING mid-generation, after EOS, a seekable upstream,
- * past the end), live frames replaced during a generation (QoS). The
+ * past the end, refused when live), live frames replaced during a generation
+ * (QoS). The
  * pipelines use appsrc/appsink through their action signals. */
 #include "test_gst_common.h"
 
@@ -870,6 +871,54 @@ GST_START_TEST (test_live_newest_reference)
 
 GST_END_TEST;
 
+/* A live pipeline does not seek: the seek is refused before anything
+ * changes, and the generation in progress still ends in its image. */
+GST_START_TEST (test_live_seek_refused)
+{
+  Pipe p;
+  GstVideoInfo info;
+  GstBuffer *a = make_ref (GST_VIDEO_FORMAT_RGB, 32, 32, 46, &info);
+  GstElement *src;
+  GstSample *sample;
+  GstCaps *caps = gst_video_info_to_caps (&info);
+  GstFlowReturn ret = GST_FLOW_ERROR;
+  GstMessage *msg;
+  gchar *props = g_strdup_printf ("prompt=\"<i> in the snow\" "
+      "num-inference-steps=%d", 20);
+
+  pipe_start_with (&p, props, "appsrc name=a is-live=true do-timestamp=true "
+      "min-latency=0 format=time ! f.sink_0", FALSE);
+  src = gst_bin_get_by_name (GST_BIN (p.pipeline), "a");
+  g_object_set (src, "caps", caps, NULL);
+  gst_element_set_state (p.pipeline, GST_STATE_PLAYING);
+  g_signal_emit_by_name (src, "push-buffer", a, &ret);
+  fail_unless_equals_int (ret, GST_FLOW_OK);
+  wait_first_step_of (&p, 20);
+  fail_if (seek_to (&p, SEEK_POS), "a live pipeline accepted a seek");
+  sample = pull_sample (&p, 120);
+  fail_unless (sample != NULL, "the generation did not end in its image");
+  msg = gst_bus_pop_filtered (p.bus, GST_MESSAGE_PROGRESS);
+  while (msg) {
+    GstProgressType type;
+
+    gst_message_parse_progress (msg, &type, NULL, NULL);
+    fail_if (type == GST_PROGRESS_TYPE_CANCELED, "the generation was "
+        "cancelled by a refused seek");
+    gst_message_unref (msg);
+    msg = gst_bus_pop_filtered (p.bus, GST_MESSAGE_PROGRESS);
+  }
+  assert_no_error (p.bus);
+
+  gst_sample_unref (sample);
+  gst_buffer_unref (a);
+  gst_caps_unref (caps);
+  gst_object_unref (src);
+  g_free (props);
+  pipe_stop (&p);
+}
+
+GST_END_TEST;
+
 static Suite *
 kosmosg_pipeline_suite (void)
 {
@@ -887,6 +936,7 @@ kosmosg_pipeline_suite (void)
   tcase_add_test (tc, test_seek_playing_with_reference);
   tcase_add_test (tc, test_seek_after_eos_with_reference);
   tcase_add_test (tc, test_live_newest_reference);
+  tcase_add_test (tc, test_live_seek_refused);
   return s;
 }
 
