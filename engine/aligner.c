@@ -28,8 +28,8 @@ kg_status kg_aligner_config_from_json(kg_aligner_config *cfg, const kg_json *j, 
         (s = kg_json_opt_eps(j, "ln_eps", 1e-5, &cfg->ln_eps, what, err)) != KG_OK)
         return s;
     if (cfg->in < 1 || cfg->dim < 1 || cfg->ffn < 1 || cfg->heads < 1 || cfg->heads > INT32_MAX ||
-        cfg->dim % cfg->heads || cfg->enc_layers < 0 || cfg->dec_layers < 0 ||
-        cfg->queries < 1 || cfg->positions <= KG_ALIGNER_FIRST_POSITION || !(cfg->ln_eps > 0.0f))
+        cfg->dim % cfg->heads || cfg->enc_layers < 0 || cfg->dec_layers < 0 || cfg->queries < 1 ||
+        cfg->positions <= KG_ALIGNER_FIRST_POSITION || !(cfg->ln_eps > 0.0f))
         return kg_error_set(err, KG_ERR_FORMAT,
                             "aligner config: invalid values (in %lld, dim %lld, ffn %lld, heads "
                             "%lld, layers %lld+%lld, queries %lld, positions %lld, ln_eps %g)",
@@ -188,8 +188,7 @@ void kg_aligner_forward(kg_ctx *c, const kg_aligner *m, kg_tensor *out, const kg
     for (int64_t i = 0; i < cfg->dec_layers; i++) {
         const kg_aligner_layer *ly = &m->dec[i];
         attn_block(c, &ly->attn, &ly->attn_ln_w, &ly->attn_ln_b, cfg->ln_eps, out, NULL, NULL);
-        attn_block(c, &ly->cross, &ly->cross_ln_w, &ly->cross_ln_b, cfg->ln_eps, out, &e,
-                   key_pad);
+        attn_block(c, &ly->cross, &ly->cross_ln_w, &ly->cross_ln_b, cfg->ln_eps, out, &e, key_pad);
         kg_ffn_forward(c, &ly->ffn, out);
         kg_tap(c, out, "encoder.layers.%lld", (long long)i);
     }

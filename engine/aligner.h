@@ -52,16 +52,16 @@ typedef struct kg_aligner_layer {
 
 typedef struct kg_aligner {
     kg_aligner_config cfg;
-    kg_tensor in_w;             /* [d, in]   encoder_proj.embed_tokens.weight */
-    kg_tensor in_b;             /* [d]       encoder_proj.embed_tokens.bias */
-    kg_tensor pos;              /* [P, d]    encoder_proj.embed_positions.weight */
-    kg_aligner_layer *enc;      /* [enc_layers] encoder_proj.layers.i */
-    kg_tensor enc_ln_w;         /* [d]       encoder_proj.layer_norm.weight */
-    kg_tensor enc_ln_b;         /* [d]       encoder_proj.layer_norm.bias */
-    kg_tensor query;            /* [Q, d]    encoder_query */
-    kg_aligner_layer *dec;      /* [dec_layers] encoder.layers.i */
-    kg_tensor dec_ln_w;         /* [d]       encoder.layer_norm.weight */
-    kg_tensor dec_ln_b;         /* [d]       encoder.layer_norm.bias */
+    kg_tensor in_w;        /* [d, in]   encoder_proj.embed_tokens.weight */
+    kg_tensor in_b;        /* [d]       encoder_proj.embed_tokens.bias */
+    kg_tensor pos;         /* [P, d]    encoder_proj.embed_positions.weight */
+    kg_aligner_layer *enc; /* [enc_layers] encoder_proj.layers.i */
+    kg_tensor enc_ln_w;    /* [d]       encoder_proj.layer_norm.weight */
+    kg_tensor enc_ln_b;    /* [d]       encoder_proj.layer_norm.bias */
+    kg_tensor query;       /* [Q, d]    encoder_query */
+    kg_aligner_layer *dec; /* [dec_layers] encoder.layers.i */
+    kg_tensor dec_ln_w;    /* [d]       encoder.layer_norm.weight */
+    kg_tensor dec_ln_b;    /* [d]       encoder.layer_norm.bias */
     void *blob;
 } kg_aligner;
 

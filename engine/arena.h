@@ -11,11 +11,11 @@
 #define KG_ARENA_ALIGN 256
 
 typedef struct kg_arena {
-    char *base;      /* backend memory; NULL while measuring */
-    size_t size;     /* bytes behind base */
-    size_t offset;   /* next free byte */
-    size_t peak;     /* highest offset seen since the last kg_arena_init */
-    int measuring;   /* 1: only count, hand out fake addresses */
+    char *base;    /* backend memory; NULL while measuring */
+    size_t size;   /* bytes behind base */
+    size_t offset; /* next free byte */
+    size_t peak;   /* highest offset seen since the last kg_arena_init */
+    int measuring; /* 1: only count, hand out fake addresses */
 } kg_arena;
 
 void kg_arena_init(kg_arena *a, void *base, size_t size);

@@ -103,14 +103,14 @@ typedef struct kg_backend_ops {
 
 struct kg_backend {
     const kg_backend_ops *ops;
-    void *impl;              /* backend-private state */
-    kg_dtype act_dtype;      /* dtype of activations, biases, norm parameters and tables */
-    kg_dtype weight_dtype;   /* dtype of linear and conv weights: act_dtype everywhere but the
+    void *impl;             /* backend-private state */
+    kg_dtype act_dtype;     /* dtype of activations, biases, norm parameters and tables */
+    kg_dtype weight_dtype;  /* dtype of linear and conv weights: act_dtype everywhere but the
                                 CPU in bf16 (act_dtype KG_F32, weight_dtype KG_BF16) */
-    int host_memory;         /* 1: data pointers are host memory (weights may alias a mmap) */
-    size_t n_allocs;         /* ops->alloc calls so far; tests assert it stays flat */
-    size_t bytes_allocated;  /* live bytes from ops->alloc */
-    kg_error err;            /* sticky: the first failure wins until cleared */
+    int host_memory;        /* 1: data pointers are host memory (weights may alias a mmap) */
+    size_t n_allocs;        /* ops->alloc calls so far; tests assert it stays flat */
+    size_t bytes_allocated; /* live bytes from ops->alloc */
+    kg_error err;           /* sticky: the first failure wins until cleared */
 };
 
 /* The CPU reference backend: fp32, n_threads <= 0 picks the core count (at most

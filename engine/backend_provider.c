@@ -116,8 +116,8 @@ static kg_status cuda_provider(const kg_backend_provider **out, kg_error *err)
         return kg_error_set(err, KG_ERR_NO_DEVICE,
                             "backend cuda: the CUDA backend module libkosmosg-cuda.so was not "
                             "found; set KOSMOSG_CUDA_MODULE to its path (tried %s%s%s%s%s)",
-                            tries[0], n > 1 ? ", " : "", n > 1 ? tries[1] : "",
-                            n > 2 ? ", " : "", n > 2 ? tries[2] : "");
+                            tries[0], n > 1 ? ", " : "", n > 1 ? tries[1] : "", n > 2 ? ", " : "",
+                            n > 2 ? tries[2] : "");
     return kg_error_set(err, KG_ERR_NO_DEVICE,
                         "backend cuda: the CUDA backend module cannot be "
                         "loaded: %s",

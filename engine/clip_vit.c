@@ -79,10 +79,11 @@ static kg_status load_weights(void *model, kg_loader *L)
         kg_mha_load(&b->attn, L, path, w, cfg->heads, 0, cfg->ln_eps);
         kg_load(L, &b->ln_2_w, 1, (int64_t[]){w}, "transformer.resblocks.%d.ln_2.weight", i);
         kg_load(L, &b->ln_2_b, 1, (int64_t[]){w}, "transformer.resblocks.%d.ln_2.bias", i);
-        kg_load_weight(L, &b->fc_w, 2, (int64_t[]){mw, w}, "transformer.resblocks.%d.mlp.c_fc.weight", i);
+        kg_load_weight(L, &b->fc_w, 2, (int64_t[]){mw, w},
+                       "transformer.resblocks.%d.mlp.c_fc.weight", i);
         kg_load(L, &b->fc_b, 1, (int64_t[]){mw}, "transformer.resblocks.%d.mlp.c_fc.bias", i);
-        kg_load_weight(L, &b->proj_w, 2, (int64_t[]){w, mw}, "transformer.resblocks.%d.mlp.c_proj.weight",
-                i);
+        kg_load_weight(L, &b->proj_w, 2, (int64_t[]){w, mw},
+                       "transformer.resblocks.%d.mlp.c_proj.weight", i);
         kg_load(L, &b->proj_b, 1, (int64_t[]){w}, "transformer.resblocks.%d.mlp.c_proj.bias", i);
     }
     kg_load(L, &m->ln_post_w, 1, (int64_t[]){w}, "ln_post.weight");
@@ -90,8 +91,8 @@ static kg_status load_weights(void *model, kg_loader *L)
     return L->status;
 }
 
-kg_status kg_clip_load(kg_clip *m, const kg_clip_config *cfg, kg_backend *be,
-                       const kg_st_file *st, const char *prefix, kg_error *err)
+kg_status kg_clip_load(kg_clip *m, const kg_clip_config *cfg, kg_backend *be, const kg_st_file *st,
+                       const char *prefix, kg_error *err)
 {
     kg_status s;
     memset(m, 0, sizeof *m);

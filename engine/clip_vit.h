@@ -20,19 +20,19 @@
 #include "tensor.h"
 
 typedef struct kg_clip_config {
-    int64_t width;       /* 1024 (ViT-L/14); tiny 64 */
-    int layers;          /* 24; tiny 2 */
-    int64_t head_width;  /* 64 -> heads = width / head_width */
-    int64_t patch_size;  /* 14 */
-    int64_t image_size;  /* 224 */
-    double mlp_ratio;    /* 4.0 -> mlp width = width * mlp_ratio */
-    int quick_gelu;      /* 1: x * sigmoid(1.702 x) (forced by Kosmos-G); 0: exact GELU */
-    float ln_eps;        /* 1e-5 */
+    int64_t width;      /* 1024 (ViT-L/14); tiny 64 */
+    int layers;         /* 24; tiny 2 */
+    int64_t head_width; /* 64 -> heads = width / head_width */
+    int64_t patch_size; /* 14 */
+    int64_t image_size; /* 224 */
+    double mlp_ratio;   /* 4.0 -> mlp width = width * mlp_ratio */
+    int quick_gelu;     /* 1: x * sigmoid(1.702 x) (forced by Kosmos-G); 0: exact GELU */
+    float ln_eps;       /* 1e-5 */
     /* derived */
     int heads;
     int64_t mlp_width;
-    int64_t grid;        /* image_size / patch_size */
-    int64_t tokens;      /* grid^2 + 1 */
+    int64_t grid;   /* image_size / patch_size */
+    int64_t tokens; /* grid^2 + 1 */
 } kg_clip_config;
 
 /* Reads kg.config.clip: {"width","layers","head_width","patch_size",
@@ -41,33 +41,33 @@ typedef struct kg_clip_config {
 kg_status kg_clip_config_from_json(kg_clip_config *cfg, const kg_json *j, kg_error *err);
 
 typedef struct kg_clip_block {
-    kg_tensor ln_1_w;   /* [W]      transformer.resblocks.i.ln_1.weight */
-    kg_tensor ln_1_b;   /* [W]      transformer.resblocks.i.ln_1.bias */
-    kg_mha attn;        /*          transformer.resblocks.i.ts_attn.{q,k,v,out}_proj */
-    kg_tensor ln_2_w;   /* [W]      transformer.resblocks.i.ln_2.weight */
-    kg_tensor ln_2_b;   /* [W]      transformer.resblocks.i.ln_2.bias */
-    kg_tensor fc_w;     /* [M, W]   transformer.resblocks.i.mlp.c_fc.weight */
-    kg_tensor fc_b;     /* [M]      transformer.resblocks.i.mlp.c_fc.bias */
-    kg_tensor proj_w;   /* [W, M]   transformer.resblocks.i.mlp.c_proj.weight */
-    kg_tensor proj_b;   /* [W]      transformer.resblocks.i.mlp.c_proj.bias */
+    kg_tensor ln_1_w; /* [W]      transformer.resblocks.i.ln_1.weight */
+    kg_tensor ln_1_b; /* [W]      transformer.resblocks.i.ln_1.bias */
+    kg_mha attn;      /*          transformer.resblocks.i.ts_attn.{q,k,v,out}_proj */
+    kg_tensor ln_2_w; /* [W]      transformer.resblocks.i.ln_2.weight */
+    kg_tensor ln_2_b; /* [W]      transformer.resblocks.i.ln_2.bias */
+    kg_tensor fc_w;   /* [M, W]   transformer.resblocks.i.mlp.c_fc.weight */
+    kg_tensor fc_b;   /* [M]      transformer.resblocks.i.mlp.c_fc.bias */
+    kg_tensor proj_w; /* [W, M]   transformer.resblocks.i.mlp.c_proj.weight */
+    kg_tensor proj_b; /* [W]      transformer.resblocks.i.mlp.c_proj.bias */
 } kg_clip_block;
 
 typedef struct kg_clip {
     kg_clip_config cfg;
-    kg_tensor conv1_w;        /* [W, 3, P, P] conv1.weight (no bias) */
-    kg_tensor class_emb;      /* [W]          class_embedding */
-    kg_tensor pos_emb;        /* [T, W]       positional_embedding */
-    kg_tensor ln_pre_w;       /* [W]          ln_pre.weight */
-    kg_tensor ln_pre_b;       /* [W]          ln_pre.bias */
-    kg_clip_block *blocks;    /* [layers] */
-    kg_tensor ln_post_w;      /* [W]          ln_post.weight */
-    kg_tensor ln_post_b;      /* [W]          ln_post.bias */
+    kg_tensor conv1_w;     /* [W, 3, P, P] conv1.weight (no bias) */
+    kg_tensor class_emb;   /* [W]          class_embedding */
+    kg_tensor pos_emb;     /* [T, W]       positional_embedding */
+    kg_tensor ln_pre_w;    /* [W]          ln_pre.weight */
+    kg_tensor ln_pre_b;    /* [W]          ln_pre.bias */
+    kg_clip_block *blocks; /* [layers] */
+    kg_tensor ln_post_w;   /* [W]          ln_post.weight */
+    kg_tensor ln_post_b;   /* [W]          ln_post.bias */
     void *blob;
 } kg_clip;
 
 /* prefix: "img_model.visual." in the model file. */
-kg_status kg_clip_load(kg_clip *m, const kg_clip_config *cfg, kg_backend *be,
-                       const kg_st_file *st, const char *prefix, kg_error *err);
+kg_status kg_clip_load(kg_clip *m, const kg_clip_config *cfg, kg_backend *be, const kg_st_file *st,
+                       const char *prefix, kg_error *err);
 void kg_clip_free(kg_clip *m, kg_backend *be);
 
 /* out [N, T, W] = L2-normalised ln_post output of every token for pixels

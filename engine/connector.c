@@ -5,8 +5,7 @@
 
 #include "weights.h"
 
-kg_status kg_connector_config_from_json(kg_connector_config *cfg, const kg_json *j,
-                                        kg_error *err)
+kg_status kg_connector_config_from_json(kg_connector_config *cfg, const kg_json *j, kg_error *err)
 {
     const char *what = "kg.config.connector";
     int64_t heads;

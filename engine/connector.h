@@ -18,22 +18,21 @@
 #include "tensor.h"
 
 typedef struct kg_connector_config {
-    int64_t in;       /* CLIP width: 1024; tiny 64 */
-    int64_t out;      /* MLLM width: 2048; tiny 40 */
-    int heads;        /* MLLM heads: 32; tiny 4 */
-    int64_t latents;  /* latent_query_num: 64 (= image slots per image in the prompt) */
+    int64_t in;      /* CLIP width: 1024; tiny 64 */
+    int64_t out;     /* MLLM width: 2048; tiny 40 */
+    int heads;       /* MLLM heads: 32; tiny 4 */
+    int64_t latents; /* latent_query_num: 64 (= image slots per image in the prompt) */
 } kg_connector_config;
 
 /* Reads kg.config.connector: {"in","out","heads","latent_query_num"}. */
-kg_status kg_connector_config_from_json(kg_connector_config *cfg, const kg_json *j,
-                                        kg_error *err);
+kg_status kg_connector_config_from_json(kg_connector_config *cfg, const kg_json *j, kg_error *err);
 
 typedef struct kg_connector {
     kg_connector_config cfg;
-    kg_tensor latent_query;  /* [L, D]   latent_query */
-    kg_tensor dense_w;       /* [D, Din] dense.weight */
-    kg_tensor dense_b;       /* [D]      dense.bias */
-    kg_mha x_attn;           /*          x_attn.{q,k,v,out}_proj (fairseq, biases) */
+    kg_tensor latent_query; /* [L, D]   latent_query */
+    kg_tensor dense_w;      /* [D, Din] dense.weight */
+    kg_tensor dense_b;      /* [D]      dense.bias */
+    kg_mha x_attn;          /*          x_attn.{q,k,v,out}_proj (fairseq, biases) */
     void *blob;
 } kg_connector;
 

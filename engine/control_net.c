@@ -18,8 +18,7 @@ void kg_control_init(kg_control *c)
     c->canny_high = 200.0f;
 }
 
-kg_status kg_control_net_open(kg_control_net **out, kg_model *m, const char *path,
-                              kg_error *err)
+kg_status kg_control_net_open(kg_control_net **out, kg_model *m, const char *path, kg_error *err)
 {
     kg_control_net *cn;
     kg_controlnet_config cfg;
@@ -70,7 +69,8 @@ kg_status kg_control_net_open(kg_control_net **out, kg_model *m, const char *pat
     if (st == KG_OK && cfg.cond_channels != 3)
         st = kg_error_set(err, KG_ERR_UNSUPPORTED,
                           "the ControlNet takes %lld-channel control maps; only RGB (3) maps are "
-                          "supported", (long long)cfg.cond_channels);
+                          "supported",
+                          (long long)cfg.cond_channels);
     if (st == KG_OK && (1 << (cfg.n_embed - 1)) != m->vae_factor)
         st = kg_error_set(err, KG_ERR_FORMAT,
                           "its control image is %dx the latent, the model's VAE factor is %d",

@@ -10,8 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-kg_status kg_controlnet_config_from_json(kg_controlnet_config *cfg, const kg_json *j,
-                                         kg_error *err)
+kg_status kg_controlnet_config_from_json(kg_controlnet_config *cfg, const kg_json *j, kg_error *err)
 {
     static const int64_t dflt_embed[] = {16, 32, 96, 256};
     const kg_json *v;
@@ -37,7 +36,8 @@ kg_status kg_controlnet_config_from_json(kg_controlnet_config *cfg, const kg_jso
     if (s && strcmp(s, "rgb"))
         return kg_error_set(err, KG_ERR_UNSUPPORTED,
                             "controlnet config: controlnet_conditioning_channel_order '%s' "
-                            "(supported: 'rgb')", s);
+                            "(supported: 'rgb')",
+                            s);
     if (kg_json_bool(kg_json_get(j, "global_pool_conditions"), 0))
         return kg_error_set(err, KG_ERR_UNSUPPORTED,
                             "controlnet config: global_pool_conditions is not supported");
@@ -79,11 +79,12 @@ kg_status kg_controlnet_check_unet(const kg_controlnet_config *cn, const kg_unet
                                    kg_error *err)
 {
     const kg_unet_config *c = &cn->unet;
-#define FIELD(name, a, b)                                                                         \
-    if ((a) != (b))                                                                               \
-        return kg_error_set(err, KG_ERR_FORMAT,                                                   \
-                            "the ControlNet does not fit the model's U-Net: %s %lld, the U-Net "  \
-                            "has %lld", name, (long long)(a), (long long)(b));
+#define FIELD(name, a, b)                                                                        \
+    if ((a) != (b))                                                                              \
+        return kg_error_set(err, KG_ERR_FORMAT,                                                  \
+                            "the ControlNet does not fit the model's U-Net: %s %lld, the U-Net " \
+                            "has %lld",                                                          \
+                            name, (long long)(a), (long long)(b));
     FIELD("in_channels", c->in_channels, u->in_channels);
     FIELD("cross_attention_dim", c->cross_attention_dim, u->cross_attention_dim);
     FIELD("number of blocks", c->n_blocks, u->n_blocks);
@@ -108,26 +109,26 @@ static kg_status load_fn(void *model, kg_loader *L)
 
     kg_unet_load_encoder(&m->enc, L);
     kg_load_weight(L, &m->embed_in_w, 4, (int64_t[]){e0, cfg->cond_channels, 3, 3},
-            "controlnet_cond_embedding.conv_in.weight");
+                   "controlnet_cond_embedding.conv_in.weight");
     kg_load(L, &m->embed_in_b, 1, (int64_t[]){e0}, "controlnet_cond_embedding.conv_in.bias");
     for (int i = 0; i + 1 < cfg->n_embed; i++) {
         int64_t a = cfg->embed_channels[i], b = cfg->embed_channels[i + 1];
         kg_load_weight(L, &m->embed_w[2 * i], 4, (int64_t[]){a, a, 3, 3},
-                "controlnet_cond_embedding.blocks.%d.weight", 2 * i);
-        kg_load(L, &m->embed_b[2 * i], 1, (int64_t[]){a}, "controlnet_cond_embedding.blocks.%d.bias",
-                2 * i);
+                       "controlnet_cond_embedding.blocks.%d.weight", 2 * i);
+        kg_load(L, &m->embed_b[2 * i], 1, (int64_t[]){a},
+                "controlnet_cond_embedding.blocks.%d.bias", 2 * i);
         kg_load_weight(L, &m->embed_w[2 * i + 1], 4, (int64_t[]){b, a, 3, 3},
-                "controlnet_cond_embedding.blocks.%d.weight", 2 * i + 1);
+                       "controlnet_cond_embedding.blocks.%d.weight", 2 * i + 1);
         kg_load(L, &m->embed_b[2 * i + 1], 1, (int64_t[]){b},
                 "controlnet_cond_embedding.blocks.%d.bias", 2 * i + 1);
     }
     kg_load_weight(L, &m->embed_out_w, 4, (int64_t[]){c0, el, 3, 3},
-            "controlnet_cond_embedding.conv_out.weight");
+                   "controlnet_cond_embedding.conv_out.weight");
     kg_load(L, &m->embed_out_b, 1, (int64_t[]){c0}, "controlnet_cond_embedding.conv_out.bias");
     m->n_down = kg_unet_skip_shapes(u, 1, 1, ch, h, w);
     for (int k = 0; k < m->n_down; k++) {
         kg_load_weight(L, &m->zero_w[k], 4, (int64_t[]){ch[k], ch[k], 1, 1},
-                "controlnet_down_blocks.%d.weight", k);
+                       "controlnet_down_blocks.%d.weight", k);
         kg_load(L, &m->zero_b[k], 1, (int64_t[]){ch[k]}, "controlnet_down_blocks.%d.bias", k);
     }
     kg_load_weight(L, &m->mid_w, 4, (int64_t[]){cm, cm, 1, 1}, "controlnet_mid_block.weight");

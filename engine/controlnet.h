@@ -20,7 +20,8 @@ typedef struct kg_controlnet_config {
     kg_unet_config unet;   /* the encoder copy (up_* fields unused) */
     int64_t cond_channels; /* conditioning_channels: 3 */
     int n_embed;           /* 4 */
-    int64_t embed_channels[KG_CONTROLNET_MAX_EMBED]; /* conditioning_embedding_out_channels: 16, 32, 96, 256 */
+    int64_t embed_channels
+        [KG_CONTROLNET_MAX_EMBED]; /* conditioning_embedding_out_channels: 16, 32, 96, 256 */
 } kg_controlnet_config;
 
 /* Reads a diffusers controlnet config.json. A ControlNet for SDXL or SD2 is refused
@@ -35,20 +36,20 @@ kg_status kg_controlnet_check_unet(const kg_controlnet_config *cn, const kg_unet
 
 typedef struct kg_controlnet {
     kg_controlnet_config cfg;
-    kg_unet enc;            /* conv_in, time_embedding, down_blocks, mid_block (unet.c's layout) */
-    kg_tensor embed_in_w;   /* [E0, cond, 3, 3] controlnet_cond_embedding.conv_in.weight */
-    kg_tensor embed_in_b;   /* [E0] controlnet_cond_embedding.conv_in.bias */
+    kg_unet enc;          /* conv_in, time_embedding, down_blocks, mid_block (unet.c's layout) */
+    kg_tensor embed_in_w; /* [E0, cond, 3, 3] controlnet_cond_embedding.conv_in.weight */
+    kg_tensor embed_in_b; /* [E0] controlnet_cond_embedding.conv_in.bias */
     /* controlnet_cond_embedding.blocks.<2i>: [Ei, Ei, 3, 3] stride 1;
      * .blocks.<2i+1>: [Ei+1, Ei, 3, 3] stride 2 (weight, bias [out]) */
     kg_tensor embed_w[2 * (KG_CONTROLNET_MAX_EMBED - 1)];
     kg_tensor embed_b[2 * (KG_CONTROLNET_MAX_EMBED - 1)];
-    kg_tensor embed_out_w;  /* [C0, Elast, 3, 3] controlnet_cond_embedding.conv_out.weight */
-    kg_tensor embed_out_b;  /* [C0] controlnet_cond_embedding.conv_out.bias */
+    kg_tensor embed_out_w; /* [C0, Elast, 3, 3] controlnet_cond_embedding.conv_out.weight */
+    kg_tensor embed_out_b; /* [C0] controlnet_cond_embedding.conv_out.bias */
     int n_down;
     kg_tensor zero_w[KG_UNET_MAX_SKIPS]; /* [Ck, Ck, 1, 1] controlnet_down_blocks.<k>.weight */
     kg_tensor zero_b[KG_UNET_MAX_SKIPS]; /* [Ck] controlnet_down_blocks.<k>.bias */
-    kg_tensor mid_w;        /* [C, C, 1, 1] controlnet_mid_block.weight */
-    kg_tensor mid_b;        /* [C] controlnet_mid_block.bias */
+    kg_tensor mid_w;                     /* [C, C, 1, 1] controlnet_mid_block.weight */
+    kg_tensor mid_b;                     /* [C] controlnet_mid_block.bias */
     void *blob;
 } kg_controlnet;
 

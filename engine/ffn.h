@@ -9,8 +9,8 @@
 #include "weights.h"
 
 typedef struct kg_ffn {
-    int64_t dim;        /* D */
-    int64_t hidden;     /* F */
+    int64_t dim;    /* D */
+    int64_t hidden; /* F */
     float ln_eps;
     kg_tensor ln_w;     /* [D]     <layer>.final_layer_norm.weight (pre-FFN LN) */
     kg_tensor ln_b;     /* [D]     <layer>.final_layer_norm.bias */

@@ -117,9 +117,9 @@ static double lanczos(double x)
 /* Fixed-point taps of outputs first .. first + n - 1 along one axis. */
 typedef struct taps {
     int ksize;
-    int64_t *start;  /* [n] first source index */
-    int64_t *count;  /* [n] number of source samples */
-    int32_t *k;      /* [n, ksize] coefficients, 2^22 = 1.0 */
+    int64_t *start; /* [n] first source index */
+    int64_t *count; /* [n] number of source samples */
+    int32_t *k;     /* [n, ksize] coefficients, 2^22 = 1.0 */
 } taps;
 
 static void taps_free(taps *t)
@@ -398,8 +398,8 @@ kg_status kg_image_canny(const kg_image *img, double low_thresh, double high_thr
     map = malloc((size_t)((W + 2) * (H + 2)));
     stack = malloc((size_t)(W * H) * sizeof *stack);
     if (!dx || !dy || !mag || !map || !stack) {
-        st = kg_error_set(err, KG_ERR_NOMEM, "canny: no memory for a %lldx%lld image",
-                          (long long)W, (long long)H);
+        st = kg_error_set(err, KG_ERR_NOMEM, "canny: no memory for a %lldx%lld image", (long long)W,
+                          (long long)H);
         goto done;
     }
 

@@ -48,8 +48,7 @@ kg_status kg_image_resize_rgb_filter(const kg_image *img, int64_t out_w, int64_t
  * per pixel the channel with the largest |dx| + |dy|, non-maximum suppression, hysteresis
  * (magnitude > high: edge; > low and 8-connected to an edge: edge). dst [h, w] gets 255 on
  * edges, 0 elsewhere. Thresholds are floored, swapped when low > high. */
-kg_status kg_image_canny(const kg_image *img, double low, double high, uint8_t *dst,
-                         kg_error *err);
+kg_status kg_image_canny(const kg_image *img, double low, double high, uint8_t *dst, kg_error *err);
 
 /* Resize(224) + CenterCrop(224) as packed RGB [224, 224, 3]. Only the
  * cropped window of the resized image is computed (each resampled pixel

@@ -23,10 +23,10 @@ struct kg_json {
     kg_json_type type;
     int boolean;
     double number;
-    char *str;        /* NUL-terminated; may hold NULs inside */
+    char *str; /* NUL-terminated; may hold NULs inside */
     size_t str_len;
-    kg_json **items;  /* array elements or object values */
-    char **keys;      /* object keys (NUL-terminated) */
+    kg_json **items; /* array elements or object values */
+    char **keys;     /* object keys (NUL-terminated) */
     size_t count, cap;
 };
 
@@ -282,8 +282,8 @@ static kg_status parse_string(parser *ps, char **out, size_t *out_len)
     return KG_OK;
 nomem:
     if (ps->status == KG_OK)
-        ps->status = kg_error_set(ps->err, KG_ERR_NOMEM, "%s: out of memory parsing JSON",
-                                  ps->what);
+        ps->status =
+            kg_error_set(ps->err, KG_ERR_NOMEM, "%s: out of memory parsing JSON", ps->what);
 fail:
     free(b.data);
     return ps->status;
@@ -349,8 +349,8 @@ static kg_json *new_node(parser *ps, kg_json_type type)
     }
     j = calloc(1, sizeof *j);
     if (!j && ps->status == KG_OK)
-        ps->status = kg_error_set(ps->err, KG_ERR_NOMEM, "%s: out of memory parsing JSON",
-                                  ps->what);
+        ps->status =
+            kg_error_set(ps->err, KG_ERR_NOMEM, "%s: out of memory parsing JSON", ps->what);
     if (j)
         j->type = type;
     return j;
@@ -379,8 +379,8 @@ static int add_child(parser *ps, kg_json *parent, kg_json *child, char *key)
     return 1;
 nomem:
     if (ps->status == KG_OK)
-        ps->status = kg_error_set(ps->err, KG_ERR_NOMEM, "%s: out of memory parsing JSON",
-                                  ps->what);
+        ps->status =
+            kg_error_set(ps->err, KG_ERR_NOMEM, "%s: out of memory parsing JSON", ps->what);
     return 0;
 }
 
@@ -402,8 +402,8 @@ static int unique_keys(parser *ps, const kg_json *obj)
     sorted = malloc(obj->count * sizeof *sorted);
     if (!sorted) {
         if (ps->status == KG_OK)
-            ps->status = kg_error_set(ps->err, KG_ERR_NOMEM, "%s: out of memory parsing JSON",
-                                      ps->what);
+            ps->status =
+                kg_error_set(ps->err, KG_ERR_NOMEM, "%s: out of memory parsing JSON", ps->what);
         return 0;
     }
     memcpy(sorted, obj->keys, obj->count * sizeof *sorted);
@@ -683,8 +683,9 @@ kg_status kg_json_req_int_array(const kg_json *obj, const char *key, int64_t *ou
     if (v->type != KG_JSON_ARRAY)
         return kg_error_set(err, KG_ERR_FORMAT, "%s: key '%s' is not an array", what, key);
     if (v->count > max)
-        return kg_error_set(err, KG_ERR_FORMAT, "%s: key '%s' has %zu elements, at most %zu allowed",
-                            what, key, v->count, max);
+        return kg_error_set(err, KG_ERR_FORMAT,
+                            "%s: key '%s' has %zu elements, at most %zu allowed", what, key,
+                            v->count, max);
     for (size_t i = 0; i < v->count; i++)
         if (!as_int(v->items[i], &out[i]))
             return kg_error_set(err, KG_ERR_FORMAT, "%s: element %zu of '%s' is not an integer",

@@ -29,13 +29,13 @@ kg_status kg_json_parse(kg_json **out, const char *text, size_t len, const char 
                         kg_error *err);
 void kg_json_free(kg_json *j);
 
-kg_json_type kg_json_type_of(const kg_json *j); /* KG_JSON_NULL for NULL */
-size_t kg_json_count(const kg_json *j);          /* array/object members, else 0 */
-const kg_json *kg_json_at(const kg_json *j, size_t i);      /* array element or object value */
-const char *kg_json_key_at(const kg_json *j, size_t i);     /* object key, else NULL */
+kg_json_type kg_json_type_of(const kg_json *j);                  /* KG_JSON_NULL for NULL */
+size_t kg_json_count(const kg_json *j);                          /* array/object members, else 0 */
+const kg_json *kg_json_at(const kg_json *j, size_t i);           /* array element or object value */
+const char *kg_json_key_at(const kg_json *j, size_t i);          /* object key, else NULL */
 const kg_json *kg_json_get(const kg_json *obj, const char *key); /* first member named key */
-const char *kg_json_string(const kg_json *j);     /* NULL unless a string */
-size_t kg_json_string_len(const kg_json *j);      /* bytes (strings may hold NUL) */
+const char *kg_json_string(const kg_json *j);                    /* NULL unless a string */
+size_t kg_json_string_len(const kg_json *j);                     /* bytes (strings may hold NUL) */
 double kg_json_number(const kg_json *j, double fallback);
 int kg_json_bool(const kg_json *j, int fallback);
 

@@ -127,7 +127,7 @@ typedef enum kg_scheduler_type {
     KG_SCHED_PNDM,            /* "pndm" */
     KG_SCHED_EULER,           /* "euler" */
     KG_SCHED_DPMPP_2M_KARRAS, /* "dpm++2m-karras" */
-    KG_SCHED_LCM,          /* "lcm" */
+    KG_SCHED_LCM,             /* "lcm" */
     KG_SCHED_TYPE_COUNT,
 } kg_scheduler_type;
 
@@ -223,20 +223,19 @@ kg_status kg_lora_inspect(const kg_model *m, const char *path, kg_lora_info *inf
  * U-Net (SDXL, SD2, other widths) is refused with an error naming the file. */
 typedef struct kg_control_net kg_control_net;
 
-kg_status kg_control_net_open(kg_control_net **out, kg_model *m, const char *path,
-                              kg_error *err);
+kg_status kg_control_net_open(kg_control_net **out, kg_model *m, const char *path, kg_error *err);
 void kg_control_net_close(kg_control_net *cn);
 
 /* One control map for one ControlNet (the official sample_controlnet; several are
  * summed, each with its own scale and window, as diffusers' MultiControlNet). */
 typedef struct kg_control {
     const kg_control_net *net;
-    kg_image image;       /* the control map, any size: resized to the output size
+    kg_image image;              /* the control map, any size: resized to the output size
                            * (PIL Lanczos, as diffusers' VaeImageProcessor), / 255 */
-    float scale;          /* conditioning_scale, default 1.0 */
-    float guidance_start; /* acts on step i when start <= i/N and (i+1)/N <= end */
-    float guidance_end;   /* default 0.0 and 1.0 */
-    int canny;            /* nonzero: the image is a photo; its Canny edges (OpenCV's
+    float scale;                 /* conditioning_scale, default 1.0 */
+    float guidance_start;        /* acts on step i when start <= i/N and (i+1)/N <= end */
+    float guidance_end;          /* default 0.0 and 1.0 */
+    int canny;                   /* nonzero: the image is a photo; its Canny edges (OpenCV's
                            * algorithm on RGB, as the demo's CannyDetector) are the map */
     float canny_low, canny_high; /* thresholds, default 100 and 200 (CannyDetector's) */
 } kg_control;
@@ -273,8 +272,8 @@ typedef struct kg_params {
                                     session keeps them merged and open between generations and
                                     re-merges only when the list or a scale changes */
     int n_loras;
-    const kg_control *controls;  /* optional ControlNet maps (none: plain Kosmos-G) */
-    int n_controls;              /* 0..KG_MAX_CONTROLS */
+    const kg_control *controls;        /* optional ControlNet maps (none: plain Kosmos-G) */
+    int n_controls;                    /* 0..KG_MAX_CONTROLS */
     const kg_device_image *device_out; /* optional, num_images entries: the images go there
                                     (pixels as kg_output.rgb would hold them) and kg_output.rgb
                                     stays NULL; CUDA backend only (KG_ERR_UNSUPPORTED on the CPU) */
@@ -297,10 +296,10 @@ typedef void (*kg_progress_fn)(void *user, kg_stage stage, int step, int total);
 typedef void (*kg_dump_fn)(void *user, const char *name, const kg_tensor *host);
 
 typedef struct kg_output {
-    int n;                  /* images */
+    int n; /* images */
     int width, height;
-    uint8_t *rgb;           /* n * height * width * 3, row-major RGB; NULL with device_out */
-    int64_t seed;           /* the seed actually used */
+    uint8_t *rgb; /* n * height * width * 3, row-major RGB; NULL with device_out */
+    int64_t seed; /* the seed actually used */
     double seconds_encode, seconds_denoise, seconds_decode;
 } kg_output;
 

@@ -163,9 +163,18 @@ static kg_status kg_lora_to_f32(const kg_lora_file *f, const kg_st_tensor *t, fl
     return kg_st_to_f32(f->st, t, dst, err);
 }
 
-int kg_lora_file_layers(const kg_lora_file *f) { return f->n; }
-int kg_lora_file_ignored(const kg_lora_file *f) { return f->ignored; }
-const char *kg_lora_file_layout(const kg_lora_file *f) { return f->layout; }
+int kg_lora_file_layers(const kg_lora_file *f)
+{
+    return f->n;
+}
+int kg_lora_file_ignored(const kg_lora_file *f)
+{
+    return f->ignored;
+}
+const char *kg_lora_file_layout(const kg_lora_file *f)
+{
+    return f->layout;
+}
 
 void kg_lora_file_close(kg_lora_file *f)
 {
@@ -296,10 +305,11 @@ static kg_status shape_error(const kg_lora_file *f, const kg_lora_target *t, con
         else if (x->shape[1] == 2048)
             snprintf(hint, sizeof hint, " (context width 2048: a LoRA for SDXL, not SD1.5)");
     }
-    return kg_error_set(err, KG_ERR_WEIGHTS,
-                        "%s: LoRA tensor '%s' has shape %s, expected %s for the %s of U-Net layer %s%s",
-                        kg_st_path(f->st), key, kg_shape_str(&a, got, sizeof got),
-                        kg_shape_str(&b, exp, sizeof exp), role, t->name, hint);
+    return kg_error_set(
+        err, KG_ERR_WEIGHTS,
+        "%s: LoRA tensor '%s' has shape %s, expected %s for the %s of U-Net layer %s%s",
+        kg_st_path(f->st), key, kg_shape_str(&a, got, sizeof got),
+        kg_shape_str(&b, exp, sizeof exp), role, t->name, hint);
 }
 
 /* Checks and records one down/up pair for module `module`. */
@@ -326,7 +336,8 @@ static kg_status add_pair(kg_lora_file *f, const kg_lora_table *tab, const char 
                             kg_st_path(f->st), down_key, up_key);
     for (int i = 0; i < f->n; i++)
         if (f->pairs[i].target == ti)
-            return kg_error_set(err, KG_ERR_WEIGHTS, "%s: U-Net layer %s is patched twice ('%s' and '%s')",
+            return kg_error_set(err, KG_ERR_WEIGHTS,
+                                "%s: U-Net layer %s is patched twice ('%s' and '%s')",
                                 kg_st_path(f->st), t->name, f->pairs[i].down_key, down_key);
     if ((down->dtype != KG_F32 && down->dtype != KG_F16 && down->dtype != KG_BF16) ||
         (up->dtype != KG_F32 && up->dtype != KG_F16 && up->dtype != KG_BF16))
@@ -384,11 +395,13 @@ static kg_status parse_kohya(kg_lora_file *f, const kg_lora_table *tab, kg_error
         if (starts(k, "lora_te1_") || starts(k, "lora_te2_"))
             return kg_error_set(err, KG_ERR_WEIGHTS,
                                 "%s: '%s' is an SDXL text-encoder entry: this is a LoRA for SDXL, "
-                                "Kosmos-G uses the SD1.5 U-Net", kg_st_path(f->st), k);
+                                "Kosmos-G uses the SD1.5 U-Net",
+                                kg_st_path(f->st), k);
         if (!suffix || !(down || !strcmp(suffix, "lora_up.weight") || !strcmp(suffix, "alpha")))
             return kg_error_set(err, KG_ERR_WEIGHTS,
                                 "%s: '%s' is not a kohya LoRA entry (<name>.lora_down.weight, "
-                                ".lora_up.weight or .alpha)", kg_st_path(f->st), k);
+                                ".lora_up.weight or .alpha)",
+                                kg_st_path(f->st), k);
         snprintf(key, sizeof key, "%s.lora_down.weight", name);
         if (!kg_st_find(f->st, key))
             return kg_error_set(err, KG_ERR_WEIGHTS, "%s: '%s' has no matching '%s'",
@@ -446,7 +459,8 @@ static kg_status parse_diffusers(kg_lora_file *f, const kg_lora_table *tab, kg_e
             return kg_error_set(err, KG_ERR_WEIGHTS,
                                 "%s: '%s' is not a LoRA entry of the diffusers layout "
                                 "(<module>.lora.down.weight / .lora.up.weight; kohya keys start "
-                                "with lora_unet_)", kg_st_path(f->st), k);
+                                "with lora_unet_)",
+                                kg_st_path(f->st), k);
         }
         len = strlen(k);
         /* the up key in the file's own spelling: same key with "down" -> "up" at the end */
@@ -463,8 +477,9 @@ static kg_status parse_diffusers(kg_lora_file *f, const kg_lora_table *tab, kg_e
         for (int j = 0; !found && j < f->n; j++)
             found = f->pairs[j].up == t;
         if (!found)
-            return kg_error_set(err, KG_ERR_WEIGHTS, "%s: LoRA key '%s' has no matching down weight",
-                                kg_st_path(f->st), t->name);
+            return kg_error_set(err, KG_ERR_WEIGHTS,
+                                "%s: LoRA key '%s' has no matching down weight", kg_st_path(f->st),
+                                t->name);
     }
     return KG_OK;
 }
@@ -496,13 +511,14 @@ kg_status kg_lora_file_open(kg_lora_file **out, const kg_lora_table *tab, const 
                  starts(k, "lora_te2_");
     }
     f->layout = kohya ? "kohya" : "diffusers";
-    s = n == 0 ? kg_error_set(err, KG_ERR_WEIGHTS, "%s: no tensors (not a LoRA file)", path)
-         : kohya ? parse_kohya(f, tab, err)
-                 : parse_diffusers(f, tab, err);
+    s = n == 0  ? kg_error_set(err, KG_ERR_WEIGHTS, "%s: no tensors (not a LoRA file)", path)
+        : kohya ? parse_kohya(f, tab, err)
+                : parse_diffusers(f, tab, err);
     if (s == KG_OK && f->n == 0)
         s = kg_error_set(err, KG_ERR_WEIGHTS,
                          "%s: no U-Net entries (%d text-encoder tensors only, which Kosmos-G "
-                         "cannot use)", path, f->ignored);
+                         "cannot use)",
+                         path, f->ignored);
     if (s != KG_OK) {
         kg_lora_file_close(f);
         return s;
@@ -774,8 +790,10 @@ kg_status kg_lora_set_apply(kg_lora_set *ls, kg_ctx *c, const kg_unet *base,
         ls->blob = be->ops->alloc(be, need);
         ls->blob_size = ls->blob ? need : 0;
         if (!ls->blob) {
-            s = kg_error_set(err, KG_ERR_NOMEM, "cannot allocate %zu bytes for the LoRA-merged "
-                             "U-Net weights", need);
+            s = kg_error_set(err, KG_ERR_NOMEM,
+                             "cannot allocate %zu bytes for the LoRA-merged "
+                             "U-Net weights",
+                             need);
             goto done;
         }
     }
@@ -890,7 +908,8 @@ kg_status kg_lora_list_parse(const char *spec, kg_lora_ref **out, int *n, kg_err
                 if (!*p) {
                     kg_status st = kg_error_set(err, KG_ERR_INVALID_ARG,
                                                 "LoRA list entry %d (':%s'): no file before the "
-                                                "scale", k + 1, colon + 1);
+                                                "scale",
+                                                k + 1, colon + 1);
                     free(refs); /* colon points into it */
                     return st;
                 }

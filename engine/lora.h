@@ -53,8 +53,8 @@ typedef struct kg_lora_file kg_lora_file;
 kg_status kg_lora_file_open(kg_lora_file **out, const kg_lora_table *tab, const char *path,
                             kg_error *err);
 void kg_lora_file_close(kg_lora_file *f);
-int kg_lora_file_layers(const kg_lora_file *f);        /* U-Net layers patched */
-int kg_lora_file_ignored(const kg_lora_file *f);       /* text-encoder tensors ignored */
+int kg_lora_file_layers(const kg_lora_file *f);         /* U-Net layers patched */
+int kg_lora_file_ignored(const kg_lora_file *f);        /* text-encoder tensors ignored */
 const char *kg_lora_file_layout(const kg_lora_file *f); /* "diffusers" or "kohya" */
 
 /* Per-session LoRA state: the open files (kept across generations, reopened
@@ -63,11 +63,11 @@ typedef struct kg_lora_cached kg_lora_cached;
 
 typedef struct kg_lora_set {
     kg_lora_table tab;
-    kg_unet view;         /* the base U-Net with the patched weights pointing into blob */
-    int active;           /* view differs from the base */
-    void *blob;           /* session backend memory of the merged weights */
+    kg_unet view; /* the base U-Net with the patched weights pointing into blob */
+    int active;   /* view differs from the base */
+    void *blob;   /* session backend memory of the merged weights */
     size_t blob_size;
-    char *key;            /* the list the view holds ("path\n%.9g\n..."), NULL = none */
+    char *key; /* the list the view holds ("path\n%.9g\n..."), NULL = none */
     kg_lora_cached *cache;
     int n_cache;
     double merge_seconds; /* time of the last merge (kosmosg-bench reports it) */

@@ -10,9 +10,10 @@ kg_status kg_mha_load(kg_mha *a, kg_loader *L, const char *path, int64_t dim, in
     const int64_t wd[2] = {dim, dim}, bd[1] = {dim};
 
     if (heads < 1 || dim < 1 || dim % heads)
-        return L->status = kg_error_set(L->err, KG_ERR_INVALID_ARG,
-                                        "attention '%s%s': width %lld is not a multiple of %d heads",
-                                        L->prefix ? L->prefix : "", path, (long long)dim, heads);
+        return L->status =
+                   kg_error_set(L->err, KG_ERR_INVALID_ARG,
+                                "attention '%s%s': width %lld is not a multiple of %d heads",
+                                L->prefix ? L->prefix : "", path, (long long)dim, heads);
     a->dim = dim;
     a->heads = heads;
     a->inner_ln = inner_ln;

@@ -16,20 +16,20 @@
 #include "weights.h"
 
 typedef struct kg_mha {
-    int64_t dim;      /* embed_dim D (q, k, v and output width) */
-    int heads;        /* head_dim = D / heads */
-    int inner_ln;     /* 1: sub-LN inner_attn_ln present */
-    float ln_eps;     /* eps of inner_attn_ln */
-    kg_tensor q_w;    /* [D, D]  <path>.q_proj.weight */
-    kg_tensor q_b;    /* [D]     <path>.q_proj.bias */
-    kg_tensor k_w;    /* [D, D]  <path>.k_proj.weight */
-    kg_tensor k_b;    /* [D]     <path>.k_proj.bias */
-    kg_tensor v_w;    /* [D, D]  <path>.v_proj.weight */
-    kg_tensor v_b;    /* [D]     <path>.v_proj.bias */
-    kg_tensor out_w;  /* [D, D]  <path>.out_proj.weight */
-    kg_tensor out_b;  /* [D]     <path>.out_proj.bias */
-    kg_tensor ln_w;   /* [D]     <path>.inner_attn_ln.weight (only with inner_ln) */
-    kg_tensor ln_b;   /* [D]     <path>.inner_attn_ln.bias (only with inner_ln) */
+    int64_t dim;     /* embed_dim D (q, k, v and output width) */
+    int heads;       /* head_dim = D / heads */
+    int inner_ln;    /* 1: sub-LN inner_attn_ln present */
+    float ln_eps;    /* eps of inner_attn_ln */
+    kg_tensor q_w;   /* [D, D]  <path>.q_proj.weight */
+    kg_tensor q_b;   /* [D]     <path>.q_proj.bias */
+    kg_tensor k_w;   /* [D, D]  <path>.k_proj.weight */
+    kg_tensor k_b;   /* [D]     <path>.k_proj.bias */
+    kg_tensor v_w;   /* [D, D]  <path>.v_proj.weight */
+    kg_tensor v_b;   /* [D]     <path>.v_proj.bias */
+    kg_tensor out_w; /* [D, D]  <path>.out_proj.weight */
+    kg_tensor out_b; /* [D]     <path>.out_proj.bias */
+    kg_tensor ln_w;  /* [D]     <path>.inner_attn_ln.weight (only with inner_ln) */
+    kg_tensor ln_b;  /* [D]     <path>.inner_attn_ln.bias (only with inner_ln) */
 } kg_mha;
 
 /* Loads the projections under `path` (relative to the loader's prefix, e.g.

@@ -112,8 +112,8 @@ fail:
     return s;
 }
 
-kg_status kg_mllm_load(kg_mllm *m, const kg_mllm_config *cfg, kg_backend *be,
-                       const kg_st_file *st, const char *prefix, kg_error *err)
+kg_status kg_mllm_load(kg_mllm *m, const kg_mllm_config *cfg, kg_backend *be, const kg_st_file *st,
+                       const char *prefix, kg_error *err)
 {
     kg_status s;
 
@@ -178,8 +178,7 @@ static void splice_images(kg_ctx *c, kg_tensor *x, const uint8_t *mask, const kg
 }
 
 void kg_mllm_forward(kg_ctx *c, const kg_mllm *m, kg_tensor *out, const int32_t *tokens,
-                     const uint8_t *img_mask, const kg_tensor *img_features, int64_t B,
-                     int64_t T)
+                     const uint8_t *img_mask, const kg_tensor *img_features, int64_t B, int64_t T)
 {
     const kg_mllm_config *cfg = &m->cfg;
     int64_t n = B * T;

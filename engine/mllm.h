@@ -40,23 +40,23 @@ typedef struct kg_mllm_layer {
     kg_tensor attn_ln_w; /* [D]     layers.i.self_attn_layer_norm.weight */
     kg_tensor attn_ln_b; /* [D]     layers.i.self_attn_layer_norm.bias */
     kg_mha attn;         /*         layers.i.self_attn.{q,k,v,out}_proj, .inner_attn_ln */
-    kg_ffn ffn;          /*         layers.i.final_layer_norm, layers.i.ffn.{fc1,ffn_layernorm,fc2} */
+    kg_ffn ffn; /*         layers.i.final_layer_norm, layers.i.ffn.{fc1,ffn_layernorm,fc2} */
 } kg_mllm_layer;
 
 typedef struct kg_mllm {
     kg_mllm_config cfg;
-    kg_tensor embed;        /* [V, D]  embed_tokens.weight */
-    kg_mllm_layer *layers;  /* [layers] */
-    kg_tensor ln_w;         /* [D]     layer_norm.weight */
-    kg_tensor ln_b;         /* [D]     layer_norm.bias */
-    kg_tensor positions;    /* [max_positions + pad + 1, D] sinusoid table, computed at load */
-    void *blob;             /* weights */
-    void *pos_blob;         /* backend memory of `positions` */
+    kg_tensor embed;       /* [V, D]  embed_tokens.weight */
+    kg_mllm_layer *layers; /* [layers] */
+    kg_tensor ln_w;        /* [D]     layer_norm.weight */
+    kg_tensor ln_b;        /* [D]     layer_norm.bias */
+    kg_tensor positions;   /* [max_positions + pad + 1, D] sinusoid table, computed at load */
+    void *blob;            /* weights */
+    void *pos_blob;        /* backend memory of `positions` */
 } kg_mllm;
 
 /* prefix: "gpt_model.decoder." in a model file. */
-kg_status kg_mllm_load(kg_mllm *m, const kg_mllm_config *cfg, kg_backend *be,
-                       const kg_st_file *st, const char *prefix, kg_error *err);
+kg_status kg_mllm_load(kg_mllm *m, const kg_mllm_config *cfg, kg_backend *be, const kg_st_file *st,
+                       const char *prefix, kg_error *err);
 void kg_mllm_free(kg_mllm *m, kg_backend *be);
 
 /* out [B, T, D] = final-LN hidden states at all positions.
@@ -67,7 +67,6 @@ void kg_mllm_free(kg_mllm *m, kg_backend *be);
  * slot is set. Taps (golden names): embed_tokens (lookup before the splice),
  * embed_positions, embedding, layers.i, layer_norm. */
 void kg_mllm_forward(kg_ctx *c, const kg_mllm *m, kg_tensor *out, const int32_t *tokens,
-                     const uint8_t *img_mask, const kg_tensor *img_features, int64_t B,
-                     int64_t T);
+                     const uint8_t *img_mask, const kg_tensor *img_features, int64_t B, int64_t T);
 
 #endif

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 void kg_model_options_init(kg_model_options *o)
 {
     memset(o, 0, sizeof *o);
@@ -127,26 +126,26 @@ static kg_status load_tokenizer(kg_model *m, kg_error *err)
 }
 
 /* Parses kg.config.<name> and runs the component's config reader on it. */
-#define CONFIG(name, fn, cfgp)                                                 \
-    do {                                                                       \
-        kg_json *j_ = NULL;                                                    \
-        st = meta_json(m->st, "kg.config." name, &j_, err);                    \
-        if (st == KG_OK)                                                       \
-            st = fn(cfgp, j_, err);                                            \
-        kg_json_free(j_);                                                      \
-        if (st != KG_OK) {                                                     \
-            kg_error_prefix(err, "%s: kg.config." name, path);                 \
-            goto fail;                                                         \
-        }                                                                      \
+#define CONFIG(name, fn, cfgp)                                 \
+    do {                                                       \
+        kg_json *j_ = NULL;                                    \
+        st = meta_json(m->st, "kg.config." name, &j_, err);    \
+        if (st == KG_OK)                                       \
+            st = fn(cfgp, j_, err);                            \
+        kg_json_free(j_);                                      \
+        if (st != KG_OK) {                                     \
+            kg_error_prefix(err, "%s: kg.config." name, path); \
+            goto fail;                                         \
+        }                                                      \
     } while (0)
 
-#define LOAD(what, call)                                                       \
-    do {                                                                       \
-        st = call;                                                             \
-        if (st != KG_OK) {                                                     \
-            kg_error_prefix(err, "%s: loading %s", path, what);                \
-            goto fail;                                                         \
-        }                                                                      \
+#define LOAD(what, call)                                        \
+    do {                                                        \
+        st = call;                                              \
+        if (st != KG_OK) {                                      \
+            kg_error_prefix(err, "%s: loading %s", path, what); \
+            goto fail;                                          \
+        }                                                       \
     } while (0)
 
 kg_status kg_model_open(kg_model **out, const char *path, const kg_model_options *opt,
@@ -171,8 +170,8 @@ kg_status kg_model_open(kg_model **out, const char *path, const kg_model_options
         opt = &defaults;
     }
     if (!kg_precision_name(opt->precision))
-        return kg_error_set(err, KG_ERR_INVALID_ARG, "precision %d: expected fp16, bf16, fp32 or auto",
-                            (int)opt->precision);
+        return kg_error_set(err, KG_ERR_INVALID_ARG,
+                            "precision %d: expected fp16, bf16, fp32 or auto", (int)opt->precision);
     m = calloc(1, sizeof *m);
     if (!m)
         return kg_error_set(err, KG_ERR_NOMEM, "%s: no memory for the model", path);
@@ -182,7 +181,8 @@ kg_status kg_model_open(kg_model **out, const char *path, const kg_model_options
     if (st != KG_OK)
         goto fail;
     ver = kg_st_metadata(m->st, "kg.format_version");
-    if (kg_st_metadata(m->st, "kg.kind") && !strcmp(kg_st_metadata(m->st, "kg.kind"), "controlnet")) {
+    if (kg_st_metadata(m->st, "kg.kind") &&
+        !strcmp(kg_st_metadata(m->st, "kg.kind"), "controlnet")) {
         st = kg_error_set(err, KG_ERR_FORMAT,
                           "%s is a ControlNet file, not a Kosmos-G model (load it with "
                           "kg_control_net_open / --controlnet)",

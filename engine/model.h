@@ -30,11 +30,11 @@ enum {
 
 struct kg_model {
     kg_model_options opt;
-    kg_backend_kind kind;          /* resolved: CPU or CUDA */
+    kg_backend_kind kind;                   /* resolved: CPU or CUDA */
     char fallback_reason[KG_ERROR_MSG_LEN]; /* why AUTO chose the CPU */
     const kg_backend_provider *provider;
-    kg_backend *store;             /* weight store: owns the weight blobs, computes nothing */
-    kg_st_file *st;                /* the model file, open during kg_model_open only */
+    kg_backend *store; /* weight store: owns the weight blobs, computes nothing */
+    kg_st_file *st;    /* the model file, open during kg_model_open only */
     kg_tokenizer *tok;
     kg_clip clip;
     kg_connector connector;
@@ -43,8 +43,8 @@ struct kg_model {
     kg_unet unet;
     kg_vae vae;
     kg_scheduler_config sched_cfg;
-    int vae_factor;     /* image pixels per latent pixel: 2^(VAE up blocks - 1) */
-    int size_multiple;  /* output sizes are multiples of this: the VAE's factor */
+    int vae_factor;    /* image pixels per latent pixel: 2^(VAE up blocks - 1) */
+    int size_multiple; /* output sizes are multiples of this: the VAE's factor */
     unsigned loaded;
 };
 
@@ -59,9 +59,9 @@ struct kg_session {
     kg_model *m;
     kg_backend *be;
     kg_ctx ctx;
-    char *uncond_key;   /* negative prompt the cached unconditional embedding belongs to */
-    float *uncond;      /* [queries, dim] host copy, NULL until computed */
-    kg_lora_set lora;   /* the LoRA-merged U-Net weights of this session */
+    char *uncond_key; /* negative prompt the cached unconditional embedding belongs to */
+    float *uncond;    /* [queries, dim] host copy, NULL until computed */
+    kg_lora_set lora; /* the LoRA-merged U-Net weights of this session */
 };
 
 /* A new, empty weight store of the model's backend kind, device and dtype. */

@@ -19,10 +19,10 @@ static int run(const kg_ctx *c)
     return ok(c) && !c->arena.measuring;
 }
 
-#define FAIL(c, ...)                                              \
-    do {                                                          \
-        kg_backend_fail((c)->be, KG_ERR_SHAPE, __VA_ARGS__);      \
-        return 0;                                                 \
+#define FAIL(c, ...)                                         \
+    do {                                                     \
+        kg_backend_fail((c)->be, KG_ERR_SHAPE, __VA_ARGS__); \
+        return 0;                                            \
     } while (0)
 
 static const char *shp(const kg_tensor *t, char *buf)
@@ -306,8 +306,9 @@ void kg_conv2d(kg_ctx *c, kg_tensor *y, const kg_tensor *x, const kg_tensor *w, 
     wo = (x->shape[3] + 2 * pad - w->shape[3]) / stride + 1;
     if (x->shape[1] != w->shape[1] || y->shape[0] != x->shape[0] || y->shape[1] != w->shape[0] ||
         y->shape[2] != ho || y->shape[3] != wo || ho < 1 || wo < 1) {
-        kg_backend_fail(c->be, KG_ERR_SHAPE, "conv2d: x %s, w %s, stride %d, pad %d, y %s do not fit",
-                        shp(x, s1), shp(w, s2), stride, pad, shp(y, s3));
+        kg_backend_fail(c->be, KG_ERR_SHAPE,
+                        "conv2d: x %s, w %s, stride %d, pad %d, y %s do not fit", shp(x, s1),
+                        shp(w, s2), stride, pad, shp(y, s3));
         return;
     }
     if (b && !check_vec(c, "conv2d", "bias", b, w->shape[0]))
@@ -389,9 +390,10 @@ void kg_attention(kg_ctx *c, kg_tensor *o, const kg_tensor *q, const kg_tensor *
         if (!check_t(c, "attention", "key_pad", key_pad))
             return;
         if (key_pad->dtype != KG_U8 || kg_tensor_numel(key_pad) != k->shape[0] * k->shape[1]) {
-            kg_backend_fail(c->be, KG_ERR_SHAPE, "attention: key_pad %s %s, expected U8 [%lld, %lld]",
-                            kg_dtype_name(key_pad->dtype), shp(key_pad, s1),
-                            (long long)k->shape[0], (long long)k->shape[1]);
+            kg_backend_fail(c->be, KG_ERR_SHAPE,
+                            "attention: key_pad %s %s, expected U8 [%lld, %lld]",
+                            kg_dtype_name(key_pad->dtype), shp(key_pad, s1), (long long)k->shape[0],
+                            (long long)k->shape[1]);
             return;
         }
     }
@@ -436,8 +438,8 @@ void kg_geglu(kg_ctx *c, kg_tensor *y, const kg_tensor *x)
         c->be->ops->geglu(c->be, y, x);
 }
 
-static void binary(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b,
-                   kg_binary_op op, kg_bcast bc)
+static void binary(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor *b, kg_binary_op op,
+                   kg_bcast bc)
 {
     char s1[64], s2[64];
     const char *name = op == KG_BIN_ADD ? "add" : "mul";
@@ -458,7 +460,10 @@ static void binary(kg_ctx *c, kg_tensor *y, const kg_tensor *a, const kg_tensor 
     }
     if (!fits) {
         kg_backend_fail(c->be, KG_ERR_SHAPE, "%s: b %s does not broadcast (%s) onto a %s", name,
-                        shp(b, s1), bc == KG_BCAST_SAME ? "same" : bc == KG_BCAST_TILE ? "tile" : "spread",
+                        shp(b, s1),
+                        bc == KG_BCAST_SAME   ? "same"
+                        : bc == KG_BCAST_TILE ? "tile"
+                                              : "spread",
                         shp(a, s2));
         return;
     }
@@ -584,8 +589,8 @@ void kg_copy(kg_ctx *c, kg_tensor *y, const kg_tensor *x)
 void kg_embedding(kg_ctx *c, kg_tensor *y, const kg_tensor *table, const kg_tensor *ids)
 {
     char s1[64], s2[64], s3[64];
-    if (!ok(c) || !check_act(c, "embedding", "y", y) || !check_act(c, "embedding", "table", table) ||
-        !check_t(c, "embedding", "ids", ids))
+    if (!ok(c) || !check_act(c, "embedding", "y", y) ||
+        !check_act(c, "embedding", "table", table) || !check_t(c, "embedding", "ids", ids))
         return;
     if (table->ndim != 2 || (ids->dtype != KG_I32 && ids->dtype != KG_I64) ||
         rows(y) != kg_tensor_numel(ids) || last(y) != table->shape[1]) {
@@ -619,8 +624,10 @@ void kg_image_to_device(kg_ctx *c, void *dst, size_t pitch, int channels, const 
     if (!ok(c) || !check_act(c, "image_to_device", "x", x))
         return;
     if (!c->be->ops->image_to_device) {
-        kg_backend_fail(c->be, KG_ERR_UNSUPPORTED, "image_to_device: the %s backend has no "
-                        "device memory", c->be->ops->name);
+        kg_backend_fail(c->be, KG_ERR_UNSUPPORTED,
+                        "image_to_device: the %s backend has no "
+                        "device memory",
+                        c->be->ops->name);
         return;
     }
     if (x->ndim != 4 || x->shape[0] != 1 || x->shape[1] != 3 || (channels != 3 && channels != 4) ||

@@ -22,8 +22,8 @@ typedef void (*kg_tap_fn)(void *user, const char *name, const kg_tensor *t);
 typedef struct kg_ctx {
     kg_backend *be;
     kg_arena arena;
-    void *arena_mem;    /* backend memory behind the arena */
-    size_t arena_cap;   /* bytes of arena_mem */
+    void *arena_mem;  /* backend memory behind the arena */
+    size_t arena_cap; /* bytes of arena_mem */
     kg_tap_fn tap;
     void *tap_user;
 } kg_ctx;

@@ -29,19 +29,19 @@
 
 typedef struct request {
     const kg_params *p;
-    kg_prompt_seq src;         /* <s> text <image> slots </image> ... */
-    kg_prompt_seq neg;         /* <s> + negative text */
-    uint8_t *src_pad;          /* tokens == <pad> (1): the aligner's key mask */
+    kg_prompt_seq src; /* <s> text <image> slots </image> ... */
+    kg_prompt_seq neg; /* <s> + negative text */
+    uint8_t *src_pad;  /* tokens == <pad> (1): the aligner's key mask */
     uint8_t *neg_pad;
-    float *pixels;             /* [N, 3, 224, 224] preprocessed */
-    float *latents;            /* [n, 4, h, w] initial noise (host) */
-    float *step_noise;         /* [n, 4, h, w] LCM's fresh noise of one step (host), or NULL */
-    float *controls;           /* [n_controls, 3, H, W] control maps in [0, 1] (host) */
-    float *image;              /* [3, H, W] one decoded image (host) */
-    float *check;              /* host copy for the NaN/Inf checks: max(ehs, latents) floats */
-    int cfg;                   /* guidance > 1: batch 2n with [uncond; cond] */
-    int n;                     /* images to generate */
-    int64_t h, w;              /* latent size */
+    float *pixels;     /* [N, 3, 224, 224] preprocessed */
+    float *latents;    /* [n, 4, h, w] initial noise (host) */
+    float *step_noise; /* [n, 4, h, w] LCM's fresh noise of one step (host), or NULL */
+    float *controls;   /* [n_controls, 3, H, W] control maps in [0, 1] (host) */
+    float *image;      /* [3, H, W] one decoded image (host) */
+    float *check;      /* host copy for the NaN/Inf checks: max(ehs, latents) floats */
+    int cfg;           /* guidance > 1: batch 2n with [uncond; cond] */
+    int n;             /* images to generate */
+    int64_t h, w;      /* latent size */
     int64_t seed;
     kg_scheduler sched;
     kg_progress_fn progress;
@@ -136,8 +136,8 @@ static kg_status check_finite(kg_session *s, request *r, const kg_tensor *t, con
     vsnprintf(stage, sizeof stage, stage_fmt, ap);
     va_end(ap);
     return kg_error_set(err, KG_ERR_NONFINITE,
-                        "%s produced a non-finite value (%s at element %zu of %zu): %s",
-                        stage, isnan(r->check[bad]) ? "NaN" : "Inf", bad, n, suspects);
+                        "%s produced a non-finite value (%s at element %zu of %zu): %s", stage,
+                        isnan(r->check[bad]) ? "NaN" : "Inf", bad, n, suspects);
 }
 
 /* MLLM + AlignerNet of one token sequence into out [1, Q, D]. */
@@ -339,8 +339,8 @@ static kg_status denoise(kg_session *s, request *r, kg_tensor *x, const kg_tenso
         float t = (float)kg_scheduler_timestep(&r->sched, i);
 
         if (cancelled(r))
-            return kg_error_set(err, KG_ERR_CANCELLED, "generation cancelled at step %d of %d",
-                                i, calls);
+            return kg_error_set(err, KG_ERR_CANCELLED, "generation cancelled at step %d of %d", i,
+                                calls);
         for (int b = 0; b < B; b++)
             ts[b] = t;
         if (r->cfg) {
@@ -393,7 +393,9 @@ static kg_status decode(kg_session *s, request *r, const kg_tensor *x, kg_output
     kg_ctx *c = &s->ctx;
     int64_t H = r->h * m->vae_factor, W = r->w * m->vae_factor;
     size_t plane = (size_t)(H * W);
-    float *fimg = r->dump && !r->measuring && !r->p->device_out ? malloc((size_t)r->n * 3 * plane * sizeof(float)) : NULL;
+    float *fimg = r->dump && !r->measuring && !r->p->device_out
+                      ? malloc((size_t)r->n * 3 * plane * sizeof(float))
+                      : NULL;
     uint8_t *u8 = out->rgb;
 
     for (int i = 0; i < r->n; i++) {
@@ -516,8 +518,7 @@ static kg_status check_params(const kg_session *s, const kg_params *p, kg_error 
             return st;
         }
     }
-    if (p->n_controls < 0 || p->n_controls > KG_MAX_CONTROLS ||
-        (p->n_controls > 0 && !p->controls))
+    if (p->n_controls < 0 || p->n_controls > KG_MAX_CONTROLS || (p->n_controls > 0 && !p->controls))
         return kg_error_set(err, KG_ERR_INVALID_ARG, "%d control maps: expected 0..%d",
                             p->n_controls, KG_MAX_CONTROLS);
     for (int i = 0; i < p->n_controls; i++) {
@@ -536,8 +537,8 @@ static kg_status check_params(const kg_session *s, const kg_params *p, kg_error 
                                 "control %d: guidance window [%g, %g]: expected 0 <= start < end "
                                 "<= 1",
                                 i, (double)k->guidance_start, (double)k->guidance_end);
-        if (k->canny && !(k->canny_low >= 0.0f && k->canny_high >= 0.0f &&
-                          k->canny_low < 1e9f && k->canny_high < 1e9f))
+        if (k->canny && !(k->canny_low >= 0.0f && k->canny_high >= 0.0f && k->canny_low < 1e9f &&
+                          k->canny_high < 1e9f))
             return kg_error_set(err, KG_ERR_INVALID_ARG,
                                 "control %d: Canny thresholds %g / %g: expected finite values >= 0",
                                 i, (double)k->canny_low, (double)k->canny_high);
@@ -554,8 +555,8 @@ static kg_status check_params(const kg_session *s, const kg_params *p, kg_error 
         return kg_error_set(err, KG_ERR_INVALID_ARG, "guidance scale %g: expected %g..%g",
                             (double)p->guidance_scale, KG_GUIDANCE_MIN, KG_GUIDANCE_MAX);
     if (p->num_images < 1 || p->num_images > KG_MAX_OUTPUTS)
-        return kg_error_set(err, KG_ERR_INVALID_ARG, "num_images %d: expected 1..%d",
-                            p->num_images, KG_MAX_OUTPUTS);
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "num_images %d: expected 1..%d", p->num_images,
+                            KG_MAX_OUTPUTS);
     if (p->device_out) {
         if (!s->be->ops->image_to_device)
             return kg_error_set(err, KG_ERR_UNSUPPORTED,
@@ -566,8 +567,7 @@ static kg_status check_params(const kg_session *s, const kg_params *p, kg_error 
             const kg_device_image *d = &p->device_out[i];
             int bpp = d->format == KG_PIX_RGB ? 3 : 4;
             if (!d->ptr ||
-                (d->format != KG_PIX_RGB && d->format != KG_PIX_RGBA &&
-                 d->format != KG_PIX_RGBX) ||
+                (d->format != KG_PIX_RGB && d->format != KG_PIX_RGBA && d->format != KG_PIX_RGBX) ||
                 d->pitch < (size_t)p->width * (size_t)bpp)
                 return kg_error_set(err, KG_ERR_INVALID_ARG,
                                     "device output %d: expected a device address, format RGB, "
@@ -637,8 +637,7 @@ static kg_status prepare_controls(const kg_params *p, request *r, kg_error *err)
     r->controls = malloc((size_t)p->n_controls * 3 * plane * sizeof(float));
     if (!rgb || !r->controls) {
         free(rgb);
-        return kg_error_set(err, KG_ERR_NOMEM, "no host memory for %d control maps",
-                            p->n_controls);
+        return kg_error_set(err, KG_ERR_NOMEM, "no host memory for %d control maps", p->n_controls);
     }
     for (int k = 0; k < p->n_controls && st == KG_OK; k++) {
         float *dst = r->controls + (size_t)k * 3 * plane;
@@ -741,8 +740,7 @@ static kg_status prepare(kg_session *s, const kg_params *p, request *r, kg_error
                                 "initial latents: element %zu of %zu is %s", bad, nl,
                                 isnan(p->init_latents[bad]) ? "NaN" : "Inf");
         memcpy(r->latents, p->init_latents, nl * sizeof(float));
-    }
-    else
+    } else
         for (int i = 0; i < r->n; i++)
             kg_rng_normal((uint64_t)r->seed, KG_RNG_IMAGE_OFFSET(i), r->latents + (size_t)i * lat,
                           lat);
@@ -770,7 +768,8 @@ kg_status kg_generate(kg_session *s, const kg_params *p, kg_progress_fn progress
     st = prepare(s, p, &r, err);
     if (st != KG_OK)
         goto fail;
-    out->rgb = p->device_out ? NULL : malloc((size_t)r.n * (size_t)p->width * (size_t)p->height * 3);
+    out->rgb =
+        p->device_out ? NULL : malloc((size_t)r.n * (size_t)p->width * (size_t)p->height * 3);
     if (!p->device_out && !out->rgb) {
         st = kg_error_set(err, KG_ERR_NOMEM, "no host memory for %d output images", r.n);
         goto fail;

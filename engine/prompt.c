@@ -16,7 +16,8 @@ static const char *find_placeholder(const char *s, const char *end)
 static int64_t count_placeholders(const char *s, const char *end)
 {
     int64_t n = 0;
-    for (const char *p = find_placeholder(s, end); p; p = find_placeholder(p + PLACEHOLDER_LEN, end))
+    for (const char *p = find_placeholder(s, end); p;
+         p = find_placeholder(p + PLACEHOLDER_LEN, end))
         n++;
     return n;
 }
@@ -38,8 +39,8 @@ static kg_status finish(kg_prompt_seq *seq, kg_ids *ids, const kg_ids *slots, kg
 kg_status kg_prompt_encode(const kg_tokenizer *tok, const char *prompt, int64_t n_images,
                            int64_t image_tokens, kg_prompt_seq *seq, kg_error *err)
 {
-    return kg_prompt_encode_n(tok, prompt, prompt ? strlen(prompt) : 0, n_images, image_tokens,
-                              seq, err);
+    return kg_prompt_encode_n(tok, prompt, prompt ? strlen(prompt) : 0, n_images, image_tokens, seq,
+                              err);
 }
 
 kg_status kg_prompt_encode_n(const kg_tokenizer *tok, const char *prompt, size_t len,

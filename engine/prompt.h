@@ -23,7 +23,7 @@ typedef struct kg_prompt_seq {
     int32_t *ids;      /* [n] fairseq ids */
     uint8_t *img_mask; /* [n] 1 = a connector latent goes here */
     size_t n;
-    int64_t n_images;  /* "<i>" placeholders = image blocks */
+    int64_t n_images; /* "<i>" placeholders = image blocks */
 } kg_prompt_seq;
 
 /* prompt: NUL-terminated UTF-8 (invalid bytes: see tokenizer.h). Fails with

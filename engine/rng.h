@@ -31,7 +31,8 @@
 /* The fresh noise a stochastic scheduler (LCM) adds after step i (0, 1, ...) of image j:
  * elements from j * 2^40 + (i + 1) * 2^32 (a latent has fewer than 2^32 elements, so no
  * stream overlaps the initial latents or another step's). */
-#define KG_RNG_STEP_OFFSET(j, i) (KG_RNG_IMAGE_OFFSET(j) + ((uint64_t)(i) + 1) * ((uint64_t)1 << 32))
+#define KG_RNG_STEP_OFFSET(j, i) \
+    (KG_RNG_IMAGE_OFFSET(j) + ((uint64_t)(i) + 1) * ((uint64_t)1 << 32))
 
 /* One Philox4x32 block with 10 rounds (Random123's philox4x32_10). */
 void kg_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);

@@ -27,14 +27,14 @@ struct kg_st_file {
     char *path;
     const unsigned char *base;
     size_t len;
-    void *map;            /* mmap'd region, NULL for memory files */
+    void *map; /* mmap'd region, NULL for memory files */
     size_t map_len;
-    int fd;               /* the open file (pread), -1 for memory files */
-    struct stat st;       /* at open: kg_st_check_unchanged compares */
-    kg_json *header;      /* owns the name / metadata strings */
+    int fd;          /* the open file (pread), -1 for memory files */
+    struct stat st;  /* at open: kg_st_check_unchanged compares */
+    kg_json *header; /* owns the name / metadata strings */
     kg_st_tensor *tensors;
     size_t count;
-    size_t *by_name;      /* indices sorted by name, for binary search */
+    size_t *by_name; /* indices sorted by name, for binary search */
     const char **meta_keys;
     const char **meta_values;
     size_t meta_count;
@@ -127,8 +127,8 @@ static int cmp_str_ptr(const void *a, const void *b)
 }
 
 /* Refuses repeated names in O(n log n), so a huge header cannot stall us. */
-static kg_status check_unique(const kg_st_file *f, const char **names, size_t n,
-                              const char *what, kg_error *err)
+static kg_status check_unique(const kg_st_file *f, const char **names, size_t n, const char *what,
+                              kg_error *err)
 {
     const char **sorted;
     kg_status s = KG_OK;
@@ -141,8 +141,7 @@ static kg_status check_unique(const kg_st_file *f, const char **names, size_t n,
     qsort(sorted, n, sizeof *sorted, cmp_str_ptr);
     for (size_t i = 1; i < n && s == KG_OK; i++)
         if (strcmp(sorted[i - 1], sorted[i]) == 0)
-            s = kg_error_set(err, KG_ERR_FORMAT, "%s: duplicate %s '%s'", f->path, what,
-                             sorted[i]);
+            s = kg_error_set(err, KG_ERR_FORMAT, "%s: duplicate %s '%s'", f->path, what, sorted[i]);
     free(sorted);
     return s;
 }
@@ -167,8 +166,8 @@ static kg_status parse_metadata(kg_st_file *f, const kg_json *meta, kg_error *er
                                 "%s: __metadata__ value of '%s' is not a string", f->path, key);
         if (strlen(kg_json_string(v)) != kg_json_string_len(v))
             return kg_error_set(err, KG_ERR_FORMAT,
-                                "%s: __metadata__ value of '%s' contains a NUL character",
-                                f->path, key);
+                                "%s: __metadata__ value of '%s' contains a NUL character", f->path,
+                                key);
         f->meta_keys[i] = key;
         f->meta_values[i] = kg_json_string(v);
     }
@@ -176,9 +175,9 @@ static kg_status parse_metadata(kg_st_file *f, const kg_json *meta, kg_error *er
     return check_unique(f, f->meta_keys, n, "__metadata__ key", err);
 }
 
-static kg_status parse_tensor(kg_st_file *f, kg_st_tensor *t, const char *name,
-                              const kg_json *desc, const unsigned char *data, size_t data_len,
-                              size_t *begin_out, size_t *end_out, kg_error *err)
+static kg_status parse_tensor(kg_st_file *f, kg_st_tensor *t, const char *name, const kg_json *desc,
+                              const unsigned char *data, size_t data_len, size_t *begin_out,
+                              size_t *end_out, kg_error *err)
 {
     const kg_json *dt = kg_json_get(desc, "dtype");
     const kg_json *shape = kg_json_get(desc, "shape");
@@ -189,8 +188,8 @@ static kg_status parse_tensor(kg_st_file *f, kg_st_tensor *t, const char *name,
 
     t->name = name;
     if (kg_json_type_of(desc) != KG_JSON_OBJECT)
-        return kg_error_set(err, KG_ERR_FORMAT, "%s: tensor '%s': entry is not an object",
-                            f->path, name);
+        return kg_error_set(err, KG_ERR_FORMAT, "%s: tensor '%s': entry is not an object", f->path,
+                            name);
     if (kg_json_type_of(dt) != KG_JSON_STRING)
         return kg_error_set(err, KG_ERR_FORMAT, "%s: tensor '%s': missing or non-string dtype",
                             f->path, name);
@@ -203,9 +202,8 @@ static kg_status parse_tensor(kg_st_file *f, kg_st_tensor *t, const char *name,
         return kg_error_set(err, KG_ERR_FORMAT, "%s: tensor '%s': missing or non-array shape",
                             f->path, name);
     if (kg_json_count(shape) > KG_MAX_DIMS)
-        return kg_error_set(err, KG_ERR_FORMAT,
-                            "%s: tensor '%s': %zu dims, at most %d supported", f->path, name,
-                            kg_json_count(shape), KG_MAX_DIMS);
+        return kg_error_set(err, KG_ERR_FORMAT, "%s: tensor '%s': %zu dims, at most %d supported",
+                            f->path, name, kg_json_count(shape), KG_MAX_DIMS);
     t->ndim = (int)kg_json_count(shape);
     for (int i = 0; i < KG_MAX_DIMS; i++)
         t->shape[i] = 1;
@@ -213,13 +211,13 @@ static kg_status parse_tensor(kg_st_file *f, kg_st_tensor *t, const char *name,
         int64_t d;
         if (!json_uint(kg_json_at(shape, (size_t)i), &d))
             return kg_error_set(err, KG_ERR_FORMAT,
-                                "%s: tensor '%s': dim %d is not a non-negative integer",
-                                f->path, name, i);
+                                "%s: tensor '%s': dim %d is not a non-negative integer", f->path,
+                                name, i);
         t->shape[i] = d;
         /* d <= 2^53, so the product only overflows past the file size check */
         if (d != 0 && numel > (uint64_t)ST_MAX_INT / (uint64_t)d)
-            return kg_error_set(err, KG_ERR_FORMAT,
-                                "%s: tensor '%s': element count overflows", f->path, name);
+            return kg_error_set(err, KG_ERR_FORMAT, "%s: tensor '%s': element count overflows",
+                                f->path, name);
         numel *= (uint64_t)d;
     }
     if (kg_json_type_of(offs) != KG_JSON_ARRAY || kg_json_count(offs) != 2 ||
@@ -230,8 +228,8 @@ static kg_status parse_tensor(kg_st_file *f, kg_st_tensor *t, const char *name,
                             f->path, name);
     if (begin > end)
         return kg_error_set(err, KG_ERR_FORMAT,
-                            "%s: tensor '%s': data_offsets begin %lld > end %lld", f->path,
-                            name, (long long)begin, (long long)end);
+                            "%s: tensor '%s': data_offsets begin %lld > end %lld", f->path, name,
+                            (long long)begin, (long long)end);
     if ((uint64_t)end > data_len)
         return kg_error_set(err, KG_ERR_FORMAT,
                             "%s: tensor '%s': data_offsets end %lld is past the end of the "
@@ -328,8 +326,8 @@ static kg_status parse_file(kg_st_file *f, kg_error *err)
         qsort(names, n_tensors, sizeof *names, cmp_name_ref);
         for (size_t i = 0; i < n_tensors; i++) {
             if (i && strcmp(names[i - 1].name, names[i].name) == 0) {
-                s = kg_error_set(err, KG_ERR_FORMAT, "%s: duplicate tensor name '%s'",
-                                 f->path, names[i].name);
+                s = kg_error_set(err, KG_ERR_FORMAT, "%s: duplicate tensor name '%s'", f->path,
+                                 names[i].name);
                 goto done;
             }
             f->by_name[i] = names[i].idx;
@@ -502,8 +500,8 @@ static kg_status mismatch(const kg_st_file *f, const char *name, const kg_st_ten
         snprintf(want, sizeof want, "any shape");
     else
         shape_str(ndim, shape, want, sizeof want);
-    return kg_error_set(err, KG_ERR_WEIGHTS, "%s: tensor '%s' is %s %s, expected %s %s",
-                        f->path, name, kg_dtype_name(t->dtype), got, want_dtype, want);
+    return kg_error_set(err, KG_ERR_WEIGHTS, "%s: tensor '%s' is %s %s, expected %s %s", f->path,
+                        name, kg_dtype_name(t->dtype), got, want_dtype, want);
 }
 
 kg_status kg_st_get(const kg_st_file *f, const char *name, kg_dtype dtype, int ndim,

@@ -18,9 +18,9 @@
 typedef struct kg_st_tensor {
     const char *name;
     kg_dtype dtype;
-    int ndim;                      /* 0 for scalars; at most KG_MAX_DIMS */
+    int ndim; /* 0 for scalars; at most KG_MAX_DIMS */
     int64_t shape[KG_MAX_DIMS];
-    const void *data;              /* inside the mapping; may be unaligned */
+    const void *data; /* inside the mapping; may be unaligned */
     size_t nbytes;
 } kg_st_tensor;
 
@@ -34,7 +34,7 @@ void kg_st_close(kg_st_file *f);
 
 const char *kg_st_path(const kg_st_file *f);
 size_t kg_st_count(const kg_st_file *f);
-const kg_st_tensor *kg_st_at(const kg_st_file *f, size_t i);  /* header order */
+const kg_st_tensor *kg_st_at(const kg_st_file *f, size_t i); /* header order */
 const kg_st_tensor *kg_st_find(const kg_st_file *f, const char *name);
 
 /* Strict getter: the tensor must exist with this dtype and shape, otherwise
@@ -62,7 +62,7 @@ kg_status kg_st_check_unchanged(const kg_st_file *f, kg_error *err);
 kg_status kg_st_to_f32(const kg_st_file *f, const kg_st_tensor *t, float *dst, kg_error *err);
 
 /* __metadata__ (string values only, as the format requires). */
-const char *kg_st_metadata(const kg_st_file *f, const char *key);  /* NULL if absent */
+const char *kg_st_metadata(const kg_st_file *f, const char *key); /* NULL if absent */
 size_t kg_st_metadata_count(const kg_st_file *f);
 const char *kg_st_metadata_key(const kg_st_file *f, size_t i);
 const char *kg_st_metadata_value(const kg_st_file *f, size_t i);

@@ -35,9 +35,9 @@ kg_status kg_scheduler_type_from_name(const char *name, kg_scheduler_type *out, 
             return KG_OK;
         }
     }
-    return kg_error_set(err, KG_ERR_INVALID_ARG,
-                        "unknown scheduler \"%s\" (dpm++2m, dpm++2m-karras, ddim, pndm, euler, lcm)",
-                        name);
+    return kg_error_set(
+        err, KG_ERR_INVALID_ARG,
+        "unknown scheduler \"%s\" (dpm++2m, dpm++2m-karras, ddim, pndm, euler, lcm)", name);
 }
 
 const char *kg_scheduler_type_name(kg_scheduler_type type)
@@ -160,8 +160,7 @@ kg_status kg_scheduler_config_from_json(kg_scheduler_config *cfg, const kg_json 
         (st = want_string(j, "solver_type", midpoint, NULL, err)) ||
         (st = want_string(j, "interpolation_type", linear_interp, NULL, err)) ||
         (st = want_bool(j, "skip_prk_steps", 1, err)) ||
-        (st = want_bool(j, "clip_sample", 0, err)) ||
-        (st = want_bool(j, "thresholding", 0, err)) ||
+        (st = want_bool(j, "clip_sample", 0, err)) || (st = want_bool(j, "thresholding", 0, err)) ||
         (st = want_bool(j, "rescale_betas_zero_snr", 0, err)) ||
         (st = want_bool(j, "euler_at_final", 0, err)) ||
         (st = want_bool(j, "use_lu_lambdas", 0, err)))
@@ -179,7 +178,8 @@ kg_status kg_scheduler_config_from_json(kg_scheduler_config *cfg, const kg_json 
                                 kg_json_number(lc, 0.0));
     }
     if (num_train < 2 || num_train > 100000 || num_train != floor(num_train))
-        return kg_error_set(err, KG_ERR_FORMAT, "scheduler config: num_train_timesteps %g", num_train);
+        return kg_error_set(err, KG_ERR_FORMAT, "scheduler config: num_train_timesteps %g",
+                            num_train);
     if (offset < 0 || offset != floor(offset) || offset >= num_train)
         return kg_error_set(err, KG_ERR_FORMAT, "scheduler config: steps_offset %g", offset);
     if (order != 2.0)
@@ -231,14 +231,14 @@ static void torch_linspace_f32(float *out, float start, float end, int64_t n)
     const int64_t n_vec = (n / 16) * 16;
     int64_t idx = 0;
     for (; idx < n_vec; idx += 8) {
-        float base = idx < half ? fmaf(step, (float)idx, start)
-                                : fmaf(-step, (float)(n - idx - 1), end);
+        float base =
+            idx < half ? fmaf(step, (float)idx, start) : fmaf(-step, (float)(n - idx - 1), end);
         for (int j = 0; j < 8; j++)
             out[idx + j] = fmaf((float)j, step, base);
     }
     for (; idx < n; idx++)
-        out[idx] = idx < half ? fmaf(step, (float)idx, start)
-                              : fmaf(-step, (float)(n - idx - 1), end);
+        out[idx] =
+            idx < half ? fmaf(step, (float)idx, start) : fmaf(-step, (float)(n - idx - 1), end);
 }
 
 /* betas -> alphas_cumprod: alphas = 1 - betas in float; torch.cumprod
@@ -426,8 +426,8 @@ static void lcm_timesteps(kg_scheduler *s)
     s->num_calls = s->num_steps;
 }
 
-kg_status kg_scheduler_init(kg_scheduler *s, const kg_scheduler_config *cfg,
-                            kg_scheduler_type type, int num_steps, kg_error *err)
+kg_status kg_scheduler_init(kg_scheduler *s, const kg_scheduler_config *cfg, kg_scheduler_type type,
+                            int num_steps, kg_error *err)
 {
     kg_status st;
     int64_t T;
@@ -436,13 +436,12 @@ kg_status kg_scheduler_init(kg_scheduler *s, const kg_scheduler_config *cfg,
         return kg_error_set(err, KG_ERR_INVALID_ARG, "scheduler: bad type %d", (int)type);
     T = cfg->num_train_timesteps;
     if (T < 2 || num_steps < 1 || num_steps > T)
-        return kg_error_set(err, KG_ERR_INVALID_ARG,
-                            "scheduler %s: %d steps (1..%lld)", type_names[type], num_steps,
-                            (long long)T);
+        return kg_error_set(err, KG_ERR_INVALID_ARG, "scheduler %s: %d steps (1..%lld)",
+                            type_names[type], num_steps, (long long)T);
     if ((st = check_spacing(cfg, type, err)))
         return st;
-    if (type == KG_SCHED_LCM && (num_steps > KG_LCM_ORIGINAL_STEPS ||
-                                 T / KG_LCM_ORIGINAL_STEPS < 1))
+    if (type == KG_SCHED_LCM &&
+        (num_steps > KG_LCM_ORIGINAL_STEPS || T / KG_LCM_ORIGINAL_STEPS < 1))
         return kg_error_set(err, KG_ERR_INVALID_ARG,
                             "scheduler lcm: %d steps (1..%d, a subset of the %d-step distillation "
                             "schedule; 2-8 is what LCM-LoRA is made for)",
@@ -472,17 +471,10 @@ kg_status kg_scheduler_init(kg_scheduler *s, const kg_scheduler_config *cfg,
         }
         break;
     case KG_SCHED_DDIM:
-    case KG_SCHED_PNDM:
-        leading_timesteps(s);
-        break;
-    case KG_SCHED_EULER:
-        euler_timesteps(s);
-        break;
-    case KG_SCHED_LCM:
-        lcm_timesteps(s);
-        break;
-    default:
-        break;
+    case KG_SCHED_PNDM: leading_timesteps(s); break;
+    case KG_SCHED_EULER: euler_timesteps(s); break;
+    case KG_SCHED_LCM: lcm_timesteps(s); break;
+    default: break;
     }
     return KG_OK;
 }
@@ -744,9 +736,9 @@ static void step_lcm(kg_ctx *c, kg_scheduler *s, kg_tensor *x, const kg_tensor *
 void kg_scheduler_step(kg_ctx *c, kg_scheduler *s, kg_tensor *x, const kg_tensor *eps, int i)
 {
     if (!s->bound || i != s->next || i >= s->num_calls) {
-        kg_backend_fail(c->be, KG_ERR_INVALID_ARG,
-                        "scheduler %s: step %d (expected %d of %d%s)", type_names[s->type], i,
-                        s->next, s->num_calls, s->bound ? "" : ", not bound");
+        kg_backend_fail(c->be, KG_ERR_INVALID_ARG, "scheduler %s: step %d (expected %d of %d%s)",
+                        type_names[s->type], i, s->next, s->num_calls,
+                        s->bound ? "" : ", not bound");
         return;
     }
     if (!kg_tensor_same_shape(x, eps) ||
@@ -758,23 +750,12 @@ void kg_scheduler_step(kg_ctx *c, kg_scheduler *s, kg_tensor *x, const kg_tensor
     }
     switch (s->type) {
     case KG_SCHED_DPMPP_2M:
-    case KG_SCHED_DPMPP_2M_KARRAS:
-        step_dpm(c, s, x, eps, i);
-        break;
-    case KG_SCHED_DDIM:
-        step_ddim(c, s, x, eps, i);
-        break;
-    case KG_SCHED_PNDM:
-        step_pndm(c, s, x, eps, i);
-        break;
-    case KG_SCHED_EULER:
-        step_euler(c, s, x, eps, i);
-        break;
-    case KG_SCHED_LCM:
-        step_lcm(c, s, x, eps, i);
-        break;
-    default:
-        break;
+    case KG_SCHED_DPMPP_2M_KARRAS: step_dpm(c, s, x, eps, i); break;
+    case KG_SCHED_DDIM: step_ddim(c, s, x, eps, i); break;
+    case KG_SCHED_PNDM: step_pndm(c, s, x, eps, i); break;
+    case KG_SCHED_EULER: step_euler(c, s, x, eps, i); break;
+    case KG_SCHED_LCM: step_lcm(c, s, x, eps, i); break;
+    default: break;
     }
     s->next = i + 1;
 }

@@ -63,15 +63,15 @@ typedef enum kg_dpm_final {
 /* The diffusers scheduler config (SD1.5's scheduler_config.json is a
  * PNDMScheduler config; every class reads the keys it knows). */
 typedef struct kg_scheduler_config {
-    int64_t num_train_timesteps;   /* num_train_timesteps: 1000 */
-    double beta_start;             /* beta_start: 0.00085 */
-    double beta_end;               /* beta_end: 0.012 */
+    int64_t num_train_timesteps;    /* num_train_timesteps: 1000 */
+    double beta_start;              /* beta_start: 0.00085 */
+    double beta_end;                /* beta_end: 0.012 */
     kg_beta_schedule beta_schedule; /* beta_schedule: "scaled_linear" */
-    int64_t steps_offset;          /* steps_offset: 1 (leading spacing only) */
-    int set_alpha_to_one;          /* set_alpha_to_one: false (DDIM/PNDM past t = 0) */
-    kg_timestep_spacing spacing;   /* timestep_spacing; absent = the class default */
-    int lower_order_final;         /* lower_order_final: true (DPM, below 15 steps) */
-    kg_dpm_final dpm_final;        /* final_sigmas_type; absent = KG_DPM_FINAL_T0 */
+    int64_t steps_offset;           /* steps_offset: 1 (leading spacing only) */
+    int set_alpha_to_one;           /* set_alpha_to_one: false (DDIM/PNDM past t = 0) */
+    kg_timestep_spacing spacing;    /* timestep_spacing; absent = the class default */
+    int lower_order_final;          /* lower_order_final: true (DPM, below 15 steps) */
+    kg_dpm_final dpm_final;         /* final_sigmas_type; absent = KG_DPM_FINAL_T0 */
 } kg_scheduler_config;
 
 /* SD1.5's values (the fields above). */
@@ -94,7 +94,7 @@ typedef struct kg_scheduler {
     double *sigmas;         /* [n_sigmas]: diffusers' scheduler.sigmas after set_timesteps */
     int n_sigmas;
     double init_noise_sigma;
-    int ratio;              /* leading spacing: num_train_timesteps / num_steps */
+    int ratio; /* leading spacing: num_train_timesteps / num_steps */
 
     /* history, from the arena (kg_scheduler_bind) */
     int bound;
@@ -109,8 +109,8 @@ typedef struct kg_scheduler {
 
 /* Computes the schedule for num_steps inference steps (1..num_train_timesteps).
  * Host memory only; free with kg_scheduler_free. */
-kg_status kg_scheduler_init(kg_scheduler *s, const kg_scheduler_config *cfg,
-                            kg_scheduler_type type, int num_steps, kg_error *err);
+kg_status kg_scheduler_init(kg_scheduler *s, const kg_scheduler_config *cfg, kg_scheduler_type type,
+                            int num_steps, kg_error *err);
 void kg_scheduler_free(kg_scheduler *s);
 
 /* Takes the history tensors (latent shape, activation dtype) from c's arena,

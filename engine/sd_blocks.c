@@ -17,7 +17,7 @@ kg_status kg_sd_resnet_load(kg_sd_resnet *r, kg_loader *L, const char *path, int
     kg_load(L, &r->conv1_b, 1, (int64_t[]){out}, "%s.conv1.bias", path);
     if (r->has_temb) {
         kg_load_weight(L, &r->temb_w, 2, (int64_t[]){out, temb_channels}, "%s.time_emb_proj.weight",
-                path);
+                       path);
         kg_load(L, &r->temb_b, 1, (int64_t[]){out}, "%s.time_emb_proj.bias", path);
     }
     kg_load(L, &r->norm2_w, 1, (int64_t[]){out}, "%s.norm2.weight", path);
@@ -25,7 +25,8 @@ kg_status kg_sd_resnet_load(kg_sd_resnet *r, kg_loader *L, const char *path, int
     kg_load_weight(L, &r->conv2_w, 4, (int64_t[]){out, out, 3, 3}, "%s.conv2.weight", path);
     kg_load(L, &r->conv2_b, 1, (int64_t[]){out}, "%s.conv2.bias", path);
     if (r->has_shortcut) {
-        kg_load_weight(L, &r->short_w, 4, (int64_t[]){out, in, 1, 1}, "%s.conv_shortcut.weight", path);
+        kg_load_weight(L, &r->short_w, 4, (int64_t[]){out, in, 1, 1}, "%s.conv_shortcut.weight",
+                       path);
         kg_load(L, &r->short_b, 1, (int64_t[]){out}, "%s.conv_shortcut.bias", path);
     }
     return L->status;

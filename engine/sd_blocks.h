@@ -16,23 +16,23 @@
 /* diffusers ResnetBlock2D:
  * out = shortcut(x) + conv2(SiLU(GN2(conv1(SiLU(GN1(x))) + time_emb_proj(SiLU(temb))))) */
 typedef struct kg_sd_resnet {
-    int64_t in, out;      /* channels */
-    int groups;           /* norm_num_groups (GN1 and GN2) */
-    float eps;            /* 1e-5 in the U-Net, 1e-6 in the VAE */
-    int has_temb;         /* the U-Net's resnets take a time embedding, the VAE's do not */
-    int has_shortcut;     /* in != out: 1x1 conv on the residual path */
-    kg_tensor norm1_w;    /* [in]  <path>.norm1.weight */
-    kg_tensor norm1_b;    /* [in]  <path>.norm1.bias */
-    kg_tensor conv1_w;    /* [out, in, 3, 3] <path>.conv1.weight */
-    kg_tensor conv1_b;    /* [out] <path>.conv1.bias */
-    kg_tensor temb_w;     /* [out, temb] <path>.time_emb_proj.weight (has_temb) */
-    kg_tensor temb_b;     /* [out] <path>.time_emb_proj.bias (has_temb) */
-    kg_tensor norm2_w;    /* [out] <path>.norm2.weight */
-    kg_tensor norm2_b;    /* [out] <path>.norm2.bias */
-    kg_tensor conv2_w;    /* [out, out, 3, 3] <path>.conv2.weight */
-    kg_tensor conv2_b;    /* [out] <path>.conv2.bias */
-    kg_tensor short_w;    /* [out, in, 1, 1] <path>.conv_shortcut.weight (has_shortcut) */
-    kg_tensor short_b;    /* [out] <path>.conv_shortcut.bias (has_shortcut) */
+    int64_t in, out;   /* channels */
+    int groups;        /* norm_num_groups (GN1 and GN2) */
+    float eps;         /* 1e-5 in the U-Net, 1e-6 in the VAE */
+    int has_temb;      /* the U-Net's resnets take a time embedding, the VAE's do not */
+    int has_shortcut;  /* in != out: 1x1 conv on the residual path */
+    kg_tensor norm1_w; /* [in]  <path>.norm1.weight */
+    kg_tensor norm1_b; /* [in]  <path>.norm1.bias */
+    kg_tensor conv1_w; /* [out, in, 3, 3] <path>.conv1.weight */
+    kg_tensor conv1_b; /* [out] <path>.conv1.bias */
+    kg_tensor temb_w;  /* [out, temb] <path>.time_emb_proj.weight (has_temb) */
+    kg_tensor temb_b;  /* [out] <path>.time_emb_proj.bias (has_temb) */
+    kg_tensor norm2_w; /* [out] <path>.norm2.weight */
+    kg_tensor norm2_b; /* [out] <path>.norm2.bias */
+    kg_tensor conv2_w; /* [out, out, 3, 3] <path>.conv2.weight */
+    kg_tensor conv2_b; /* [out] <path>.conv2.bias */
+    kg_tensor short_w; /* [out, in, 1, 1] <path>.conv_shortcut.weight (has_shortcut) */
+    kg_tensor short_b; /* [out] <path>.conv_shortcut.bias (has_shortcut) */
 } kg_sd_resnet;
 
 /* Loads the resnet at module path `path`; temb_channels 0 = no time embedding. */

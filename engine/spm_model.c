@@ -17,8 +17,8 @@ typedef struct pb {
 typedef struct pb_field {
     uint32_t num;
     int wire;
-    uint64_t v;           /* varint / fixed values */
-    const uint8_t *data;  /* wire type 2 */
+    uint64_t v;          /* varint / fixed values */
+    const uint8_t *data; /* wire type 2 */
     size_t len;
 } pb_field;
 
@@ -55,8 +55,7 @@ static kg_status pb_next(pb *b, pb_field *f, kg_error *err)
         return kg_error_set(err, KG_ERR_FORMAT, "%s: invalid protobuf field key %llu", b->what,
                             (unsigned long long)key);
     switch (f->wire) {
-    case 0:
-        return pb_varint(b, &f->v, err);
+    case 0: return pb_varint(b, &f->v, err);
     case 1:
     case 5: {
         size_t n = f->wire == 1 ? 8 : 4;
@@ -73,9 +72,8 @@ static kg_status pb_next(pb *b, pb_field *f, kg_error *err)
         if ((st = pb_varint(b, &len, err)) != KG_OK)
             return st;
         if (len > (uint64_t)(b->end - b->p))
-            return kg_error_set(err, KG_ERR_FORMAT,
-                                "%s: field %u claims %llu bytes, only %zu left", b->what, f->num,
-                                (unsigned long long)len, (size_t)(b->end - b->p));
+            return kg_error_set(err, KG_ERR_FORMAT, "%s: field %u claims %llu bytes, only %zu left",
+                                b->what, f->num, (unsigned long long)len, (size_t)(b->end - b->p));
         f->data = b->p;
         f->len = (size_t)len;
         b->p += len;
@@ -176,8 +174,8 @@ static kg_status parse_piece(kg_spm_model *m, size_t *cap_pieces, size_t *cap_st
     return KG_OK;
 }
 
-static kg_status parse_trainer(kg_spm_model *m, const uint8_t *data, size_t len,
-                               const char *what, kg_error *err)
+static kg_status parse_trainer(kg_spm_model *m, const uint8_t *data, size_t len, const char *what,
+                               kg_error *err)
 {
     pb b = {data, data + len, what};
     pb_field f;
@@ -313,8 +311,9 @@ kg_status kg_spm_parse(kg_spm_model *m, const void *buf, size_t len, const char 
     if (m->n_pieces == 0 || !have_trainer || !have_normalizer) {
         st = kg_error_set(err, KG_ERR_FORMAT,
                           "%s: %s missing (truncated file, or not a sentencepiece model?)", what,
-                          m->n_pieces == 0 ? "pieces" : !have_trainer ? "trainer_spec"
-                                                                      : "normalizer_spec");
+                          m->n_pieces == 0 ? "pieces"
+                          : !have_trainer  ? "trainer_spec"
+                                           : "normalizer_spec");
         goto fail;
     }
     return KG_OK;

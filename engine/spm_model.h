@@ -27,19 +27,24 @@ typedef enum kg_spm_type {
 } kg_spm_type;
 
 /* TrainerSpec.ModelType */
-enum { KG_SPM_MODEL_UNIGRAM = 1, KG_SPM_MODEL_BPE = 2, KG_SPM_MODEL_WORD = 3, KG_SPM_MODEL_CHAR = 4 };
+enum {
+    KG_SPM_MODEL_UNIGRAM = 1,
+    KG_SPM_MODEL_BPE = 2,
+    KG_SPM_MODEL_WORD = 3,
+    KG_SPM_MODEL_CHAR = 4
+};
 
 typedef struct kg_spm_piece {
     size_t offset; /* into kg_spm_model.strings */
     uint32_t len;  /* bytes */
     float score;
-    int type;      /* kg_spm_type */
+    int type; /* kg_spm_type */
 } kg_spm_piece;
 
 typedef struct kg_spm_model {
     kg_spm_piece *pieces; /* spm id order */
     int64_t n_pieces;
-    char *strings;        /* piece bytes, each followed by a NUL */
+    char *strings; /* piece bytes, each followed by a NUL */
     size_t strings_len;
 
     int model_type;                 /* TrainerSpec field 3, default UNIGRAM */

@@ -19,7 +19,7 @@
 /* normalizer.h kMaxTrieResultsSize: only the first 32 prefix matches count. */
 #define MAX_TRIE_RESULTS 32
 
-static const char SPACE_SYMBOL[] = "\xe2\x96\x81"; /* U+2581 */
+static const char SPACE_SYMBOL[] = "\xe2\x96\x81";     /* U+2581 */
 static const char REPLACEMENT_CHAR[] = "\xef\xbf\xbd"; /* U+FFFD */
 
 /* ---- string -> int32 hash map (open addressing, keys not owned) ----
@@ -70,8 +70,8 @@ static size_t strmap_probe(const strmap *m, const char *s, size_t n, uint64_t h)
     size_t i = (size_t)((h * 0x9e3779b97f4a7c15ULL) >> m->shift);
     for (;;) {
         const strslot *sl = &m->slot[i];
-        if (sl->e < 0 || (sl->tag == tag && m->klen[sl->e] == n &&
-                          memcmp(m->key[sl->e], s, n) == 0))
+        if (sl->e < 0 ||
+            (sl->tag == tag && m->klen[sl->e] == n && memcmp(m->key[sl->e], s, n) == 0))
             return i;
         i = (i + 1) & m->mask;
     }
@@ -169,8 +169,8 @@ struct kg_tokenizer {
     size_t max_piece_len; /* bytes */
     float unk_score;      /* min NORMAL score - kUnkPenalty */
     int32_t unk_id;
-    char *dict_buf;       /* owned copy of dict.txt */
-    strmap dict;          /* symbol -> fairseq id */
+    char *dict_buf; /* owned copy of dict.txt */
+    strmap dict;    /* symbol -> fairseq id */
     int64_t n_symbols;
 };
 
@@ -259,8 +259,7 @@ static size_t one_char_len(uint8_t c)
  * longest of the first MAX_TRIE_RESULTS matches. Returns its length (0 =
  * none) and its value (offset of the replacement string). Probes outside
  * the array, impossible in a well-formed trie, end the search. */
-static size_t charsmap_longest(const kg_spm_model *m, const uint8_t *s, size_t n,
-                               uint32_t *value)
+static size_t charsmap_longest(const kg_spm_model *m, const uint8_t *s, size_t n, uint32_t *value)
 {
     const uint32_t *u = m->charsmap_units;
     size_t nu = m->n_units, best = 0, pos, found = 0;
@@ -414,8 +413,8 @@ typedef struct best_path {
 
 /* Model::EncodeOptimized + the unknown-run merge of
  * SentencePieceProcessor, then Dictionary.index per piece. */
-static kg_status encode_normalized(const kg_tokenizer *tok, const char *s, size_t size,
-                                   kg_ids *ids, kg_ids *spm_ids, kg_error *err)
+static kg_status encode_normalized(const kg_tokenizer *tok, const char *s, size_t size, kg_ids *ids,
+                                   kg_ids *spm_ids, kg_error *err)
 {
     const kg_spm_model *m = &tok->spm;
     best_path *bp = NULL;
@@ -559,13 +558,13 @@ static kg_status build_pieces(kg_tokenizer *tok, kg_error *err)
             return kg_error_set(err, KG_ERR_UNSUPPORTED,
                                 "sentencepiece model: piece %lld \"%s\" is a %s piece (not "
                                 "supported)",
-                                (long long)i, s,
-                                p->type == KG_SPM_BYTE ? "byte" : "user-defined");
+                                (long long)i, s, p->type == KG_SPM_BYTE ? "byte" : "user-defined");
         if (p->type == KG_SPM_UNKNOWN) {
             if (tok->unk_id >= 0)
-                return kg_error_set(err, KG_ERR_FORMAT,
-                                    "sentencepiece model: unk is defined twice (pieces %d and %lld)",
-                                    tok->unk_id, (long long)i);
+                return kg_error_set(
+                    err, KG_ERR_FORMAT,
+                    "sentencepiece model: unk is defined twice (pieces %d and %lld)", tok->unk_id,
+                    (long long)i);
             tok->unk_id = (int32_t)i;
         }
         if (p->type != KG_SPM_NORMAL && p->type != KG_SPM_UNUSED)
@@ -657,9 +656,8 @@ static kg_status parse_dict_line(kg_tokenizer *tok, char *line, size_t n, size_t
                                 lineno);
     size_t wn = (size_t)(sp - line);
     if (!overwrite && strmap_find(&tok->dict, line, wn, fnv(line, wn)) >= 0)
-        return kg_error_set(err, KG_ERR_FORMAT,
-                            "dict.txt line %zu: duplicate word \"%.*s\"", lineno,
-                            (int)(wn > INT32_MAX ? INT32_MAX : wn), line);
+        return kg_error_set(err, KG_ERR_FORMAT, "dict.txt line %zu: duplicate word \"%.*s\"",
+                            lineno, (int)(wn > INT32_MAX ? INT32_MAX : wn), line);
     return add_symbol(tok, line, wn, overwrite, err);
 }
 
@@ -683,8 +681,7 @@ static kg_status check_coverage(const kg_tokenizer *tok, kg_error *err)
                             "dict.txt: only %lld of the sentencepiece model's %lld pieces are "
                             "dictionary words (%lld symbols): an empty dictionary, or one for "
                             "another tokenizer; every other word would become <unk>",
-                            (long long)found, (long long)normal,
-                            (long long)tok->n_symbols - 10);
+                            (long long)found, (long long)normal, (long long)tok->n_symbols - 10);
     return KG_OK;
 }
 
@@ -692,8 +689,8 @@ static kg_status build_dict(kg_tokenizer *tok, const char *dict, size_t len, kg_
 {
     static const char *const head[] = {"<s>", "<pad>", "</s>", "<unk>"};
     /* unilm tasks/gpt_base.py: <mask>, then data/utils.py SPECIAL_SYMBOLS. */
-    static const char *const tail[] = {"<mask>", "</doc>", "<image>", "</image>", "</chunk>",
-                                       "</line>"};
+    static const char *const tail[] = {"<mask>",   "</doc>",   "<image>",
+                                       "</image>", "</chunk>", "</line>"};
     size_t lines = 1;
     kg_status st;
 

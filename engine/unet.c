@@ -32,8 +32,8 @@ static int as_int(const kg_json *v, int64_t *out)
 }
 
 /* An int or a per-block list (diffusers accepts both), each value in [1, max]. */
-static kg_status int_or_list(const kg_json *j, const char *key, int dflt, int n, int max,
-                             int *out, kg_error *err)
+static kg_status int_or_list(const kg_json *j, const char *key, int dflt, int n, int max, int *out,
+                             kg_error *err)
 {
     const kg_json *v = kg_json_get(j, key);
     int64_t x = dflt;
@@ -63,9 +63,9 @@ static kg_status block_types(const kg_json *j, const char *key, const char *cons
     if (v && kg_json_type_of(v) != KG_JSON_ARRAY)
         return kg_error_set(err, KG_ERR_FORMAT, "unet config: '%s' is not a list", key);
     if (v ? kg_json_count(v) != (size_t)n : n != 4)
-        return kg_error_set(err, KG_ERR_FORMAT,
-                            "unet config: '%s' must name one block per block_out_channels entry (%d)",
-                            key, n);
+        return kg_error_set(
+            err, KG_ERR_FORMAT,
+            "unet config: '%s' must name one block per block_out_channels entry (%d)", key, n);
     for (int i = 0; i < n; i++) {
         const char *s = v ? kg_json_string(kg_json_at(v, (size_t)i)) : dflt[i];
         if (s && !strcmp(s, cross))
@@ -73,8 +73,9 @@ static kg_status block_types(const kg_json *j, const char *key, const char *cons
         else if (s && !strcmp(s, plain))
             out[i] = 0;
         else
-            return kg_error_set(err, KG_ERR_UNSUPPORTED, "unet config: %s[%d] = '%s' (supported: %s, %s)",
-                                key, i, s ? s : "?", cross, plain);
+            return kg_error_set(err, KG_ERR_UNSUPPORTED,
+                                "unet config: %s[%d] = '%s' (supported: %s, %s)", key, i,
+                                s ? s : "?", cross, plain);
     }
     return KG_OK;
 }
@@ -84,23 +85,28 @@ static kg_status block_types(const kg_json *j, const char *key, const char *cons
 static kg_status check_defaults(const kg_json *j, kg_error *err)
 {
     static const char *const must_be_null[] = {
-        "num_attention_heads", "class_embed_type", "addition_embed_type", "encoder_hid_dim",
-        "time_cond_proj_dim", "time_embedding_dim", "time_embedding_act_fn", "timestep_post_act",
-        "projection_class_embeddings_input_dim", "num_class_embeds"};
+        "num_attention_heads",   "class_embed_type",   "addition_embed_type",
+        "encoder_hid_dim",       "time_cond_proj_dim", "time_embedding_dim",
+        "time_embedding_act_fn", "timestep_post_act",  "projection_class_embeddings_input_dim",
+        "num_class_embeds"};
     static const char *const must_be_false[] = {"use_linear_projection", "only_cross_attention",
-                                                "dual_cross_attention", "center_input_sample",
-                                                "resnet_skip_time_act", "class_embeddings_concat"};
-    static const struct { const char *key, *value; } strings[] = {
+                                                "dual_cross_attention",  "center_input_sample",
+                                                "resnet_skip_time_act",  "class_embeddings_concat"};
+    static const struct {
+        const char *key, *value;
+    } strings[] = {
         {"act_fn", "silu"},
         {"time_embedding_type", "positional"},
         {"resnet_time_scale_shift", "default"},
         {"mid_block_type", "UNetMidBlock2DCrossAttn"},
         {"attention_type", "default"},
     };
-    static const struct { const char *key; double value; } numbers[] = {
-        {"mid_block_scale_factor", 1.0}, {"resnet_out_scale_factor", 1.0},
-        {"conv_in_kernel", 3.0},         {"conv_out_kernel", 3.0},
-        {"downsample_padding", 1.0},
+    static const struct {
+        const char *key;
+        double value;
+    } numbers[] = {
+        {"mid_block_scale_factor", 1.0}, {"resnet_out_scale_factor", 1.0}, {"conv_in_kernel", 3.0},
+        {"conv_out_kernel", 3.0},        {"downsample_padding", 1.0},
     };
     for (size_t i = 0; i < sizeof must_be_null / sizeof *must_be_null; i++)
         if (kg_json_type_of(kg_json_get(j, must_be_null[i])) != KG_JSON_NULL)
@@ -112,15 +118,16 @@ static kg_status check_defaults(const kg_json *j, kg_error *err)
         for (size_t k = 0; kg_json_type_of(v) == KG_JSON_ARRAY && k < kg_json_count(v); k++)
             bad |= kg_json_bool(kg_json_at(v, k), 0);
         if (bad)
-            return kg_error_set(err, KG_ERR_UNSUPPORTED, "unet config: '%s' = true is not supported",
-                                must_be_false[i]);
+            return kg_error_set(err, KG_ERR_UNSUPPORTED,
+                                "unet config: '%s' = true is not supported", must_be_false[i]);
     }
     for (size_t i = 0; i < sizeof strings / sizeof *strings; i++) {
         const kg_json *v = kg_json_get(j, strings[i].key);
         const char *s = kg_json_string(v);
         if (kg_json_type_of(v) != KG_JSON_NULL && (!s || strcmp(s, strings[i].value)))
-            return kg_error_set(err, KG_ERR_UNSUPPORTED, "unet config: '%s' = '%s' (supported: '%s')",
-                                strings[i].key, s ? s : "?", strings[i].value);
+            return kg_error_set(err, KG_ERR_UNSUPPORTED,
+                                "unet config: '%s' = '%s' (supported: '%s')", strings[i].key,
+                                s ? s : "?", strings[i].value);
     }
     for (size_t i = 0; i < sizeof numbers / sizeof *numbers; i++) {
         const kg_json *v = kg_json_get(j, numbers[i].key);
@@ -194,8 +201,9 @@ static kg_status config_from_json(kg_unet_config *cfg, const kg_json *j, int enc
 
     if (cfg->in_channels < 1 || cfg->out_channels < 1 || cfg->cross_attention_dim < 1 ||
         cfg->norm_num_groups < 1 || !(cfg->norm_eps > 0.0f))
-        return kg_error_set(err, KG_ERR_FORMAT, "unet config: a channel count, group count or eps "
-                                                "is not positive");
+        return kg_error_set(err, KG_ERR_FORMAT,
+                            "unet config: a channel count, group count or eps "
+                            "is not positive");
     if (cfg->block_out_channels[0] > KG_UNET_MAX_TIME_DIM)
         return kg_error_set(err, KG_ERR_UNSUPPORTED,
                             "unet config: block_out_channels[0] = %lld exceeds %d",
@@ -205,12 +213,14 @@ static kg_status config_from_json(kg_unet_config *cfg, const kg_json *j, int enc
         if (ch < 1 || ch % cfg->norm_num_groups)
             return kg_error_set(err, KG_ERR_FORMAT,
                                 "unet config: block_out_channels[%d] = %lld is not a multiple of "
-                                "norm_num_groups %d", i, (long long)ch, cfg->norm_num_groups);
+                                "norm_num_groups %d",
+                                i, (long long)ch, cfg->norm_num_groups);
         /* the heads of the up block at this width are the same list entry (reversed twice) */
         if (ch % cfg->heads[i])
-            return kg_error_set(err, KG_ERR_FORMAT,
-                                "unet config: block_out_channels[%d] = %lld not divisible by %d heads",
-                                i, (long long)ch, cfg->heads[i]);
+            return kg_error_set(
+                err, KG_ERR_FORMAT,
+                "unet config: block_out_channels[%d] = %lld not divisible by %d heads", i,
+                (long long)ch, cfg->heads[i]);
     }
     return KG_OK;
 }
@@ -327,9 +337,9 @@ kg_status kg_unet_load_encoder(kg_unet *m, kg_loader *L)
         }
         if (b->has_resample) {
             kg_load_weight(L, &b->resample_w, 4, (int64_t[]){ch, ch, 3, 3},
-                    "down_blocks.%d.downsamplers.0.conv.weight", i);
-            kg_load(L, &b->resample_b, 1, (int64_t[]){ch}, "down_blocks.%d.downsamplers.0.conv.bias",
-                    i);
+                           "down_blocks.%d.downsamplers.0.conv.weight", i);
+            kg_load(L, &b->resample_b, 1, (int64_t[]){ch},
+                    "down_blocks.%d.downsamplers.0.conv.bias", i);
         }
     }
 
@@ -371,20 +381,22 @@ static kg_status load_fn(void *model, kg_loader *L)
         }
         if (b->has_resample) {
             kg_load_weight(L, &b->resample_w, 4, (int64_t[]){ch, ch, 3, 3},
-                    "up_blocks.%d.upsamplers.0.conv.weight", i);
-            kg_load(L, &b->resample_b, 1, (int64_t[]){ch}, "up_blocks.%d.upsamplers.0.conv.bias", i);
+                           "up_blocks.%d.upsamplers.0.conv.weight", i);
+            kg_load(L, &b->resample_b, 1, (int64_t[]){ch}, "up_blocks.%d.upsamplers.0.conv.bias",
+                    i);
         }
     }
 
     kg_load(L, &m->norm_out_w, 1, (int64_t[]){ch}, "conv_norm_out.weight");
     kg_load(L, &m->norm_out_b, 1, (int64_t[]){ch}, "conv_norm_out.bias");
-    kg_load_weight(L, &m->conv_out_w, 4, (int64_t[]){cfg->out_channels, ch, 3, 3}, "conv_out.weight");
+    kg_load_weight(L, &m->conv_out_w, 4, (int64_t[]){cfg->out_channels, ch, 3, 3},
+                   "conv_out.weight");
     kg_load(L, &m->conv_out_b, 1, (int64_t[]){cfg->out_channels}, "conv_out.bias");
     return L->status;
 }
 
-kg_status kg_unet_load(kg_unet *m, const kg_unet_config *cfg, kg_backend *be,
-                       const kg_st_file *st, const char *prefix, kg_error *err)
+kg_status kg_unet_load(kg_unet *m, const kg_unet_config *cfg, kg_backend *be, const kg_st_file *st,
+                       const char *prefix, kg_error *err)
 {
     kg_status s;
     memset(m, 0, sizeof *m);
@@ -476,9 +488,9 @@ static void tblock_forward(kg_ctx *c, const kg_unet_tblock *b, kg_tensor *x,
 }
 
 /* Transformer2DModel: out = x + proj_out(blocks(proj_in(GN(x)))) with tokens [B, HW, C] */
-static void transformer_forward(kg_ctx *c, const kg_unet_config *cfg,
-                                const kg_unet_transformer *t, kg_tensor *out, const kg_tensor *x,
-                                const kg_tensor *context, const char *path)
+static void transformer_forward(kg_ctx *c, const kg_unet_config *cfg, const kg_unet_transformer *t,
+                                kg_tensor *out, const kg_tensor *x, const kg_tensor *context,
+                                const char *path)
 {
     int64_t B = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
     size_t mark = kg_mark(c);
@@ -508,9 +520,9 @@ static void transformer_forward(kg_ctx *c, const kg_unet_config *cfg,
 /* One up block into out (allocated by the caller). Resnet and attention outputs
  * alternate between two maps and each concatenation is released right after its
  * resnet, so the block's scratch does not grow with its layers. */
-static void up_block_forward(kg_ctx *c, const kg_unet *m, int i, kg_tensor *out,
-                             const kg_tensor *x, kg_tensor *skips, int *ns,
-                             const kg_tensor *temb_act, const kg_tensor *context)
+static void up_block_forward(kg_ctx *c, const kg_unet *m, int i, kg_tensor *out, const kg_tensor *x,
+                             kg_tensor *skips, int *ns, const kg_tensor *temb_act,
+                             const kg_tensor *context)
 {
     const kg_unet_block *b = &m->up[i];
     int64_t B = x->shape[0], C = b->resnets[0].out, H = x->shape[2], W = x->shape[3];
@@ -696,7 +708,8 @@ kg_status kg_unet_forward_res(kg_ctx *c, const kg_unet *m, kg_tensor *out, const
         if (!residuals_fit(res, &st)) {
             kg_backend_fail(c->be, KG_ERR_SHAPE,
                             "unet: %d additional residuals do not match the %d skip connections "
-                            "or the mid block", res->n_down, st.n_skips);
+                            "or the mid block",
+                            res->n_down, st.n_skips);
             kg_reset(c, mark);
             return kg_ctx_status(c, NULL);
         }

@@ -18,8 +18,8 @@
 #include "weights.h"
 
 #define KG_UNET_MAX_BLOCKS 6
-#define KG_UNET_MAX_LAYERS 4  /* resnets per down block; up blocks have one more */
-#define KG_UNET_MAX_TLAYERS 2 /* BasicTransformerBlocks per Transformer2DModel */
+#define KG_UNET_MAX_LAYERS 4      /* resnets per down block; up blocks have one more */
+#define KG_UNET_MAX_TLAYERS 2     /* BasicTransformerBlocks per Transformer2DModel */
 #define KG_UNET_MAX_TIME_DIM 4096 /* time_proj width = block_out_channels[0] */
 /* skip connections: conv_in, every down resnet (+ attention) and every downsampler */
 #define KG_UNET_MAX_SKIPS (1 + KG_UNET_MAX_BLOCKS * (KG_UNET_MAX_LAYERS + 1))
@@ -30,16 +30,16 @@ typedef struct kg_unet_config {
     int n_blocks;                                   /* 4 */
     int64_t block_out_channels[KG_UNET_MAX_BLOCKS]; /* 320, 640, 1280, 1280 */
     int layers_per_block[KG_UNET_MAX_BLOCKS];       /* 2 (up blocks: +1) */
-    int down_cross[KG_UNET_MAX_BLOCKS];             /* CrossAttnDownBlock2D (1) or DownBlock2D (0) */
-    int up_cross[KG_UNET_MAX_BLOCKS];               /* CrossAttnUpBlock2D (1) or UpBlock2D (0) */
-    int heads[KG_UNET_MAX_BLOCKS];                  /* attention_head_dim: 8 (= heads, diffusers quirk) */
-    int transformer_layers[KG_UNET_MAX_BLOCKS];     /* transformer_layers_per_block: 1 */
-    int64_t cross_attention_dim;                    /* 768 */
-    int norm_num_groups;                            /* 32 */
-    float norm_eps;                                 /* 1e-5 */
-    int flip_sin_to_cos;                            /* 1: timestep embedding is [cos, sin] */
-    float freq_shift;                               /* 0 */
-    int downsample_padding;                         /* 1 */
+    int down_cross[KG_UNET_MAX_BLOCKS]; /* CrossAttnDownBlock2D (1) or DownBlock2D (0) */
+    int up_cross[KG_UNET_MAX_BLOCKS];   /* CrossAttnUpBlock2D (1) or UpBlock2D (0) */
+    int heads[KG_UNET_MAX_BLOCKS];      /* attention_head_dim: 8 (= heads, diffusers quirk) */
+    int transformer_layers[KG_UNET_MAX_BLOCKS]; /* transformer_layers_per_block: 1 */
+    int64_t cross_attention_dim;                /* 768 */
+    int norm_num_groups;                        /* 32 */
+    float norm_eps;                             /* 1e-5 */
+    int flip_sin_to_cos;                        /* 1: timestep embedding is [cos, sin] */
+    float freq_shift;                           /* 0 */
+    int downsample_padding;                     /* 1 */
 } kg_unet_config;
 
 /* Reads a diffusers unet/config.json object; absent keys take the diffusers
@@ -81,11 +81,11 @@ typedef struct kg_unet_transformer {
     int64_t channels;
     int heads;
     int n_layers;
-    kg_tensor norm_w, norm_b;  /* [C] .norm.{weight,bias} (GroupNorm, eps 1e-6) */
-    kg_tensor proj_in_w;       /* [C, C, 1, 1] .proj_in.weight */
-    kg_tensor proj_in_b;       /* [C] .proj_in.bias */
-    kg_tensor proj_out_w;      /* [C, C, 1, 1] .proj_out.weight */
-    kg_tensor proj_out_b;      /* [C] .proj_out.bias */
+    kg_tensor norm_w, norm_b;                   /* [C] .norm.{weight,bias} (GroupNorm, eps 1e-6) */
+    kg_tensor proj_in_w;                        /* [C, C, 1, 1] .proj_in.weight */
+    kg_tensor proj_in_b;                        /* [C] .proj_in.bias */
+    kg_tensor proj_out_w;                       /* [C, C, 1, 1] .proj_out.weight */
+    kg_tensor proj_out_b;                       /* [C] .proj_out.bias */
     kg_unet_tblock blocks[KG_UNET_MAX_TLAYERS]; /* .transformer_blocks.<j> */
 } kg_unet_transformer;
 
@@ -94,37 +94,37 @@ typedef struct kg_unet_transformer {
 typedef struct kg_unet_block {
     int n_layers;
     int has_attn;
-    int has_resample;  /* downsamplers.0 (stride-2 conv) / upsamplers.0 (nearest x2 + conv) */
-    kg_sd_resnet resnets[KG_UNET_MAX_LAYERS + 1];        /* .resnets.<l> */
-    kg_unet_transformer attns[KG_UNET_MAX_LAYERS + 1];   /* .attentions.<l> */
+    int has_resample; /* downsamplers.0 (stride-2 conv) / upsamplers.0 (nearest x2 + conv) */
+    kg_sd_resnet resnets[KG_UNET_MAX_LAYERS + 1];      /* .resnets.<l> */
+    kg_unet_transformer attns[KG_UNET_MAX_LAYERS + 1]; /* .attentions.<l> */
     kg_tensor resample_w; /* [C, C, 3, 3] .{downsamplers,upsamplers}.0.conv.weight */
     kg_tensor resample_b; /* [C] .{downsamplers,upsamplers}.0.conv.bias */
 } kg_unet_block;
 
 typedef struct kg_unet {
     kg_unet_config cfg;
-    kg_tensor conv_in_w;   /* [C0, in, 3, 3] conv_in.weight */
-    kg_tensor conv_in_b;   /* [C0] conv_in.bias */
-    kg_tensor time1_w;     /* [4 C0, C0] time_embedding.linear_1.weight */
-    kg_tensor time1_b;     /* [4 C0] time_embedding.linear_1.bias */
-    kg_tensor time2_w;     /* [4 C0, 4 C0] time_embedding.linear_2.weight */
-    kg_tensor time2_b;     /* [4 C0] time_embedding.linear_2.bias */
-    kg_unet_block down[KG_UNET_MAX_BLOCKS];  /* down_blocks.<i> */
-    kg_sd_resnet mid_resnets[2];             /* mid_block.resnets.{0,1} */
-    kg_unet_transformer mid_attn;            /* mid_block.attentions.0 */
-    kg_unet_block up[KG_UNET_MAX_BLOCKS];    /* up_blocks.<i> */
-    kg_tensor norm_out_w;  /* [C0] conv_norm_out.weight */
-    kg_tensor norm_out_b;  /* [C0] conv_norm_out.bias */
-    kg_tensor conv_out_w;  /* [out, C0, 3, 3] conv_out.weight */
-    kg_tensor conv_out_b;  /* [out] conv_out.bias */
+    kg_tensor conv_in_w;                    /* [C0, in, 3, 3] conv_in.weight */
+    kg_tensor conv_in_b;                    /* [C0] conv_in.bias */
+    kg_tensor time1_w;                      /* [4 C0, C0] time_embedding.linear_1.weight */
+    kg_tensor time1_b;                      /* [4 C0] time_embedding.linear_1.bias */
+    kg_tensor time2_w;                      /* [4 C0, 4 C0] time_embedding.linear_2.weight */
+    kg_tensor time2_b;                      /* [4 C0] time_embedding.linear_2.bias */
+    kg_unet_block down[KG_UNET_MAX_BLOCKS]; /* down_blocks.<i> */
+    kg_sd_resnet mid_resnets[2];            /* mid_block.resnets.{0,1} */
+    kg_unet_transformer mid_attn;           /* mid_block.attentions.0 */
+    kg_unet_block up[KG_UNET_MAX_BLOCKS];   /* up_blocks.<i> */
+    kg_tensor norm_out_w;                   /* [C0] conv_norm_out.weight */
+    kg_tensor norm_out_b;                   /* [C0] conv_norm_out.bias */
+    kg_tensor conv_out_w;                   /* [out, C0, 3, 3] conv_out.weight */
+    kg_tensor conv_out_b;                   /* [out] conv_out.bias */
     void *blob;
 } kg_unet;
 
 /* Loads every tensor under prefix (e.g. "diffusion_unet.unet." or "") with
  * its exact shape; the first missing or mis-shaped one gives KG_ERR_WEIGHTS
  * naming it. */
-kg_status kg_unet_load(kg_unet *m, const kg_unet_config *cfg, kg_backend *be,
-                       const kg_st_file *st, const char *prefix, kg_error *err);
+kg_status kg_unet_load(kg_unet *m, const kg_unet_config *cfg, kg_backend *be, const kg_st_file *st,
+                       const char *prefix, kg_error *err);
 void kg_unet_free(kg_unet *m, kg_backend *be);
 /* Inside a load function: conv_in, time_embedding, down_blocks and mid_block of
  * m->cfg (the part a ControlNet copies), under the loader's prefix. */
@@ -132,10 +132,10 @@ kg_status kg_unet_load_encoder(kg_unet *m, kg_loader *L);
 
 /* What the encoder half leaves for the decoder half (all in the arena). */
 typedef struct kg_unet_state {
-    kg_tensor emb_act;                       /* [B, 4 C0] SiLU(time embedding) */
+    kg_tensor emb_act; /* [B, 4 C0] SiLU(time embedding) */
     int n_skips;
-    kg_tensor skips[KG_UNET_MAX_SKIPS];      /* in push order */
-    kg_tensor mid;                           /* mid_block output */
+    kg_tensor skips[KG_UNET_MAX_SKIPS]; /* in push order */
+    kg_tensor mid;                      /* mid_block output */
 } kg_unet_state;
 
 /* Time embedding, conv_in (+ add when not NULL: a ControlNet's conditioning

@@ -34,15 +34,19 @@ kg_status kg_vae_config_from_json(kg_vae_config *cfg, const kg_json *j, kg_error
         cfg->block_out_channels[0] = 64;
     }
     {
-        static const struct { const char *key; double dflt; } ints[] = {
-            {"latent_channels", 4}, {"out_channels", 3}, {"layers_per_block", 1},
-            {"norm_num_groups", 32}};
+        static const struct {
+            const char *key;
+            double dflt;
+        } ints[] = {{"latent_channels", 4},
+                    {"out_channels", 3},
+                    {"layers_per_block", 1},
+                    {"norm_num_groups", 32}};
         double v[4];
         for (int i = 0; i < 4; i++) {
             v[i] = kg_json_number(kg_json_get(j, ints[i].key), ints[i].dflt);
             if (v[i] != floor(v[i]) || v[i] < 1 || v[i] > 1e6)
-                return kg_error_set(err, KG_ERR_FORMAT, "vae config: '%s' is not a positive integer",
-                                    ints[i].key);
+                return kg_error_set(err, KG_ERR_FORMAT,
+                                    "vae config: '%s' is not a positive integer", ints[i].key);
         }
         cfg->latent_channels = (int64_t)v[0];
         cfg->out_channels = (int64_t)v[1];
@@ -66,9 +70,10 @@ kg_status kg_vae_config_from_json(kg_vae_config *cfg, const kg_json *j, kg_error
     for (size_t i = 0; v && i < kg_json_count(v); i++) {
         s = kg_json_string(kg_json_at(v, i));
         if (!s || strcmp(s, "UpDecoderBlock2D"))
-            return kg_error_set(err, KG_ERR_UNSUPPORTED,
-                                "vae config: up_block_types[%zu] = '%s' (supported: UpDecoderBlock2D)",
-                                i, s ? s : "?");
+            return kg_error_set(
+                err, KG_ERR_UNSUPPORTED,
+                "vae config: up_block_types[%zu] = '%s' (supported: UpDecoderBlock2D)", i,
+                s ? s : "?");
     }
 
     if (cfg->n_blocks < 1 || cfg->latent_channels < 1 || cfg->out_channels < 1 ||
@@ -99,14 +104,14 @@ static void load_proj(kg_loader *L, kg_tensor *w, kg_tensor *b, int64_t ch, cons
 {
     char key[160];
     const kg_st_tensor *t;
-    const char *use = !kg_load_has(L, ATTN "%s.weight", name) &&
-                              kg_load_has(L, ATTN "%s.weight", legacy)
-                          ? legacy
-                          : name;
+    const char *use =
+        !kg_load_has(L, ATTN "%s.weight", name) && kg_load_has(L, ATTN "%s.weight", legacy) ? legacy
+                                                                                            : name;
 
     snprintf(key, sizeof key, "%s" ATTN "%s.weight", L->prefix ? L->prefix : "", use);
     t = L->st ? kg_st_find(L->st, key) : NULL;
-    kg_load_weight(L, w, t && t->ndim == 4 ? 4 : 2, (int64_t[]){ch, ch, 1, 1}, ATTN "%s.weight", use);
+    kg_load_weight(L, w, t && t->ndim == 4 ? 4 : 2, (int64_t[]){ch, ch, 1, 1}, ATTN "%s.weight",
+                   use);
     kg_load(L, b, 1, (int64_t[]){ch}, ATTN "%s.bias", use);
 }
 
@@ -146,7 +151,7 @@ static kg_status load_fn(void *model, kg_loader *L)
         }
         if (b->has_upsample) {
             kg_load_weight(L, &b->up_w, 4, (int64_t[]){ch, ch, 3, 3},
-                    "decoder.up_blocks.%d.upsamplers.0.conv.weight", i);
+                           "decoder.up_blocks.%d.upsamplers.0.conv.weight", i);
             kg_load(L, &b->up_b, 1, (int64_t[]){ch}, "decoder.up_blocks.%d.upsamplers.0.conv.bias",
                     i);
         }
@@ -155,7 +160,7 @@ static kg_status load_fn(void *model, kg_loader *L)
     kg_load(L, &m->norm_out_w, 1, (int64_t[]){ch}, "decoder.conv_norm_out.weight");
     kg_load(L, &m->norm_out_b, 1, (int64_t[]){ch}, "decoder.conv_norm_out.bias");
     kg_load_weight(L, &m->conv_out_w, 4, (int64_t[]){cfg->out_channels, ch, 3, 3},
-            "decoder.conv_out.weight");
+                   "decoder.conv_out.weight");
     kg_load(L, &m->conv_out_b, 1, (int64_t[]){cfg->out_channels}, "decoder.conv_out.bias");
     return L->status;
 }
@@ -216,8 +221,7 @@ static void mid_attention(kg_ctx *c, const kg_vae *m, kg_tensor *out, const kg_t
  * before the upsampler, four times the size of a resnet map), arranged so that the
  * last resnet lands in out (no upsampler) or in the scratch map (upsampler): at
  * 512x512 every map saved is 134 MiB per image. */
-static void up_block_forward(kg_ctx *c, const kg_vae *m, int i, kg_tensor *out,
-                             const kg_tensor *x)
+static void up_block_forward(kg_ctx *c, const kg_vae *m, int i, kg_tensor *out, const kg_tensor *x)
 {
     const kg_vae_block *b = &m->up[i];
     int64_t B = x->shape[0], C = b->resnets[0].out, H = x->shape[2], W = x->shape[3];
@@ -296,8 +300,7 @@ kg_status kg_vae_decode(kg_ctx *c, const kg_vae *m, kg_tensor *out, const kg_ten
     {
         kg_tensor g = kg_new4(c, B, c0, H, W);
         kg_tensor a = kg_new4(c, B, c0, H, W);
-        kg_group_norm(c, &g, &h, &m->norm_out_w, &m->norm_out_b, cfg->norm_num_groups,
-                      KG_VAE_EPS);
+        kg_group_norm(c, &g, &h, &m->norm_out_w, &m->norm_out_b, cfg->norm_num_groups, KG_VAE_EPS);
         kg_tap(c, &g, "decoder.conv_norm_out");
         kg_silu(c, &a, &g);
         kg_tap(c, &a, "decoder.conv_act");

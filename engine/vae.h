@@ -38,29 +38,29 @@ typedef struct kg_vae_block {
     int n_layers;
     int has_upsample;
     kg_sd_resnet resnets[KG_VAE_MAX_LAYERS + 1]; /* .resnets.<l> */
-    kg_tensor up_w; /* [C, C, 3, 3] .upsamplers.0.conv.weight */
-    kg_tensor up_b; /* [C] .upsamplers.0.conv.bias */
+    kg_tensor up_w;                              /* [C, C, 3, 3] .upsamplers.0.conv.weight */
+    kg_tensor up_b;                              /* [C] .upsamplers.0.conv.bias */
 } kg_vae_block;
 
 typedef struct kg_vae {
     kg_vae_config cfg;
-    kg_tensor post_quant_w; /* [lat, lat, 1, 1] post_quant_conv.weight */
-    kg_tensor post_quant_b; /* [lat] post_quant_conv.bias */
-    kg_tensor conv_in_w;    /* [Ctop, lat, 3, 3] decoder.conv_in.weight */
-    kg_tensor conv_in_b;    /* [Ctop] decoder.conv_in.bias */
+    kg_tensor post_quant_w;      /* [lat, lat, 1, 1] post_quant_conv.weight */
+    kg_tensor post_quant_b;      /* [lat] post_quant_conv.bias */
+    kg_tensor conv_in_w;         /* [Ctop, lat, 3, 3] decoder.conv_in.weight */
+    kg_tensor conv_in_b;         /* [Ctop] decoder.conv_in.bias */
     kg_sd_resnet mid_resnets[2]; /* decoder.mid_block.resnets.{0,1} */
     /* decoder.mid_block.attentions.0: one head of width Ctop */
-    kg_tensor attn_norm_w;  /* [Ctop] .group_norm.weight */
-    kg_tensor attn_norm_b;  /* [Ctop] .group_norm.bias */
-    kg_tensor q_w, q_b;     /* [Ctop, Ctop] (or [.., 1, 1]), [Ctop] .to_q | .query */
-    kg_tensor k_w, k_b;     /* .to_k | .key */
-    kg_tensor v_w, v_b;     /* .to_v | .value */
-    kg_tensor o_w, o_b;     /* .to_out.0 | .proj_attn */
+    kg_tensor attn_norm_w;              /* [Ctop] .group_norm.weight */
+    kg_tensor attn_norm_b;              /* [Ctop] .group_norm.bias */
+    kg_tensor q_w, q_b;                 /* [Ctop, Ctop] (or [.., 1, 1]), [Ctop] .to_q | .query */
+    kg_tensor k_w, k_b;                 /* .to_k | .key */
+    kg_tensor v_w, v_b;                 /* .to_v | .value */
+    kg_tensor o_w, o_b;                 /* .to_out.0 | .proj_attn */
     kg_vae_block up[KG_VAE_MAX_BLOCKS]; /* decoder.up_blocks.<i> */
-    kg_tensor norm_out_w;   /* [C0] decoder.conv_norm_out.weight */
-    kg_tensor norm_out_b;   /* [C0] decoder.conv_norm_out.bias */
-    kg_tensor conv_out_w;   /* [out, C0, 3, 3] decoder.conv_out.weight */
-    kg_tensor conv_out_b;   /* [out] decoder.conv_out.bias */
+    kg_tensor norm_out_w;               /* [C0] decoder.conv_norm_out.weight */
+    kg_tensor norm_out_b;               /* [C0] decoder.conv_norm_out.bias */
+    kg_tensor conv_out_w;               /* [out, C0, 3, 3] decoder.conv_out.weight */
+    kg_tensor conv_out_b;               /* [out] decoder.conv_out.bias */
     void *blob;
 } kg_vae;
 

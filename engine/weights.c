@@ -76,8 +76,8 @@ static kg_status fill(kg_loader *L, kg_tensor *dst, const kg_st_tensor *t, const
     }
     tmp = malloc(n ? n * sizeof *tmp : 1);
     if (!tmp)
-        return loader_fail(L, KG_ERR_NOMEM, "%s: out of memory converting '%s'",
-                           kg_st_path(L->st), key);
+        return loader_fail(L, KG_ERR_NOMEM, "%s: out of memory converting '%s'", kg_st_path(L->st),
+                           key);
     if (t->dtype == dst->dtype) {
         /* n floats hold n elements of any 2- or 4-byte float dtype */
         s = kg_st_read(L->st, t, tmp, L->err);
@@ -190,8 +190,8 @@ int kg_load_has(const kg_loader *L, const char *fmt, ...)
     return ok && kg_st_find(L->st, key) != NULL;
 }
 
-kg_status kg_load_component(kg_backend *be, const kg_st_file *st, const char *prefix,
-                            kg_load_fn fn, void *model, void **blob, kg_error *err)
+kg_status kg_load_component(kg_backend *be, const kg_st_file *st, const char *prefix, kg_load_fn fn,
+                            void *model, void **blob, kg_error *err)
 {
     kg_loader L;
     kg_status s;

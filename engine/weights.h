@@ -22,14 +22,14 @@
 typedef struct kg_loader {
     kg_backend *be;
     const kg_st_file *st;
-    const char *prefix;    /* prepended to every key, e.g. "gpt_model.decoder." */
+    const char *prefix; /* prepended to every key, e.g. "gpt_model.decoder." */
     int measuring;
-    size_t need;           /* bytes the measure pass counted */
-    char *blob;            /* backend memory of the fill pass */
+    size_t need; /* bytes the measure pass counted */
+    char *blob;  /* backend memory of the fill pass */
     size_t blob_size;
     size_t used;
     kg_error *err;
-    kg_status status;      /* first failure; later calls return it */
+    kg_status status; /* first failure; later calls return it */
 } kg_loader;
 
 /* *out = tensor prefix + printf(fmt, ...), which must have exactly `shape`;
@@ -63,8 +63,8 @@ typedef kg_status (*kg_load_fn)(void *model, kg_loader *L);
 /* Runs fn(model, L) in measure mode, allocates one blob, runs it again to
  * fill. *blob receives the allocation (NULL when nothing needed copying);
  * release it with kg_weights_free. */
-kg_status kg_load_component(kg_backend *be, const kg_st_file *st, const char *prefix,
-                            kg_load_fn fn, void *model, void **blob, kg_error *err);
+kg_status kg_load_component(kg_backend *be, const kg_st_file *st, const char *prefix, kg_load_fn fn,
+                            void *model, void **blob, kg_error *err);
 void kg_weights_free(kg_backend *be, void *blob);
 
 #endif

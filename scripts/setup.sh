@@ -17,7 +17,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
     gstreamer1.0-opencv libgstreamer-plugins-bad1.0-dev \
     python3 python3-numpy python3-torch python3-hypothesis \
-    clang libclang-rt-14-dev >/dev/null
+    clang clang-format libclang-rt-14-dev >/dev/null
 
 if [ -x /usr/local/cuda/bin/nvcc ]; then
     export PATH="/usr/local/cuda/bin:$PATH"

@@ -23,19 +23,26 @@
 
 #include "random_weights.h"
 
-typedef enum kgt_kind { KGT_CLIP, KGT_CONNECTOR, KGT_MLLM, KGT_ALIGNER, KGT_UNET, KGT_VAE } kgt_kind;
+typedef enum kgt_kind {
+    KGT_CLIP,
+    KGT_CONNECTOR,
+    KGT_MLLM,
+    KGT_ALIGNER,
+    KGT_UNET,
+    KGT_VAE
+} kgt_kind;
 #define KGT_N_KINDS 6
 
-static const char *const kgt_kind_names[KGT_N_KINDS] = {"clip", "connector", "mllm",
-                                                        "aligner", "unet", "vae"};
+static const char *const kgt_kind_names[KGT_N_KINDS] = {"clip",    "connector", "mllm",
+                                                        "aligner", "unet",      "vae"};
 /* the component's prefix in a model file */
-static const char *const kgt_kind_prefixes[KGT_N_KINDS] = {
-    "img_model.visual.", "img_connector.", "gpt_model.decoder.", "aligner.",
-    "diffusion_unet.unet.", "vae.vae."};
+static const char *const kgt_kind_prefixes[KGT_N_KINDS] = {"img_model.visual.",    "img_connector.",
+                                                           "gpt_model.decoder.",   "aligner.",
+                                                           "diffusion_unet.unet.", "vae.vae."};
 /* the real configurations */
-static const char *const kgt_kind_full_json[KGT_N_KINDS] = {
-    kgt_rw_clip_json, kgt_rw_connector_json, kgt_rw_mllm_json,
-    kgt_rw_aligner_json, kgt_rw_unet_json, kgt_rw_vae_json};
+static const char *const kgt_kind_full_json[KGT_N_KINDS] = {kgt_rw_clip_json, kgt_rw_connector_json,
+                                                            kgt_rw_mllm_json, kgt_rw_aligner_json,
+                                                            kgt_rw_unet_json, kgt_rw_vae_json};
 
 #define KGT_MLLM_T 136
 
@@ -57,10 +64,10 @@ typedef struct kgt_comp {
     float *in;
     int64_t ctx_shape[3]; /* U-Net context */
     float *ctx;
-    float ts[64];         /* U-Net timesteps, one per batch row */
-    int64_t B, T;         /* MLLM / AlignerNet sequences */
-    int32_t *tokens;      /* MLLM ids [B*T] */
-    uint8_t *mask;        /* MLLM image slots / AlignerNet key padding [B*T] */
+    float ts[64];    /* U-Net timesteps, one per batch row */
+    int64_t B, T;    /* MLLM / AlignerNet sequences */
+    int32_t *tokens; /* MLLM ids [B*T] */
+    uint8_t *mask;   /* MLLM image slots / AlignerNet key padding [B*T] */
     int out_ndim;
     int64_t out_shape[4];
 } kgt_comp;
@@ -258,8 +265,8 @@ static inline void kgt_comp_unload(kgt_model *m, const kgt_comp *cp, kg_backend 
 }
 
 /* One forward: y from x (and the U-Net context e). Errors stay in the context. */
-static inline void kgt_comp_forward(kg_ctx *c, const kgt_model *m, const kgt_comp *cp,
-                                    kg_tensor *y, const kg_tensor *x, const kg_tensor *e)
+static inline void kgt_comp_forward(kg_ctx *c, const kgt_model *m, const kgt_comp *cp, kg_tensor *y,
+                                    const kg_tensor *x, const kg_tensor *e)
 {
     switch (cp->k) {
     case KGT_CLIP: kg_clip_forward(c, &m->clip, y, x); break;

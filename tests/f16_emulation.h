@@ -108,8 +108,7 @@ static inline void kgt_f16e_attention(kg_backend *be, kg_tensor *o, const kg_ten
     kgt_f16e_out(o);
 }
 
-static inline void kgt_f16e_activation(kg_backend *be, kg_tensor *y, const kg_tensor *x,
-                                       kg_act act)
+static inline void kgt_f16e_activation(kg_backend *be, kg_tensor *y, const kg_tensor *x, kg_act act)
 {
     kgt_f16e_cpu->activation(be, y, x, act);
     kgt_f16e_out(y);

@@ -199,7 +199,7 @@ static inline void kgt_rw_mllm(kgt_rw *im, const kg_mllm_config *cfg)
 }
 
 static inline void kgt_rw_aligner_layer(kgt_rw *im, const kg_aligner_config *cfg, const char *stack,
-                                 int64_t i, int cross)
+                                        int64_t i, int cross)
 {
     int64_t d = cfg->dim;
     char layer[96], path[128];
@@ -266,7 +266,8 @@ static inline void kgt_rw_unet_attn(kgt_rw *im, const char *p, int64_t ch, int64
     kgt_rw_add(im, 1, KGT_RW_V(ch), "%s.to_out.0.bias", p);
 }
 
-static inline void kgt_rw_transformer(kgt_rw *im, const char *p, int64_t ch, int64_t cross, int layers)
+static inline void kgt_rw_transformer(kgt_rw *im, const char *p, int64_t ch, int64_t cross,
+                                      int layers)
 {
     char q[192];
     kgt_rw_add(im, 1, KGT_RW_V(ch), "%s.norm.weight", p);
@@ -282,7 +283,8 @@ static inline void kgt_rw_transformer(kgt_rw *im, const char *p, int64_t ch, int
         kgt_rw_unet_attn(im, q, ch, ch);
         snprintf(q, sizeof q, "%s.transformer_blocks.%d.attn2", p, j);
         kgt_rw_unet_attn(im, q, ch, cross);
-        kgt_rw_add(im, 2, KGT_RW_V(8 * ch, ch), "%s.transformer_blocks.%d.ff.net.0.proj.weight", p, j);
+        kgt_rw_add(im, 2, KGT_RW_V(8 * ch, ch), "%s.transformer_blocks.%d.ff.net.0.proj.weight", p,
+                   j);
         kgt_rw_add(im, 1, KGT_RW_V(8 * ch), "%s.transformer_blocks.%d.ff.net.0.proj.bias", p, j);
         kgt_rw_add(im, 2, KGT_RW_V(ch, 4 * ch), "%s.transformer_blocks.%d.ff.net.2.weight", p, j);
         kgt_rw_add(im, 1, KGT_RW_V(ch), "%s.transformer_blocks.%d.ff.net.2.bias", p, j);
@@ -319,7 +321,8 @@ static inline void kgt_rw_unet(kgt_rw *im, const kg_unet_config *cfg)
             skips[ns++] = ch;
         }
         if (i < n - 1) {
-            kgt_rw_add(im, 4, KGT_RW_V(ch, ch, 3, 3), "down_blocks.%d.downsamplers.0.conv.weight", i);
+            kgt_rw_add(im, 4, KGT_RW_V(ch, ch, 3, 3), "down_blocks.%d.downsamplers.0.conv.weight",
+                       i);
             kgt_rw_add(im, 1, KGT_RW_V(ch), "down_blocks.%d.downsamplers.0.conv.bias", i);
             skips[ns++] = ch;
         }
@@ -378,7 +381,8 @@ static inline void kgt_rw_vae(kgt_rw *im, const kg_vae_config *cfg)
             ch = out;
         }
         if (i < n - 1) {
-            kgt_rw_add(im, 4, KGT_RW_V(ch, ch, 3, 3), "decoder.up_blocks.%d.upsamplers.0.conv.weight", i);
+            kgt_rw_add(im, 4, KGT_RW_V(ch, ch, 3, 3),
+                       "decoder.up_blocks.%d.upsamplers.0.conv.weight", i);
             kgt_rw_add(im, 1, KGT_RW_V(ch), "decoder.up_blocks.%d.upsamplers.0.conv.bias", i);
         }
     }

@@ -70,8 +70,8 @@ static void compare_f32(const char *name, const float *got, const float *ref32, 
 /* Each padded prompt alone (its own MLLM pass in the golden) must match row b of
  * the padded batch and the aligner run on that prompt's unpadded rows. */
 static void check_single(kg_backend *be, const kg_aligner *m, const kg_st_file *g,
-                         const float *batch_out, const float *hidden, const uint8_t *pad,
-                         int64_t B, int64_t T)
+                         const float *batch_out, const float *hidden, const uint8_t *pad, int64_t B,
+                         int64_t T)
 {
     size_t per = (size_t)(m->cfg.queries * m->cfg.dim);
     float *got = malloc(per * sizeof *got);
@@ -98,8 +98,8 @@ static void check_single(kg_backend *be, const kg_aligner *m, const kg_st_file *
             len++;
         kg_ctx_init(&c, be);
         s = forward(&c, m, got, hidden + b * T * m->cfg.in, pad + b * T, 1, len, &err);
-        if (kgt_check(s == KG_OK, "single %lld (T %lld): forward %s", (long long)b,
-                      (long long)len, s == KG_OK ? "ok" : err.msg)) {
+        if (kgt_check(s == KG_OK, "single %lld (T %lld): forward %s", (long long)b, (long long)len,
+                      s == KG_OK ? "ok" : err.msg)) {
             snprintf(name, sizeof name, "unpadded prompt %lld alone vs single%lld", (long long)b,
                      (long long)b);
             compare_f32(name, got, ref, per);

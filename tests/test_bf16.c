@@ -107,8 +107,9 @@ static int load_request(request *r, const char *name)
         return kgt_check(0, "%s: metadata case parses", name);
     kg_params_init(&r->p);
     snprintf(r->scheduler, sizeof r->scheduler, "%s",
-             kg_json_string(kg_json_get(j, "scheduler")) ? kg_json_string(kg_json_get(j, "scheduler"))
-                                                          : "");
+             kg_json_string(kg_json_get(j, "scheduler"))
+                 ? kg_json_string(kg_json_get(j, "scheduler"))
+                 : "");
     n = (int)kg_json_number(kg_json_get(j, "n"), 1);
     r->p.steps = (int)kg_json_number(kg_json_get(j, "steps"), 0);
     r->p.width = r->p.height = (int)kg_json_number(kg_json_get(j, "size"), 512);
@@ -125,8 +126,8 @@ static int load_request(request *r, const char *name)
         t = kg_st_find(r->g, key);
         if (!t || t->ndim != 3)
             return kgt_check(0, "%s: %s present", name, key);
-        r->images[i] = (kg_image){KG_PIX_RGB, t->shape[1], t->shape[0], (size_t)t->shape[1] * 3,
-                                  t->data};
+        r->images[i] =
+            (kg_image){KG_PIX_RGB, t->shape[1], t->shape[0], (size_t)t->shape[1] * 3, t->data};
     }
     noise = kgt_read_f32(r->g, "in.noise", &nn);
     if (!noise)
@@ -166,8 +167,8 @@ static double weight_elements_of_file(const char *path)
     for (size_t i = 0; i < kg_st_count(f); i++) {
         const kg_st_tensor *t = kg_st_at(f, i);
         size_t len = strlen(t->name);
-        int skip = !(t->ndim == 2 || t->ndim == 4) || len < 7 ||
-                   strcmp(t->name + len - 7, ".weight") != 0;
+        int skip =
+            !(t->ndim == 2 || t->ndim == 4) || len < 7 || strcmp(t->name + len - 7, ".weight") != 0;
         for (size_t k = 0; !skip && k < sizeof not_weights / sizeof *not_weights; k++) {
             size_t kl = strlen(not_weights[k]);
             skip = len >= kl && !strcmp(t->name + len - kl, not_weights[k]);
@@ -290,8 +291,8 @@ static void check_really_bf16(const char *what, const run *f32, const run *b16)
     /* each weight tensor is padded to 64 bytes in the blob: allow that much per tensor */
     kgt_check(elems > 0 && fabs(saved - 2.0 * elems) <= 64.0 * 1024,
               "%s: bf16 model weights %zu bytes, fp32 %zu (ratio %.3f): %.0f saved, 2 bytes per "
-              "linear/conv weight element = %.0f", what, wb, wf, (double)wb / (double)wf, saved,
-              2.0 * elems);
+              "linear/conv weight element = %.0f",
+              what, wb, wf, (double)wb / (double)wf, saved, 2.0 * elems);
     kgt_check(b16->s->be->weight_dtype == KG_BF16 && f32->s->be->weight_dtype == KG_F32,
               "%s: session backends keep weights in %s (bf16) and %s (fp32)", what,
               kg_dtype_name(b16->s->be->weight_dtype), kg_dtype_name(f32->s->be->weight_dtype));
@@ -353,13 +354,13 @@ static double effect_db(const kg_params *p, const run *with)
     return db;
 }
 
-static void check_effect(const char *what, const kg_params *plain_p, const run *f32,
-                         const run *b16)
+static void check_effect(const char *what, const kg_params *plain_p, const run *f32, const run *b16)
 {
     double effect = effect_db(plain_p, f32), bf = psnr(&f32->out, &b16->out);
     kgt_check(effect + EFFECT_MARGIN_DB <= bf,
               "%s moves the fp32 image to PSNR %.2f dB, bf16 rounding only to %.2f dB (margin >= "
-              "%.0f dB)", what, effect, bf, EFFECT_MARGIN_DB);
+              "%.0f dB)",
+              what, effect, bf, EFFECT_MARGIN_DB);
 }
 
 static int run_lora(void)

@@ -27,8 +27,7 @@ static int near_edge(const uint8_t *ref, int64_t w, int64_t h, int64_t x, int64_
 {
     for (int64_t yy = y - 1; yy <= y + 1; yy++)
         for (int64_t xx = x - 1; xx <= x + 1; xx++)
-            if (yy >= 0 && yy < h && xx >= 0 && xx < w && !(xx == x && yy == y) &&
-                ref[yy * w + xx])
+            if (yy >= 0 && yy < h && xx >= 0 && xx < w && !(xx == x && yy == y) && ref[yy * w + xx])
                 return 1;
     return 0;
 }
@@ -72,9 +71,8 @@ int main(void)
             }
             for (int64_t y = 0; y < h; y++)
                 for (int64_t x = 0; x < w; x++)
-                    want[y * w + x] = (((const uint8_t *)e->data)[y * pw + x / 8] >> (7 - x % 8)) & 1
-                                          ? 255
-                                          : 0;
+                    want[y * w + x] =
+                        (((const uint8_t *)e->data)[y * pw + x / 8] >> (7 - x % 8)) & 1 ? 255 : 0;
             st = kg_image_canny(&im, thresholds[k][0], thresholds[k][1], got, &err);
             if (kgt_check(st == KG_OK, "%s: canny (%s)", key, st == KG_OK ? "ok" : err.msg)) {
                 for (int64_t i = 0; i < w * h; i++) {

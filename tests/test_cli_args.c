@@ -29,8 +29,8 @@ static void refused(const char *opt, const char *value, const char *expect_in_ms
     kg_cli_args a;
     char msg[1024];
     kg_cli_result r = parse(&a, msg, sizeof msg, 2, opt, value);
-    kgt_check(r == KG_CLI_ERROR && strstr(msg, expect_in_msg) != NULL,
-              "%s \"%s\" refused: %s", opt, value, msg);
+    kgt_check(r == KG_CLI_ERROR && strstr(msg, expect_in_msg) != NULL, "%s \"%s\" refused: %s", opt,
+              value, msg);
 }
 
 static void test_integers(void)
@@ -69,21 +69,20 @@ static void test_integers(void)
 
     r = parse(&a, msg, sizeof msg, 10, "--steps", "1000", "--seed", "9223372036854775807", "-n",
               "64", "--threads", "1024", "--size", "4096x8");
-    kgt_check(r == KG_CLI_RUN &&
-                  a.params.steps == 1000 && a.params.seed == INT64_MAX &&
-                  a.params.num_images == 64 && a.mopt.n_threads == 1024 &&
-                  a.params.width == 4096 && a.params.height == 8,
+    kgt_check(r == KG_CLI_RUN && a.params.steps == 1000 && a.params.seed == INT64_MAX &&
+                  a.params.num_images == 64 && a.mopt.n_threads == 1024 && a.params.width == 4096 &&
+                  a.params.height == 8,
               "upper bounds accepted: steps %d seed %lld n %d threads %d size %dx%d (%s)",
               a.params.steps, (long long)a.params.seed, a.params.num_images, a.mopt.n_threads,
               a.params.width, a.params.height, msg);
     r = parse(&a, msg, sizeof msg, 4, "--seed", "-1", "-s1", "--threads=3");
-    kgt_check(r == KG_CLI_RUN &&
-                  a.params.seed == -1 && a.params.steps == 1 && a.mopt.n_threads == 3,
+    kgt_check(r == KG_CLI_RUN && a.params.seed == -1 && a.params.steps == 1 &&
+                  a.mopt.n_threads == 3,
               "-1 seed, attached -s1 and --threads=3: seed %lld steps %d threads %d (%s)",
               (long long)a.params.seed, a.params.steps, a.mopt.n_threads, msg);
     r = parse(&a, msg, sizeof msg, 0);
-    kgt_check(r == KG_CLI_RUN && a.mopt.n_threads == 0 &&
-                  a.params.steps == 50 && a.params.seed == -1,
+    kgt_check(r == KG_CLI_RUN && a.mopt.n_threads == 0 && a.params.steps == 50 &&
+                  a.params.seed == -1,
               "defaults: threads %d (all cores), steps %d, seed %lld", a.mopt.n_threads,
               a.params.steps, (long long)a.params.seed);
 }
@@ -102,11 +101,11 @@ static void test_floats(void)
     refused("-g", " 6", "0..100");
     refused("-g", "1e-400", "0..100");
     r = parse(&a, msg, sizeof msg, 2, "-g", "7.5");
-    kgt_check(r == KG_CLI_RUN && a.params.guidance_scale == 7.5f,
-              "-g 7.5 -> %g", (double)a.params.guidance_scale);
+    kgt_check(r == KG_CLI_RUN && a.params.guidance_scale == 7.5f, "-g 7.5 -> %g",
+              (double)a.params.guidance_scale);
     r = parse(&a, msg, sizeof msg, 2, "-g", ".5");
-    kgt_check(r == KG_CLI_RUN && a.params.guidance_scale == 0.5f,
-              "-g .5 -> %g", (double)a.params.guidance_scale);
+    kgt_check(r == KG_CLI_RUN && a.params.guidance_scale == 0.5f, "-g .5 -> %g",
+              (double)a.params.guidance_scale);
 }
 
 static void pattern(const char *pat, int n, int ok, const char *expect)
@@ -114,7 +113,8 @@ static void pattern(const char *pat, int n, int ok, const char *expect)
     char msg[1024];
     int r = kg_cli_check_pattern(pat, n, msg, sizeof msg);
     kgt_check(ok ? r == 0 : (r == -1 && strstr(msg, expect) != NULL),
-              "-o \"%.40s\" (%zu bytes) for %d: %s%s", pat, strlen(pat), n, r == 0 ? "accepted" : "refused: ", r == 0 ? "" : msg);
+              "-o \"%.40s\" (%zu bytes) for %d: %s%s", pat, strlen(pat), n,
+              r == 0 ? "accepted" : "refused: ", r == 0 ? "" : msg);
 }
 
 static void test_pattern(void)
@@ -143,14 +143,12 @@ static void test_pattern(void)
     pattern(longp, 1, 1, NULL);  /* 4093 + "0" = 4094 bytes */
     pattern(longp, 11, 1, NULL); /* "10": 4095 bytes + NUL fits */
     rc = kg_cli_output_path(longp, 10, buf, sizeof buf);
-    kgt_check(rc == 0 && strlen(buf) == 4095,
-              "longest path expands: %zu bytes", strlen(buf));
+    kgt_check(rc == 0 && strlen(buf) == 4095, "longest path expands: %zu bytes", strlen(buf));
     pattern(longp, 101, 0, "longer than"); /* "100" would need 4096 + NUL */
     free(longp);
 
     rc = kg_cli_output_path("a%%b-%d.png", 12, buf, sizeof buf);
-    kgt_check(rc == 0 && !strcmp(buf, "a%b-12.png"),
-              "%%%% and %%d expanded: %s", buf);
+    kgt_check(rc == 0 && !strcmp(buf, "a%b-12.png"), "%%%% and %%d expanded: %s", buf);
     kgt_check(kg_cli_output_path("x-%d", 123, buf, 5) == -1, "an expansion that does not fit "
                                                              "is refused, not truncated");
     kgt_check(kg_cli_output_path("%n", 0, buf, sizeof buf) == -1, "%%n is never expanded");
@@ -205,8 +203,8 @@ static void test_structure(void)
     kgt_check(parse(&a, msg, sizeof msg, 2, "--scheduler", "ddpm") == KG_CLI_ERROR &&
                   strstr(msg, "dpm++2m, ddim"),
               "bad scheduler: %s", msg);
-    kgt_check(parse(&a, msg, sizeof msg, 2, "--backend", "gpu") == KG_CLI_ERROR,
-              "bad backend: %s", msg);
+    kgt_check(parse(&a, msg, sizeof msg, 2, "--backend", "gpu") == KG_CLI_ERROR, "bad backend: %s",
+              msg);
     kgt_check(parse(&a, msg, sizeof msg, 0) == KG_CLI_RUN && a.mopt.precision == KG_PRECISION_AUTO,
               "default precision auto");
     {
@@ -243,8 +241,7 @@ static void test_structure(void)
     memset(longv, '9', 4999);
     longv[4999] = '\0';
     r = parse(&a, small, sizeof small, 2, "--steps", longv);
-    kgt_check(r == KG_CLI_ERROR &&
-                  strlen(small) == sizeof small - 1 && strstr(small, "...") &&
+    kgt_check(r == KG_CLI_ERROR && strlen(small) == sizeof small - 1 && strstr(small, "...") &&
                   strstr(small, "1..1000"),
               "long value, 64-byte message keeps its cause: %s", small);
     free(longv);

@@ -117,8 +117,8 @@ int main(void)
         got = malloc((size_t)kg_tensor_numel(&out) * sizeof *got);
         kg_download_f32(&c, got, &out);
         ref = kgt_read_f64(g, "out64.features", &n);
-        if (ref && kgt_check(n == (size_t)kg_tensor_numel(&out), "out64.features has %zu values",
-                             n))
+        if (ref &&
+            kgt_check(n == (size_t)kg_tensor_numel(&out), "out64.features has %zu values", n))
             kgt_compare("features", got, ref, n, ATOL, RTOL);
         kgt_taps_compare(&taps, g, "act64.", "act.", ATOL, RTOL, NULL);
         kgt_taps_free(&taps);

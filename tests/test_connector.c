@@ -197,8 +197,7 @@ int main(void)
         got = malloc((size_t)kg_tensor_numel(&out) * sizeof *got);
         kg_download_f32(&c, got, &out);
         ref = kgt_read_f64(g, "out64.latents", &n);
-        if (ref && kgt_check(n == (size_t)kg_tensor_numel(&out), "out64.latents has %zu values",
-                             n))
+        if (ref && kgt_check(n == (size_t)kg_tensor_numel(&out), "out64.latents has %zu values", n))
             kgt_compare("latents", got, ref, n, ATOL, RTOL);
         kgt_taps_compare(&taps, g, "act64.", "act.", ATOL, RTOL, NULL);
         kgt_taps_free(&taps);
@@ -214,8 +213,8 @@ int main(void)
             kgt_check(kg_ctx_status(&c, &err) == KG_OK, "forward N=1: %s",
                       err.msg[0] ? err.msg : "ok");
             kg_download_f32(&c, got, &o1);
-            kgt_compare("latents, last image alone", got, ref + (size_t)(nb - 1) * rows, rows,
-                        ATOL, RTOL);
+            kgt_compare("latents, last image alone", got, ref + (size_t)(nb - 1) * rows, rows, ATOL,
+                        RTOL);
         }
     done_ctx:
         kg_ctx_release(&c);

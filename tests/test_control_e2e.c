@@ -46,8 +46,9 @@ static void compare_latents(const char *key, const float *got, const double *ref
         num += ((double)got[i] - ref[i]) * ((double)got[i] - ref[i]);
         den += ref[i] * ref[i];
     }
-    kgt_check(!bad && den > 0.0 && num / den <= NMSE_FP16, "%s (CUDA fp16): %zu non-finite, NMSE %.3e (goal <= %.0e)",
-              key, bad, den > 0.0 ? num / den : INFINITY, NMSE_FP16);
+    kgt_check(!bad && den > 0.0 && num / den <= NMSE_FP16,
+              "%s (CUDA fp16): %zu non-finite, NMSE %.3e (goal <= %.0e)", key, bad,
+              den > 0.0 ? num / den : INFINITY, NMSE_FP16);
 }
 
 typedef struct stepdump {
@@ -166,8 +167,8 @@ static void run_case(kg_session *s, const kg_control_net *cn, const kg_st_file *
         double *r;
         snprintf(key, sizeof key, "%s.step%d.latents", name, i);
         r = kgt_read_f64(ref, key, &n);
-        if (r && kgt_check(d.lat[i] && (size_t)d.numel[i] == n, "%s: latents.%d dumped (%zu)",
-                           name, i, n))
+        if (r && kgt_check(d.lat[i] && (size_t)d.numel[i] == n, "%s: latents.%d dumped (%zu)", name,
+                           i, n))
             compare_latents(key, d.lat[i], r, n);
         free(r);
     }

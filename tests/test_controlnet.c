@@ -278,7 +278,10 @@ done:
 
 static void run_config_errors(void)
 {
-    static const struct { const char *json, *want; kg_status code; } cases[] = {
+    static const struct {
+        const char *json, *want;
+        kg_status code;
+    } cases[] = {
         {"{\"addition_embed_type\": \"text_time\", \"cross_attention_dim\": 2048}", "SDXL",
          KG_ERR_UNSUPPORTED},
         {"{\"cross_attention_dim\": 1024, \"use_linear_projection\": true}", "SD2",
@@ -287,8 +290,8 @@ static void run_config_errors(void)
          "global_pool_conditions", KG_ERR_UNSUPPORTED},
         {"{\"cross_attention_dim\": 768, \"controlnet_conditioning_channel_order\": \"bgr\"}",
          "bgr", KG_ERR_UNSUPPORTED},
-        {"{\"cross_attention_dim\": 768, \"conditioning_embedding_out_channels\": []}",
-         "empty", KG_ERR_FORMAT},
+        {"{\"cross_attention_dim\": 768, \"conditioning_embedding_out_channels\": []}", "empty",
+         KG_ERR_FORMAT},
     };
     kg_controlnet_config cfg, other;
     kg_unet_config u;

@@ -169,8 +169,10 @@ static void compare(const kgt_comp *cp, const float *dev, const float *ref)
     r->nmse = bad ? INFINITY : e;
     r->goal = goal;
     r->ok = 0;
-    if (!kgt_check(ref_bad == 0 && energy > 0.0, "%s: CPU output finite and nonzero (%zu NaN/Inf, "
-                   "mean square %.3e)", cp->label, ref_bad, energy / (double)n))
+    if (!kgt_check(ref_bad == 0 && energy > 0.0,
+                   "%s: CPU output finite and nonzero (%zu NaN/Inf, "
+                   "mean square %.3e)",
+                   cp->label, ref_bad, energy / (double)n))
         return;
     if (!kgt_check(bad == 0, "%s: device output has no NaN/Inf (%zu of %zu)", cp->label, bad, n))
         return;
@@ -225,8 +227,8 @@ static void run_pair(kg_backend *dev, kg_backend *cpu, const kgt_comp *cp, int w
         goto done;
     kg_error_clear(&err);
     st = run(dev, cp, NULL, 0, yd, with_taps ? &td : NULL, &err);
-    if (!kgt_check(st == KG_OK, "%s: %s run: %s %s", cp->label, dev->ops->name,
-                   kg_status_name(st), err.msg))
+    if (!kgt_check(st == KG_OK, "%s: %s run: %s %s", cp->label, dev->ops->name, kg_status_name(st),
+                   err.msg))
         goto done;
     compare(cp, yd, yc);
     if (with_taps)
@@ -303,8 +305,8 @@ static void lora_case(kg_backend *dev, kg_backend *cpu, const kg_st_file *st, co
     yc = malloc(n * sizeof *yc);
     yd = malloc(n * sizeof *yd);
     if (!kgt_check(base && yc && yd, "%s: memory for the outputs", cp.label) ||
-        !kgt_check(run(cpu, &cp, NULL, 0, base, NULL, &err) == KG_OK, "%s: CPU run: %s",
-                   cp.label, err.msg))
+        !kgt_check(run(cpu, &cp, NULL, 0, base, NULL, &err) == KG_OK, "%s: CPU run: %s", cp.label,
+                   err.msg))
         goto done;
     snprintf(path, sizeof path, "%s/%s", KG_LORA_DATA, file);
     for (int i = 0; i < 2; i++) {
@@ -323,7 +325,8 @@ static void lora_case(kg_backend *dev, kg_backend *cpu, const kg_st_file *st, co
         effect = nmse(base, yc, n, &bad, &energy, &max_abs);
         kgt_check(bad == 0 && effect >= 100.0 * goal,
                   "%s: %s changes the CPU output: NMSE(no LoRA vs LoRA) %.3e >= %.0e (100x the "
-                  "goal), max |diff| %.3e", cp.label, file, effect, 100.0 * goal, max_abs);
+                  "goal), max |diff| %.3e",
+                  cp.label, file, effect, 100.0 * goal, max_abs);
         kg_error_clear(&err);
         st_dev = run(dev, &cp, &r, 1, yd, NULL, &err);
         if (kgt_check(st_dev == KG_OK, "%s: %s run: %s %s", cp.label, dev->ops->name,
@@ -349,8 +352,8 @@ static void run_lora(kg_backend *dev, kg_backend *cpu)
     if (tiny && *tiny) {
         if (kgt_check(kg_st_open(&st, tiny, &err) == KG_OK, "open %s: %s", tiny, err.msg))
             lora_case(dev, cpu, st, kgt_kind_prefixes[KGT_UNET],
-                      kg_st_metadata(st, "kg.config.unet"), "tiny",
-                      "kohya", "kosmosg_tiny.kohya.safetensors");
+                      kg_st_metadata(st, "kg.config.unet"), "tiny", "kohya",
+                      "kosmosg_tiny.kohya.safetensors");
         kg_st_close(st);
         st = NULL;
     }
@@ -360,8 +363,8 @@ static void run_lora(kg_backend *dev, kg_backend *cpu)
     }
     st = kgt_golden_open("sd/unet_tiny.weights.safetensors");
     if (st)
-        lora_case(dev, cpu, st, "", kg_st_metadata(st, "config"), "sd/unet_tiny",
-                  "diffusers", "unet_tiny.diffusers.safetensors");
+        lora_case(dev, cpu, st, "", kg_st_metadata(st, "config"), "sd/unet_tiny", "diffusers",
+                  "unet_tiny.diffusers.safetensors");
     kg_st_close(st);
 }
 
@@ -378,8 +381,8 @@ typedef struct cnet_io {
     size_t n_out;
 } cnet_io;
 
-static kg_status cnet_run(kg_backend *be, cnet_io *io, float **res_out, size_t *n_res,
-                          float *out, float *plain, kg_error *err)
+static kg_status cnet_run(kg_backend *be, cnet_io *io, float **res_out, size_t *n_res, float *out,
+                          float *plain, kg_error *err)
 {
     kg_unet u;
     kg_controlnet cn;
@@ -492,7 +495,9 @@ static void run_controlnet(kg_backend *dev, kg_backend *cpu)
     tc = kg_st_find(in, "in.encoder_hidden_states");
     tk = kg_st_find(in, "in.controlnet_cond");
     if (!kgt_check(st == KG_OK && ts && tc && tk, "cnet_tiny: configs and inputs: %s",
-                   st != KG_OK ? err.msg : ts && tc && tk ? "ok" : "inputs missing"))
+                   st != KG_OK      ? err.msg
+                   : ts && tc && tk ? "ok"
+                                    : "inputs missing"))
         goto done;
     memcpy(io.sshape, ts->shape, sizeof io.sshape);
     memcpy(io.cshape, tc->shape, sizeof io.cshape);
@@ -509,8 +514,8 @@ static void run_controlnet(kg_backend *dev, kg_backend *cpu)
     yd = malloc(io.n_out * sizeof *yd);
     y0c = malloc(io.n_out * sizeof *y0c);
     y0d = malloc(io.n_out * sizeof *y0d);
-    if (!kgt_check(io.sample && io.t && io.ctx && io.ctl && io.scale && yc && yd &&
-                       y0c && y0d, "cnet_tiny: inputs read, memory for the outputs"))
+    if (!kgt_check(io.sample && io.t && io.ctx && io.ctl && io.scale && yc && yd && y0c && y0d,
+                   "cnet_tiny: inputs read, memory for the outputs"))
         goto done;
     st = cnet_run(cpu, &io, &rc, &nc, yc, y0c, &err);
     if (!kgt_check(st == KG_OK, "cnet_tiny: CPU run: %s %s", kg_status_name(st), err.msg))
@@ -529,7 +534,8 @@ static void run_controlnet(kg_backend *dev, kg_backend *cpu)
         double energy, max_abs, effect = nmse(y0c, yc, io.n_out, &bad, &energy, &max_abs);
         kgt_check(bad == 0 && effect >= 100.0 * goal,
                   "cnet_tiny: the residuals change the CPU U-Net output: NMSE(without vs with) "
-                  "%.3e >= %.0e (100x the goal), max |diff| %.3e", effect, 100.0 * goal, max_abs);
+                  "%.3e >= %.0e (100x the goal), max |diff| %.3e",
+                  effect, 100.0 * goal, max_abs);
         memset(&cp, 0, sizeof cp);
         cp.out_ndim = 1;
         cp.out_shape[0] = (int64_t)nc;
@@ -573,8 +579,8 @@ static void run_full(kg_backend *dev, kg_backend *cpu)
         cp.k = (kgt_kind)k;
         cp.prefix = "";
         snprintf(cp.label, sizeof cp.label, "%s (full size)", kgt_kind_names[k]);
-        if (!kgt_check(kgt_comp_config(&cp, kgt_kind_full_json[k], &err) == KG_OK,
-                       "%s: config: %s", cp.label, err.msg))
+        if (!kgt_check(kgt_comp_config(&cp, kgt_kind_full_json[k], &err) == KG_OK, "%s: config: %s",
+                       cp.label, err.msg))
             continue;
         kgt_comp_tensors(&cp, &im);
         file = kgt_rw_build(&im, 0x5eed0000u + (uint64_t)k, &len);

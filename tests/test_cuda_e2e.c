@@ -85,8 +85,8 @@ static int is_float(kg_dtype dt)
 static int gated(const char *name)
 {
     /* latents.init is float noise uploaded to fp16 storage: rounded, so not exact */
-    static const char *prefixes[] = {"preprocess.", "clip.", "connector.", "cond", "uncond",
-                                     "eps.uncond.0", "eps.cond.0", "latents.init"};
+    static const char *prefixes[] = {"preprocess.", "clip.",        "connector.", "cond",
+                                     "uncond",      "eps.uncond.0", "eps.cond.0", "latents.init"};
     for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++)
         if (!strncmp(name, prefixes[i], strlen(prefixes[i])))
             return 1;
@@ -211,14 +211,15 @@ int main(int argc, char **argv)
         stages_free(&sg);
         return 77;
     }
-    if (!kgt_check(r == KG_OK, "%s generation (%s): %s %s", self_check ? "second CPU" : "CUDA", mode,
-                   kg_status_name(r), err.msg))
+    if (!kgt_check(r == KG_OK, "%s generation (%s): %s %s", self_check ? "second CPU" : "CUDA",
+                   mode, kg_status_name(r), err.msg))
         goto done;
     r = run(KG_BACKEND_CPU, KG_PRECISION_FP32, path, &p, &sc, &err);
     if (!kgt_check(r == KG_OK, "CPU generation: %s %s", kg_status_name(r), err.msg))
         goto done;
 
-    kgt_check(sg.n == sc.n && sc.n > 10, "both backends dump the same stages (%zu, %zu)", sg.n, sc.n);
+    kgt_check(sg.n == sc.n && sc.n > 10, "both backends dump the same stages (%zu, %zu)", sg.n,
+              sc.n);
     for (size_t i = 0; i < sc.n; i++) {
         const kg_tensor *g = NULL;
         for (size_t j = 0; j < sg.n && !g; j++)

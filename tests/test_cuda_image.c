@@ -37,7 +37,8 @@ static void op_case(kg_dtype dt)
     const int64_t H = 37, W = 53, plane = H * W;
     kg_error err = {0};
     kg_backend *be = NULL;
-    float *h = malloc((size_t)(3 * plane) * sizeof *h), *back = malloc((size_t)(3 * plane) * sizeof *back);
+    float *h = malloc((size_t)(3 * plane) * sizeof *h),
+          *back = malloc((size_t)(3 * plane) * sizeof *back);
     kg_status st = kg_backend_cuda_new(&be, 0, dt, &err);
 
     if (!kgt_check(st == KG_OK, "%s backend: %s", kg_dtype_name(dt), err.msg))
@@ -177,11 +178,13 @@ static void e2e_case(void)
         for (int y = 0; y < p.height; y++)
             for (int x = 0; x < p.width; x++) {
                 const uint8_t *g = got + (size_t)y * row + (size_t)x * (size_t)bpp;
-                const uint8_t *w = host.rgb + (((size_t)i * (size_t)p.height + (size_t)y) *
-                                                   (size_t)p.width + (size_t)x) * 3;
+                const uint8_t *w =
+                    host.rgb +
+                    (((size_t)i * (size_t)p.height + (size_t)y) * (size_t)p.width + (size_t)x) * 3;
                 bad += memcmp(g, w, 3) != 0 || (bpp == 4 && g[3] != 255);
             }
-        kgt_check(bad == 0, "kg_generate image %d into device memory (%s, pitch %zu): %lld of %d "
+        kgt_check(bad == 0,
+                  "kg_generate image %d into device memory (%s, pitch %zu): %lld of %d "
                   "pixels differ from kg_output.rgb of the same generation",
                   i, i == 0 ? "RGB" : "RGBA", pitch[i], (long long)bad, p.width * p.height);
         free(got);
@@ -213,8 +216,8 @@ static int cpu_case(void)
         st = kg_generate(s, &p, NULL, NULL, NULL, &o, &err);
         kgt_check(st == KG_ERR_UNSUPPORTED && strstr(err.msg, "device output") &&
                       strstr(err.msg, "CUDA") && o.rgb == NULL && o.n == 0,
-                  "device output on the CPU backend: %s \"%s\", no output",
-                  kg_status_name(st), err.msg);
+                  "device output on the CPU backend: %s \"%s\", no output", kg_status_name(st),
+                  err.msg);
     }
     kg_session_free(s);
     kg_model_close(m);

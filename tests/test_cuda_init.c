@@ -21,7 +21,8 @@ static void check_bad_args(void)
     kg_status st = kg_backend_cuda_new(&be, 0, KG_I32, &err);
     kgt_check(st == KG_ERR_INVALID_ARG && be == NULL && err.msg[0],
               "dtype I32 rejected: %s, \"%s\"", kg_status_name(st), err.msg);
-    kgt_check(kg_backend_cuda_new(NULL, 0, KG_F16, NULL) == KG_ERR_INVALID_ARG, "out == NULL rejected");
+    kgt_check(kg_backend_cuda_new(NULL, 0, KG_F16, NULL) == KG_ERR_INVALID_ARG,
+              "out == NULL rejected");
 }
 
 static void no_device(void)
@@ -45,8 +46,9 @@ static void no_device(void)
         kg_backend_free(b2);
     }
     after = mallinfo2().uordblks;
-    kgt_check(after <= before, "no host memory leaked over 50 failed inits (%zu -> %zu bytes in use)",
-              before, after);
+    kgt_check(after <= before,
+              "no host memory leaked over 50 failed inits (%zu -> %zu bytes in use)", before,
+              after);
 }
 
 static void with_device(int n)
@@ -96,8 +98,8 @@ static void with_device(int n)
                 bad += back[j] != want;
             }
             kgt_check(t.data && bad == 0 && be->err.code == KG_OK,
-                      "upload_f32/download_f32 of %lld values round-trip (%lld differ)", (long long)n,
-                      (long long)bad);
+                      "upload_f32/download_f32 of %lld values round-trip (%lld differ)",
+                      (long long)n, (long long)bad);
             be->ops->free(be, t.data);
             free(h);
             free(back);

@@ -44,7 +44,8 @@ static kg_dtype round_dt = KG_F16;
 /* fp16 (bf16 for a bf16 backend, so both backends hold the same values) */
 static float round_input(float v)
 {
-    return round_dt == KG_BF16 ? kg_bf16_to_f32(kg_f32_to_bf16(v)) : kg_f16_to_f32(kg_f32_to_f16(v));
+    return round_dt == KG_BF16 ? kg_bf16_to_f32(kg_f32_to_bf16(v))
+                               : kg_f16_to_f32(kg_f32_to_f16(v));
 }
 
 static size_t numel(int ndim, const int64_t *shape)
@@ -166,10 +167,12 @@ static void compare(const char *name, const pair *y, int exact)
     }
     nmse = sr > 0.0 ? se / sr : se / (double)(n ? n : 1);
     if (bad)
-        kgt_check(0, "%s: %zu of %zu CUDA elements are NaN/Inf (unwritten or overflow)", name, bad, n);
+        kgt_check(0, "%s: %zu of %zu CUDA elements are NaN/Inf (unwritten or overflow)", name, bad,
+                  n);
     else if (exact)
-        kgt_check(diff == 0, "%s: exact, %zu of %zu elements differ (max-abs %.3g at %zu, |ref| <= %g)",
-                  name, diff, n, max_abs, worst, ref_max);
+        kgt_check(diff == 0,
+                  "%s: exact, %zu of %zu elements differ (max-abs %.3g at %zu, |ref| <= %g)", name,
+                  diff, n, max_abs, worst, ref_max);
     else
         kgt_check(nmse <= tol, "%s: NMSE %.3e (<= %.0e), max-abs %.3g at %zu (|ref| <= %.3g)", name,
                   nmse, tol, max_abs, worst, ref_max);
@@ -336,7 +339,9 @@ static void t_attention(const char *what, int64_t nb, int64_t lq, int64_t lk, in
     snprintf(name, sizeof name, "attention %s: B %lld, Lq %lld, Lk %lld, %d heads, d %lld/%lld%s%s",
              what, (long long)nb, (long long)lq, (long long)lk, heads, (long long)dh, (long long)dv,
              causal ? ", causal" : "",
-             pad_mode == 2 ? ", key pad (item 0 fully masked)" : pad_mode ? ", key pad" : "");
+             pad_mode == 2 ? ", key pad (item 0 fully masked)"
+             : pad_mode    ? ", key pad"
+                           : "");
     compare(name, &o, 0);
     end(mk);
 }
@@ -350,8 +355,10 @@ static void t_activation(int ndim, const int64_t *shape, kg_act act)
     char name[128], s[64];
     pair x = input(ndim, shape, -6.0, 6.0, 0);
     pair y = output(ndim, shape);
-    void (*fn)(kg_ctx *, kg_tensor *, const kg_tensor *) =
-        act == KG_ACT_GELU ? kg_gelu : act == KG_ACT_QUICK_GELU ? kg_quick_gelu : kg_silu;
+    void (*fn)(kg_ctx *, kg_tensor *, const kg_tensor *) = act == KG_ACT_GELU ? kg_gelu
+                                                           : act == KG_ACT_QUICK_GELU
+                                                               ? kg_quick_gelu
+                                                               : kg_silu;
     fn(&gc, &y.g, &x.g);
     fn(&cc, &y.c, &x.c);
     snprintf(name, sizeof name, "%s %s", names[act], kg_shape_str(&x.c, s, sizeof s));
@@ -372,8 +379,8 @@ static void t_geglu(int64_t rows, int64_t h)
     end(mk);
 }
 
-static void t_binary(int ndim, const int64_t *shape, int bnd, const int64_t *bshape, kg_binary_op op,
-                     kg_bcast bc, int in_place)
+static void t_binary(int ndim, const int64_t *shape, int bnd, const int64_t *bshape,
+                     kg_binary_op op, kg_bcast bc, int in_place)
 {
     static const char *modes[] = {"same", "tile", "spread"};
     marks mk = begin();
@@ -383,7 +390,9 @@ static void t_binary(int ndim, const int64_t *shape, int bnd, const int64_t *bsh
     pair y = in_place ? a : output(ndim, shape);
     if (op == KG_BIN_ADD) {
         void (*fn)(kg_ctx *, kg_tensor *, const kg_tensor *, const kg_tensor *) =
-            bc == KG_BCAST_SAME ? kg_add : bc == KG_BCAST_TILE ? kg_add_tile : kg_add_spread;
+            bc == KG_BCAST_SAME   ? kg_add
+            : bc == KG_BCAST_TILE ? kg_add_tile
+                                  : kg_add_spread;
         fn(&gc, &y.g, &a.g, &b.g);
         fn(&cc, &y.c, &a.c, &b.c);
     } else {
@@ -496,7 +505,8 @@ static void t_copy_and_ints(void)
     int64_t n = 1000;
     pair x = input(1, &n, -3, 3, 0), y = output(1, &n);
     kg_tensor f = kg_new_dt(&gc, KG_F32, 1, &n);
-    int32_t ha[6] = {1, -2, 3, 40000, -5, 6}, hb[2] = {7, -8}, hy[8], want[8] = {1, -2, 3, 7, 40000, -5, 6, -8};
+    int32_t ha[6] = {1, -2, 3, 40000, -5, 6}, hb[2] = {7, -8}, hy[8],
+            want[8] = {1, -2, 3, 7, 40000, -5, 6, -8};
     kg_tensor ia = kg_new_dt(&gc, KG_I32, 2, (int64_t[]){2, 3});
     kg_tensor ib = kg_new_dt(&gc, KG_I32, 2, (int64_t[]){2, 1});
     kg_tensor iy = kg_new_dt(&gc, KG_I32, 2, (int64_t[]){2, 4});
@@ -509,7 +519,8 @@ static void t_copy_and_ints(void)
     kg_concat(&gc, &iy, &ia, &ib, 1);
     gc.be->ops->download(gc.be, hy, iy.data, kg_tensor_nbytes(&iy));
     if (synced("concat I32"))
-        kgt_check(!memcmp(hy, want, sizeof want), "concat I32 [2, 3] + [2, 1] along 1 moves raw elements");
+        kgt_check(!memcmp(hy, want, sizeof want),
+                  "concat I32 [2, 3] + [2, 1] along 1 moves raw elements");
     end(mk);
 }
 
@@ -532,7 +543,8 @@ static void t_embedding(kg_dtype idt)
     kg_upload(&cc, &ic, idt == KG_I64 ? (void *)ids64 : (void *)ids32);
     kg_embedding(&gc, &y.g, &table.g, &ig);
     kg_embedding(&cc, &y.c, &table.c, &ic);
-    compare(idt == KG_I64 ? "embedding [1000, 64] by 34 I64 ids" : "embedding [1000, 64] by 34 I32 ids",
+    compare(idt == KG_I64 ? "embedding [1000, 64] by 34 I64 ids"
+                          : "embedding [1000, 64] by 34 I32 ids",
             &y, 1);
 
     /* an id past the table: sticky error at sync naming the id, no stray read */
@@ -659,10 +671,12 @@ static void model_shapes(void)
     t_activation(4, (int64_t[]){2, 320, 64, 64}, KG_ACT_QUICK_GELU);
     t_activation(4, (int64_t[]){2, 320, 64, 64}, KG_ACT_SILU);
     t_geglu(2 * 4096, 1280);
-    t_binary(4, (int64_t[]){2, 320, 64, 64}, 4, (int64_t[]){2, 320, 64, 64}, KG_BIN_ADD, KG_BCAST_SAME, 0);
+    t_binary(4, (int64_t[]){2, 320, 64, 64}, 4, (int64_t[]){2, 320, 64, 64}, KG_BIN_ADD,
+             KG_BCAST_SAME, 0);
     t_binary(3, (int64_t[]){2, 77, 768}, 2, (int64_t[]){77, 768}, KG_BIN_ADD, KG_BCAST_TILE, 0);
     t_binary(3, (int64_t[]){2, 77, 768}, 1, (int64_t[]){768}, KG_BIN_MUL, KG_BCAST_TILE, 0);
-    t_binary(4, (int64_t[]){2, 320, 64, 64}, 2, (int64_t[]){2, 320}, KG_BIN_ADD, KG_BCAST_SPREAD, 0);
+    t_binary(4, (int64_t[]){2, 320, 64, 64}, 2, (int64_t[]){2, 320}, KG_BIN_ADD, KG_BCAST_SPREAD,
+             0);
     t_binary(3, (int64_t[]){2, 136, 2048}, 2, (int64_t[]){2, 136}, KG_BIN_MUL, KG_BCAST_SPREAD, 0);
     t_axpby(2 * 4 * 64 * 64, 1);
     t_upsample(2, 1280, 8, 8);
@@ -702,7 +716,8 @@ int main(int argc, char **argv)
     }
     tol = dt == KG_F32 ? 1e-6 : 5e-4;
     round_dt = dt;
-    printf("%s backend computing in %s; tolerance NMSE <= %.0e\n", G->ops->name, kg_dtype_name(dt), tol);
+    printf("%s backend computing in %s; tolerance NMSE <= %.0e\n", G->ops->name, kg_dtype_name(dt),
+           tol);
     C = kgt_cpu_backend();
     kgt_ctx(&gc, G, (size_t)768 << 20);
     kgt_ctx(&cc, C, (size_t)1536 << 20);
@@ -713,7 +728,8 @@ int main(int argc, char **argv)
         model_shapes();
     if (!cpu_seat) {
         /* the paths cuBLASLt, cuDNN or the tensor-core kernel normally take */
-        printf("-- again with the plain kernels (fallback GEMM, direct conv, CUDA-core attention)\n");
+        printf(
+            "-- again with the plain kernels (fallback GEMM, direct conv, CUDA-core attention)\n");
         const kg_backend_ops *ops = G->ops;
         kg_backend_ops plain = *ops;
         plain.linear = kg_cuda_gemm_simple;

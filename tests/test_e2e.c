@@ -137,7 +137,9 @@ static int load_case(gcase *c, const char *name)
     if (!meta || kg_json_parse(&j, meta, strlen(meta), "case", &err) != KG_OK)
         return kgt_check(0, "%s: metadata case parses", name);
     snprintf(c->scheduler, sizeof c->scheduler, "%s",
-             kg_json_string(kg_json_get(j, "scheduler")) ? kg_json_string(kg_json_get(j, "scheduler")) : "");
+             kg_json_string(kg_json_get(j, "scheduler"))
+                 ? kg_json_string(kg_json_get(j, "scheduler"))
+                 : "");
     c->n = (int)kg_json_number(kg_json_get(j, "n"), 1);
     c->steps = (int)kg_json_number(kg_json_get(j, "steps"), 0);
     c->size = (int)kg_json_number(kg_json_get(j, "size"), 512);
@@ -256,7 +258,8 @@ static void cmp(const gcase *c, const stages *s, const char *stage_name, const c
     sel = ref + (rows > 0 ? (size_t)row0 * per : 0);
     snprintf(label, sizeof label, "%s: %s vs %s", c->name, stage_name, key);
     if ((rows > 0 ? (size_t)rows * per : n) != cnt) {
-        kgt_check(0, "%s: %zu elements, golden has %zu", label, cnt, rows > 0 ? (size_t)rows * per : n);
+        kgt_check(0, "%s: %zu elements, golden has %zu", label, cnt,
+                  rows > 0 ? (size_t)rows * per : n);
     } else if (nhwc) {
         /* golden [N, H, W, 3] -> [N, 3, H, W] */
         int64_t N = got->shape[0], C = got->shape[1], H = got->shape[2], W = got->shape[3];
@@ -289,7 +292,8 @@ static void cmp_exact_i(const gcase *c, const kg_tensor *got, const char *key)
                                         : (double)((uint8_t *)got->data)[i];
         bad += v != ref[i];
     }
-    kgt_check(cnt == n && bad == 0, "%s: %s exact (%zu values, %zu differ)", c->name, key, cnt, bad);
+    kgt_check(cnt == n && bad == 0, "%s: %s exact (%zu values, %zu differ)", c->name, key, cnt,
+              bad);
     free(ref);
 }
 
@@ -316,7 +320,8 @@ static void cmp_u8(const gcase *c, const uint8_t *got, size_t cnt, const char *k
         off1 += d == 1;
         worse += d > 1;
     }
-    kgt_check(worse == 0, "%s: %s uint8 image: %zu of %zu values 1 level off, %zu more (tol: none > 1)",
+    kgt_check(worse == 0,
+              "%s: %s uint8 image: %zu of %zu values 1 level off, %zu more (tol: none > 1)",
               c->name, key, off1, cnt, worse);
     free(ref);
 }
@@ -417,7 +422,8 @@ static void compare_with_cpu(const gcase *c, const kg_params *p, const kg_output
         goto done;
     n = (size_t)ref.n * ref.width * ref.height * 3;
     if (!kgt_check(ref.n == out->n && ref.width == out->width && ref.height == out->height,
-                   "%s: CPU and %s images of the same size", c->name, tb == TB_CUDA ? "CUDA" : "fp16"))
+                   "%s: CPU and %s images of the same size", c->name,
+                   tb == TB_CUDA ? "CUDA" : "fp16"))
         goto done;
     r = malloc(n * sizeof *r);
     if (!r)
@@ -426,8 +432,10 @@ static void compare_with_cpu(const gcase *c, const kg_params *p, const kg_output
         r[i] = ref.rgb[i];
     {
         double db = psnr_u8(out->rgb, r, n);
-        kgt_check(db >= PSNR_FP16, "%s: %s vs CPU uint8 images from the same latents: PSNR %.2f dB "
-                  "(>= %.0f)", c->name, tb == TB_CUDA ? "CUDA" : "emulated fp16", db, PSNR_FP16);
+        kgt_check(db >= PSNR_FP16,
+                  "%s: %s vs CPU uint8 images from the same latents: PSNR %.2f dB "
+                  "(>= %.0f)",
+                  c->name, tb == TB_CUDA ? "CUDA" : "emulated fp16", db, PSNR_FP16);
     }
 done:
     free(r);
@@ -449,8 +457,8 @@ static int run_api(const char *name)
     if (!load_case(&c, name) || (rc = open_model(&m, &s, tb)) != 1)
         goto done;
     set_params(&c, &p);
-    if (!kgt_check(kg_generate(s, &p, NULL, on_dump, &st, &out, &err) == KG_OK, "%s: kg_generate: %s",
-                   name, err.msg))
+    if (!kgt_check(kg_generate(s, &p, NULL, on_dump, &st, &out, &err) == KG_OK,
+                   "%s: kg_generate: %s", name, err.msg))
         goto done;
     compare_stages(&c, &st, &out);
     if (tb != TB_CPU)
@@ -493,8 +501,8 @@ static int run_cli(const char *name, const char *cli)
     }
     w = kg_st_writer_new();
     {
-        kg_tensor lat = kg_tensor_make(c.noise, KG_F32, 4,
-                                       (int64_t[]){c.n, 4, c.size / 8, c.size / 8});
+        kg_tensor lat =
+            kg_tensor_make(c.noise, KG_F32, 4, (int64_t[]){c.n, 4, c.size / 8, c.size / 8});
         snprintf(path, sizeof path, "%s/latents.safetensors", dir);
         kg_st_writer_add(w, "latents", &lat, &err);
         kgt_check(kg_st_writer_save(w, path, &err) == KG_OK, "write %s: %s", path, err.msg);
@@ -593,7 +601,8 @@ static int run_cancel(void)
     kg_output_free(&out);
     allocs = kg_session_alloc_count(s);
     kg_error_clear(&err);
-    kgt_check(kg_generate(s, &p, NULL, NULL, NULL, &out, &err) == KG_OK, "third generation: %s", err.msg);
+    kgt_check(kg_generate(s, &p, NULL, NULL, NULL, &out, &err) == KG_OK, "third generation: %s",
+              err.msg);
     kgt_check(kg_session_alloc_count(s) == allocs,
               "backend allocations flat across same-size generations (%zu -> %zu)", allocs,
               kg_session_alloc_count(s));

@@ -88,7 +88,8 @@ static void check_golden(const kg_st_file *g, const char *k)
     snprintf(name, sizeof name, "act.%s.cropped", k);
     crop = find_u8(g, name);
     if (kgt_check(crop != NULL, "%s present", name) &&
-        kgt_check(kg_image_crop(&im, rgb, &err) == KG_OK, "%s: kg_image_crop %s", k, err.msg[0] ? err.msg : "ok"))
+        kgt_check(kg_image_crop(&im, rgb, &err) == KG_OK, "%s: kg_image_crop %s", k,
+                  err.msg[0] ? err.msg : "ok"))
         compare_u8(name, rgb, crop->data, N_PIX * 3);
 
     /* float64 normalisation cast to float32: the golden .f64 where stored,
@@ -104,7 +105,8 @@ static void check_golden(const kg_st_file *g, const char *k)
 
     /* what CLIP receives: the golden .f16 where stored, else the golden
      * float32 values rounded to float16 */
-    if (!kgt_check(kg_image_preprocess(&im, pre, &err) == KG_OK, "%s: kg_image_preprocess %s", k, err.msg[0] ? err.msg : "ok"))
+    if (!kgt_check(kg_image_preprocess(&im, pre, &err) == KG_OK, "%s: kg_image_preprocess %s", k,
+                   err.msg[0] ? err.msg : "ok"))
         goto done;
     snprintf(name, sizeof name, "out.%s.f16", k);
     if (kg_st_find(g, name)) {
@@ -142,12 +144,30 @@ static uint8_t *repack(const kg_st_tensor *t, kg_pixel_format f, size_t pad, kg_
             const uint8_t *s = src + ((size_t)y * (size_t)w + (size_t)x) * 3;
             uint8_t *d = buf + (size_t)y * stride + (size_t)x * (size_t)bpp;
             switch (f) {
-            case KG_PIX_RGB: d[0] = s[0]; d[1] = s[1]; d[2] = s[2]; break;
-            case KG_PIX_BGR: d[0] = s[2]; d[1] = s[1]; d[2] = s[0]; break;
+            case KG_PIX_RGB:
+                d[0] = s[0];
+                d[1] = s[1];
+                d[2] = s[2];
+                break;
+            case KG_PIX_BGR:
+                d[0] = s[2];
+                d[1] = s[1];
+                d[2] = s[0];
+                break;
             case KG_PIX_RGBA:
-            case KG_PIX_RGBX: d[0] = s[0]; d[1] = s[1]; d[2] = s[2]; d[3] = (uint8_t)(x * 7 + y); break;
+            case KG_PIX_RGBX:
+                d[0] = s[0];
+                d[1] = s[1];
+                d[2] = s[2];
+                d[3] = (uint8_t)(x * 7 + y);
+                break;
             case KG_PIX_BGRA:
-            case KG_PIX_BGRX: d[0] = s[2]; d[1] = s[1]; d[2] = s[0]; d[3] = (uint8_t)(x * 7 + y); break;
+            case KG_PIX_BGRX:
+                d[0] = s[2];
+                d[1] = s[1];
+                d[2] = s[0];
+                d[3] = (uint8_t)(x * 7 + y);
+                break;
             case KG_PIX_GRAY8: d[0] = s[1]; break;
             }
         }
@@ -162,9 +182,13 @@ static uint8_t *repack(const kg_st_tensor *t, kg_pixel_format f, size_t pad, kg_
 
 static void check_formats(const kg_st_file *g)
 {
-    static const struct { kg_pixel_format f; const char *name; size_t pad; } fm[] = {
-        {KG_PIX_RGB, "RGB+pad", 5},   {KG_PIX_RGBA, "RGBA", 0},   {KG_PIX_RGBX, "RGBX+pad", 12},
-        {KG_PIX_BGR, "BGR", 0},       {KG_PIX_BGRA, "BGRA+pad", 13}, {KG_PIX_BGRX, "BGRX", 0},
+    static const struct {
+        kg_pixel_format f;
+        const char *name;
+        size_t pad;
+    } fm[] = {
+        {KG_PIX_RGB, "RGB+pad", 5}, {KG_PIX_RGBA, "RGBA", 0},      {KG_PIX_RGBX, "RGBX+pad", 12},
+        {KG_PIX_BGR, "BGR", 0},     {KG_PIX_BGRA, "BGRA+pad", 13}, {KG_PIX_BGRX, "BGRX", 0},
     };
     const kg_st_tensor *in = find_u8(g, "in.w333h517.rgb");
     kg_image ref_im, im;
@@ -179,7 +203,8 @@ static void check_formats(const kg_st_file *g)
         char what[64];
         uint8_t *buf = repack(in, fm[i].f, fm[i].pad, &im);
         snprintf(what, sizeof what, "w333h517 as %s equals RGB", fm[i].name);
-        if (kgt_check(kg_image_crop(&im, got, &err) == KG_OK, "%s: kg_image_crop %s", what, err.msg[0] ? err.msg : "ok"))
+        if (kgt_check(kg_image_crop(&im, got, &err) == KG_OK, "%s: kg_image_crop %s", what,
+                      err.msg[0] ? err.msg : "ok"))
             compare_u8(what, got, ref, N_PIX * 3);
         free(buf);
     }
@@ -197,7 +222,8 @@ static void check_formats(const kg_st_file *g)
         rim.stride = (size_t)im.width * 3;
         rim.data = rep;
         kg_image_crop(&rim, ref, &err);
-        if (kgt_check(kg_image_crop(&im, got, &err) == KG_OK, "GRAY8: kg_image_crop %s", err.msg[0] ? err.msg : "ok"))
+        if (kgt_check(kg_image_crop(&im, got, &err) == KG_OK, "GRAY8: kg_image_crop %s",
+                      err.msg[0] ? err.msg : "ok"))
             compare_u8("w333h517 GRAY8 equals replicated RGB", got, ref, N_PIX * 3);
         free(rep);
         free(gray);
@@ -223,19 +249,27 @@ static void check_invalid(void)
 
     expect_image_error("NULL image", NULL, out);
     expect_image_error("NULL output", &ok, NULL);
-    im = ok; im.width = 0;
+    im = ok;
+    im.width = 0;
     expect_image_error("width 0", &im, out);
-    im = ok; im.height = -3;
+    im = ok;
+    im.height = -3;
     expect_image_error("height -3", &im, out);
-    im = ok; im.width = KG_IMAGE_MAX_SIDE + 1;
+    im = ok;
+    im.width = KG_IMAGE_MAX_SIDE + 1;
     expect_image_error("width above the limit", &im, out);
-    im = ok; im.stride = 5;
+    im = ok;
+    im.stride = 5;
     expect_image_error("stride 5 < 2 x 3", &im, out);
-    im = ok; im.format = KG_PIX_BGRA; im.stride = 7;
+    im = ok;
+    im.format = KG_PIX_BGRA;
+    im.stride = 7;
     expect_image_error("BGRA stride 7 < 2 x 4", &im, out);
-    im = ok; im.data = NULL;
+    im = ok;
+    im.data = NULL;
     expect_image_error("NULL data", &im, out);
-    im = ok; im.format = (kg_pixel_format)99;
+    im = ok;
+    im.format = (kg_pixel_format)99;
     expect_image_error("unknown format", &im, out);
     {
         kg_error err = {0};

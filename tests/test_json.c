@@ -29,8 +29,7 @@ static void test_valid(void)
 
     kgt_check(kg_json_type_of(j) == KG_JSON_OBJECT && kg_json_count(j) == 6,
               "root object with 6 members (%zu)", kg_json_count(j));
-    kgt_check(kg_json_type_of(a) == KG_JSON_ARRAY && kg_json_count(a) == 7,
-              "array member");
+    kgt_check(kg_json_type_of(a) == KG_JSON_ARRAY && kg_json_count(a) == 7, "array member");
     kgt_check(kg_json_number(kg_json_at(a, 0), 0) == 1.0 &&
                   kg_json_number(kg_json_at(a, 1), 0) == -2.5 &&
                   kg_json_number(kg_json_at(a, 2), 0) == 1000.0 &&

@@ -55,8 +55,8 @@ static void run(kg_st_file *g, kg_backend *be, int N)
             snprintf(name, sizeof name, "n%d.s%03d.eps", N, i);
             eps = kgt_read_f32(g, name, &n);
             kg_upload_f32(&c, &e, eps);
-            kgt_check(kg_scheduler_wants_noise(&s, i) == (i < N - 1), "lcm %d step %d: %s noise",
-                      N, i, i < N - 1 ? "fresh" : "no");
+            kgt_check(kg_scheduler_wants_noise(&s, i) == (i < N - 1), "lcm %d step %d: %s noise", N,
+                      i, i < N - 1 ? "fresh" : "no");
             if (kg_scheduler_wants_noise(&s, i)) {
                 snprintf(name, sizeof name, "n%d.s%03d.noise", N, i);
                 noise = kgt_read_f32(g, name, &n);
@@ -101,7 +101,8 @@ int main(void)
     kg_scheduler_config_default(&cfg);
     kgt_check(kg_scheduler_init(&s, &cfg, KG_SCHED_LCM, 51, &err) == KG_ERR_INVALID_ARG,
               "lcm 51 steps refused: %s", err.msg);
-    if (kgt_check(kg_st_open(&g, KG_LCM_DATA, &err) == KG_OK, "open %s: %s", KG_LCM_DATA, err.msg)) {
+    if (kgt_check(kg_st_open(&g, KG_LCM_DATA, &err) == KG_OK, "open %s: %s", KG_LCM_DATA,
+                  err.msg)) {
         run(g, be, 2);
         run(g, be, 4);
         run(g, be, 8);

@@ -68,7 +68,8 @@ static float *forward(fixture *f, const kg_unet *u)
     kg_upload_f32(&f->c, &x, f->sample);
     kg_upload_f32(&f->c, &cx, f->ctx);
     s = kg_unet_forward(&f->c, u, &out, &x, f->t, &cx);
-    if (!kgt_check(s == KG_OK, "%s: forward %s", f->tag, s == KG_OK ? "ok" : (kg_ctx_status(&f->c, &err), err.msg))) {
+    if (!kgt_check(s == KG_OK, "%s: forward %s", f->tag,
+                   s == KG_OK ? "ok" : (kg_ctx_status(&f->c, &err), err.msg))) {
         kg_ctx_clear_error(&f->c);
         free(got);
         return NULL;
@@ -117,7 +118,8 @@ static void test_scales(fixture *f)
             if (k == 3)
                 kgt_check(f->be->n_allocs == allocs && f->ls.n_cache == l + 1,
                           "%s: %s back to 0.5: no new allocation (%zu -> %zu), file not reopened "
-                          "(%d cached)", f->tag, layouts[l], allocs, f->be->n_allocs, f->ls.n_cache);
+                          "(%d cached)",
+                          f->tag, layouts[l], allocs, f->be->n_allocs, f->ls.n_cache);
             if (k == 2)
                 allocs = f->be->n_allocs;
             got = forward(f, kg_lora_set_unet(&f->ls, &f->base));
@@ -232,8 +234,8 @@ static void write_st(const char *path, int n, const char *const *names, const in
     len += (size_t)snprintf(hdr + len, sizeof hdr - len, "{");
     for (int i = 0; i < n; i++) {
         size_t numel = 1;
-        len += (size_t)snprintf(hdr + len, sizeof hdr - len, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[",
-                                i ? "," : "", names[i]);
+        len += (size_t)snprintf(hdr + len, sizeof hdr - len,
+                                "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[", i ? "," : "", names[i]);
         for (int d = 0; d < nd[i]; d++) {
             numel *= (size_t)shapes[i][d];
             len += (size_t)snprintf(hdr + len, sizeof hdr - len, "%s%lld", d ? "," : "",
@@ -286,7 +288,7 @@ static void test_errors(fixture *f)
     int64_t C = f->base.mid_attn.channels, X = f->base.cfg.cross_attention_dim;
     if (!mkdtemp(dir))
         return;
-    {   /* SD 2.x: context width 1024 */
+    { /* SD 2.x: context width 1024 */
         const char *names[] = {k1, k2};
         int nd[] = {2, 2};
         const int64_t shp[][4] = {{4, 1024}, {C, 4}};
@@ -296,7 +298,7 @@ static void test_errors(fixture *f)
         write_st(p, 2, names, nd, shp);
         expect_error(f, "SD2 LoRA", p, "SD 2.x");
     }
-    {   /* wrong rank between down and up */
+    { /* wrong rank between down and up */
         const char *names[] = {k1, k2};
         int nd[] = {2, 2};
         const int64_t shp[][4] = {{4, X}, {C, 3}};
@@ -304,7 +306,7 @@ static void test_errors(fixture *f)
         write_st(p, 2, names, nd, shp);
         expect_error(f, "up rank 3 vs down rank 4", p, "to_k.lora.up.weight");
     }
-    {   /* SDXL kohya text encoders */
+    { /* SDXL kohya text encoders */
         const char *names[] = {"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight",
                                "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight"};
         int nd[] = {2, 2};
@@ -313,19 +315,20 @@ static void test_errors(fixture *f)
         write_st(p, 2, names, nd, shp);
         expect_error(f, "SDXL LoRA", p, "SDXL");
     }
-    {   /* a layer the U-Net does not have (SDXL's 10 transformer blocks) */
+    { /* a layer the U-Net does not have (SDXL's 10 transformer blocks) */
         const char *names[] = {k1, k2};
         int nd[] = {2, 2};
         const int64_t shp[][4] = {{4, C}, {C, 4}};
-        snprintf(k1, sizeof k1,
-                 "lora_unet_mid_block_attentions_0_transformer_blocks_7_attn1_to_q.lora_down.weight");
+        snprintf(
+            k1, sizeof k1,
+            "lora_unet_mid_block_attentions_0_transformer_blocks_7_attn1_to_q.lora_down.weight");
         snprintf(k2, sizeof k2,
                  "lora_unet_mid_block_attentions_0_transformer_blocks_7_attn1_to_q.lora_up.weight");
         snprintf(p, sizeof p, "%s/unknown.safetensors", dir);
         write_st(p, 2, names, nd, shp);
         expect_error(f, "unknown layer", p, "transformer_blocks.7.attn1.to_q");
     }
-    {   /* kohya conv_shortcut: diffusers 0.21.4 maps it to "conv.shortcut", no such layer */
+    { /* kohya conv_shortcut: diffusers 0.21.4 maps it to "conv.shortcut", no such layer */
         const char *names[] = {k1, k2, k3};
         int nd[] = {4, 4, 0};
         const int64_t shp[][4] = {{2, 32, 1, 1}, {64, 2, 1, 1}, {0}};
@@ -336,7 +339,7 @@ static void test_errors(fixture *f)
         write_st(p, 3, names, nd, shp);
         expect_error(f, "kohya conv_shortcut", p, "down_blocks.1.resnets.0.conv.shortcut");
     }
-    {   /* a stray non-LoRA tensor */
+    { /* a stray non-LoRA tensor */
         const char *names[] = {"unet.conv_in.weight"};
         int nd[] = {1};
         const int64_t shp[][4] = {{4}};
@@ -344,7 +347,7 @@ static void test_errors(fixture *f)
         write_st(p, 1, names, nd, shp);
         expect_error(f, "stray tensor", p, "unet.conv_in.weight");
     }
-    {   /* conv_in is not LoRA-compatible in diffusers 0.21.4 */
+    { /* conv_in is not LoRA-compatible in diffusers 0.21.4 */
         const char *names[] = {"unet.conv_in.lora.down.weight", "unet.conv_in.lora.up.weight"};
         int nd[] = {4, 4};
         const int64_t shp[][4] = {{2, 4, 3, 3}, {32, 2, 1, 1}};
@@ -365,7 +368,8 @@ static void test_parse(void)
     kg_lora_ref *r = NULL;
     int n = -1;
     kg_error err = {0};
-    kg_status s = kg_lora_list_parse(" a.safetensors:0.8; /x/b:c.safetensors ;c.safetensors:-0.25;;", &r, &n, &err);
+    kg_status s = kg_lora_list_parse(
+        " a.safetensors:0.8; /x/b:c.safetensors ;c.safetensors:-0.25;;", &r, &n, &err);
     kgt_check(s == KG_OK && n == 3 && !strcmp(r[0].path, "a.safetensors") && r[0].scale == 0.8f &&
                   !strcmp(r[1].path, "/x/b:c.safetensors") && r[1].scale == 1.0f &&
                   !strcmp(r[2].path, "c.safetensors") && r[2].scale == -0.25f,

@@ -73,7 +73,8 @@ int main(void)
                   off ? "ok" : err.msg);
         on = gen(s, &r1, 1, &n, &err);
         kgt_check(on && base && mean_abs_diff(on, base, n) > 0.5,
-                  "scale 1 changes the image: mean |diff| %.2f of 255", on && base ? mean_abs_diff(on, base, n) : -1.0);
+                  "scale 1 changes the image: mean |diff| %.2f of 255",
+                  on && base ? mean_abs_diff(on, base, n) : -1.0);
         allocs = kg_session_alloc_count(s);
         on2 = gen(s, &r1, 1, &n, &err);
         kgt_check(on2 && on && !memcmp(on2, on, n) && kg_session_alloc_count(s) == allocs,

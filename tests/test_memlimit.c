@@ -98,7 +98,8 @@ int main(void)
     int n_ok = 0, n_nomem = 0, ok_run = 0, cases = 0;
 
 #if defined(__SANITIZE_ADDRESS__)
-    printf("skipped: AddressSanitizer reserves terabytes of address space, RLIMIT_AS cannot apply\n");
+    printf(
+        "skipped: AddressSanitizer reserves terabytes of address space, RLIMIT_AS cannot apply\n");
     return 77;
 #endif
     if (!path) {

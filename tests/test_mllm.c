@@ -94,8 +94,8 @@ static void run_case(kg_backend *be, const kg_mllm *m, const kg_st_file *g, cons
     kg_ctx_init(&c, be);
     kg_ctx_clear_error(&c);
     kgt_taps_attach(&taps, &c);
-    s = forward(&c, m, got, tokens, mt ? (const uint8_t *)mt->data : NULL, feats,
-                (int64_t)nf / D, B, T, &err);
+    s = forward(&c, m, got, tokens, mt ? (const uint8_t *)mt->data : NULL, feats, (int64_t)nf / D,
+                B, T, &err);
     if (kgt_check(s == KG_OK, "%s: forward %s", name, s == KG_OK ? "ok" : err.msg)) {
         snprintf(key, sizeof key, "out64.%s.hidden", name);
         ref = kgt_read_f64(g, key, &nref);
@@ -131,8 +131,8 @@ static void run_errors(kg_backend *be, const kg_mllm *m)
         return;
     kg_ctx_init(&c, be);
     s = forward(&c, m, got, tokens, mask, NULL, 0, 1, 4, &err);
-    kgt_check(s == KG_ERR_INVALID_ARG, "image slots without features: %s (%s)",
-              kg_status_name(s), err.msg);
+    kgt_check(s == KG_ERR_INVALID_ARG, "image slots without features: %s (%s)", kg_status_name(s),
+              err.msg);
     kg_ctx_clear_error(&c);
     tokens[3] = (int32_t)m->cfg.vocab;
     s = forward(&c, m, got, tokens, NULL, NULL, 0, 1, 4, &err);

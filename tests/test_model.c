@@ -13,10 +13,10 @@
 #include "testutil.h"
 
 typedef struct edit {
-    const char *drop_tensor;     /* leave this tensor out */
-    const char *reshape_tensor;  /* replace it by a [1, 1] tensor */
-    const char *drop_meta;       /* leave this metadata key out */
-    const char *version;         /* kg.format_version override */
+    const char *drop_tensor;    /* leave this tensor out */
+    const char *reshape_tensor; /* replace it by a [1, 1] tensor */
+    const char *drop_meta;      /* leave this metadata key out */
+    const char *version;        /* kg.format_version override */
 } edit;
 
 static char dir[] = "/tmp/kg-model-XXXXXX";
@@ -93,16 +93,18 @@ static void bad_requests(const char *path)
 
     kg_model_options_init(&o);
     o.backend = KG_BACKEND_CPU;
-    if (!kgt_check(kg_model_open(&m, path, &o, &err) == KG_OK && kg_session_new(&s, m, &err) == KG_OK,
+    if (!kgt_check(kg_model_open(&m, path, &o, &err) == KG_OK &&
+                       kg_session_new(&s, m, &err) == KG_OK,
                    "open tiny model: %s", err.msg))
         return;
-#define EXPECT(want, needle, what)                                                                \
-    do {                                                                                          \
-        kg_error_clear(&err);                                                                     \
-        st = kg_generate(s, &p, NULL, NULL, NULL, &out, &err);                                    \
-        kgt_check(st == want && out.rgb == NULL && strstr(err.msg, needle) != NULL,               \
-                  "%s: %s (want %s): %s", what, kg_status_name(st), kg_status_name(want), err.msg); \
-        kg_output_free(&out);                                                                     \
+#define EXPECT(want, needle, what)                                                        \
+    do {                                                                                  \
+        kg_error_clear(&err);                                                             \
+        st = kg_generate(s, &p, NULL, NULL, NULL, &out, &err);                            \
+        kgt_check(st == want && out.rgb == NULL && strstr(err.msg, needle) != NULL,       \
+                  "%s: %s (want %s): %s", what, kg_status_name(st), kg_status_name(want), \
+                  err.msg);                                                               \
+        kg_output_free(&out);                                                             \
     } while (0)
 
     kg_params_init(&p);
@@ -167,12 +169,14 @@ int main(void)
 
     expect_open("missing file", "/nonexistent/kosmosg.safetensors", &o, KG_ERR_IO,
                 "/nonexistent/kosmosg.safetensors");
-    expect_open("missing tensor",
-                write_variant(src, "missing", &(edit){.drop_tensor = "diffusion_unet.unet.conv_in.weight"}),
-                &o, KG_ERR_WEIGHTS, "diffusion_unet.unet.conv_in.weight");
-    expect_open("wrong shape",
-                write_variant(src, "shape", &(edit){.reshape_tensor = "img_connector.dense.weight"}),
-                &o, KG_ERR_WEIGHTS, "img_connector.dense.weight");
+    expect_open(
+        "missing tensor",
+        write_variant(src, "missing", &(edit){.drop_tensor = "diffusion_unet.unet.conv_in.weight"}),
+        &o, KG_ERR_WEIGHTS, "diffusion_unet.unet.conv_in.weight");
+    expect_open(
+        "wrong shape",
+        write_variant(src, "shape", &(edit){.reshape_tensor = "img_connector.dense.weight"}), &o,
+        KG_ERR_WEIGHTS, "img_connector.dense.weight");
     expect_open("wrong format version", write_variant(src, "version", &(edit){.version = "99"}), &o,
                 KG_ERR_VERSION, "format version 99");
     expect_open("no format version",

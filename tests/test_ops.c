@@ -104,15 +104,16 @@ static void test_linear(kg_ctx *c, int64_t m, int64_t k, int64_t n, int bias)
                 s += (double)host(&x)[i * k + q] * host(&w)[j * k + q];
             ref[i * n + j] = s;
         }
-    snprintf(name, sizeof name, "linear %lldx%lldx%lld%s", (long long)m, (long long)k,
-             (long long)n, bias ? " +bias" : "");
+    snprintf(name, sizeof name, "linear %lldx%lldx%lld%s", (long long)m, (long long)k, (long long)n,
+             bias ? " +bias" : "");
     expect(c, name, &y, ref);
     kg_reset(c, mark);
 }
 
 /* The fallback GEMM, with strides larger than the matrices and beta != 0, in
  * its AVX2 (where the CPU has it) and baseline versions. */
-static void test_gemm_c(kg_cpu_isa isa, int trans_b, int64_t m, int64_t k, int64_t n, float alpha, float beta)
+static void test_gemm_c(kg_cpu_isa isa, int trans_b, int64_t m, int64_t k, int64_t n, float alpha,
+                        float beta)
 {
     char name[96];
     int64_t lda = k + 3, ldb = (trans_b ? k : n) + 5, ldc = n + 2;
@@ -133,8 +134,8 @@ static void test_gemm_c(kg_cpu_isa isa, int trans_b, int64_t m, int64_t k, int64
     for (int64_t i = 0; i < m; i++)
         memcpy(got + i * n, cm + i * ldc, (size_t)n * sizeof *got);
     snprintf(name, sizeof name, "C gemm (%s)%s %lldx%lldx%lld alpha %g beta %g",
-             isa == KG_CPU_ISA_BASE ? "base" : "avx2", trans_b ? " B^T" : "",
-             (long long)m, (long long)k, (long long)n, alpha, beta);
+             isa == KG_CPU_ISA_BASE ? "base" : "avx2", trans_b ? " B^T" : "", (long long)m,
+             (long long)k, (long long)n, alpha, beta);
     kgt_compare(name, got, ref, (size_t)(m * n), ATOL, RTOL);
     free(a);
     free(b);
@@ -191,8 +192,8 @@ static void test_conv(kg_ctx *c, int64_t nb, int64_t ci, int64_t h, int64_t w, i
                     ref[((bi * co + o) * ho + oy) * wo + ox] = s;
                 }
     snprintf(name, sizeof name, "conv2d x[%lld,%lld,%lld,%lld] w[%lld,%lld,%lld,%lld] s%d p%d%s",
-             (long long)nb, (long long)ci, (long long)h, (long long)w, (long long)co,
-             (long long)ci, (long long)kh, (long long)kw, stride, pad, bias ? " +bias" : "");
+             (long long)nb, (long long)ci, (long long)h, (long long)w, (long long)co, (long long)ci,
+             (long long)kh, (long long)kw, stride, pad, bias ? " +bias" : "");
     expect(c, name, &y, ref);
     kg_reset(c, mark);
 }
@@ -280,8 +281,8 @@ static void test_l2_normalize(kg_ctx *c)
     kg_tensor x, y;
     double *ref = dbuf((size_t)(rows * d));
     for (int64_t i = 0; i < d; i++) {
-        xh[2 * d + i] = 0.0f;   /* zero row: x / eps = 0 */
-        xh[3 * d + i] = 1e-9f;  /* norm below eps: divided by eps */
+        xh[2 * d + i] = 0.0f;  /* zero row: x / eps = 0 */
+        xh[3 * d + i] = 1e-9f; /* norm below eps: divided by eps */
     }
     x = up(c, xh, 2, (int64_t[]){rows, d});
     y = kg_new2(c, rows, d);
@@ -306,8 +307,8 @@ typedef struct attn_case {
     int heads;
     int64_t dh, dv;
     int causal;
-    int pad;     /* 0 none, 1 random keys padded, 2 also one batch item fully padded */
-    int stride;  /* reference checks every stride-th query row (long cases) */
+    int pad;    /* 0 none, 1 random keys padded, 2 also one batch item fully padded */
+    int stride; /* reference checks every stride-th query row (long cases) */
 } attn_case;
 
 static void test_attention(kg_ctx *c, const attn_case *a)
@@ -345,9 +346,8 @@ static void test_attention(kg_ctx *c, const attn_case *a)
                     double d = 0;
                     for (int64_t e = 0; e < a->dh; e++)
                         d += (double)qi[e] * kj[e];
-                    sc[j] = (a->causal && j > i) || (a->pad && ph[bi * a->lk + j])
-                                ? -INFINITY
-                                : d * scale;
+                    sc[j] = (a->causal && j > i) || (a->pad && ph[bi * a->lk + j]) ? -INFINITY
+                                                                                   : d * scale;
                     mx = fmax(mx, sc[j]);
                 }
                 for (int64_t j = 0; j < a->lk; j++) {
@@ -365,7 +365,9 @@ static void test_attention(kg_ctx *c, const attn_case *a)
     snprintf(name, sizeof name, "attention B%lld Lq%lld Lk%lld H%d dh%lld dv%lld%s%s%s",
              (long long)a->b, (long long)a->lq, (long long)a->lk, a->heads, (long long)a->dh,
              (long long)a->dv, a->causal ? " causal" : "",
-             a->pad == 2 ? " pad+fully-masked" : a->pad ? " pad" : "",
+             a->pad == 2 ? " pad+fully-masked"
+             : a->pad    ? " pad"
+                         : "",
              a->stride > 1 ? " (sampled rows)" : "");
     if (ctx_ok(c, name)) {
         got = down(c, &o);
@@ -389,12 +391,9 @@ static void test_attention(kg_ctx *c, const attn_case *a)
 static double ref_act(double x, kg_act act)
 {
     switch (act) {
-    case KG_ACT_GELU:
-        return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
-    case KG_ACT_QUICK_GELU:
-        return x / (1.0 + exp(-1.702 * x));
-    case KG_ACT_SILU:
-        return x / (1.0 + exp(-x));
+    case KG_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    case KG_ACT_QUICK_GELU: return x / (1.0 + exp(-1.702 * x));
+    case KG_ACT_SILU: return x / (1.0 + exp(-x));
     }
     return NAN;
 }
@@ -434,8 +433,8 @@ static void test_geglu(kg_ctx *c, int64_t rows, int64_t n)
     kg_geglu(c, &y, &x);
     for (int64_t r = 0; r < rows; r++)
         for (int64_t i = 0; i < n; i++)
-            ref[r * n + i] = host(&x)[r * 2 * n + i] *
-                             ref_act(host(&x)[r * 2 * n + n + i], KG_ACT_GELU);
+            ref[r * n + i] =
+                host(&x)[r * 2 * n + i] * ref_act(host(&x)[r * 2 * n + n + i], KG_ACT_GELU);
     snprintf(name, sizeof name, "geglu %lldx%lld -> %lld", (long long)rows, (long long)(2 * n),
              (long long)n);
     expect(c, name, &y, ref);
@@ -464,8 +463,10 @@ static void test_binary(kg_ctx *c, int add, kg_bcast bc, int an, const int64_t *
     else
         kg_add_spread(c, &y, &a, &b);
     snprintf(name, sizeof name, "%s %s a %dd n=%lld b n=%lld", add ? "add" : "mul",
-             bc == KG_BCAST_SAME ? "same" : bc == KG_BCAST_TILE ? "tile" : "spread", an,
-             (long long)n, (long long)nbe);
+             bc == KG_BCAST_SAME   ? "same"
+             : bc == KG_BCAST_TILE ? "tile"
+                                   : "spread",
+             an, (long long)n, (long long)nbe);
     expect(c, name, &y, ref);
     kg_reset(c, mark);
 }
@@ -573,8 +574,8 @@ static void test_concat(kg_ctx *c, int dim)
                     int64_t j[4] = {idx[0], idx[1], idx[2], idx[3]};
                     if (from_b)
                         j[dim] -= as[dim];
-                    ref[yi] = host(from_b ? &b : &a)[((j[0] * s[1] + j[1]) * s[2] + j[2]) * s[3] +
-                                                      j[3]];
+                    ref[yi] =
+                        host(from_b ? &b : &a)[((j[0] * s[1] + j[1]) * s[2] + j[2]) * s[3] + j[3]];
                 }
     snprintf(name, sizeof name, "concat [2,3,5,7] dim %d", dim);
     expect(c, name, &y, ref);
@@ -845,14 +846,20 @@ static void test_measure(void)
 static void compute_suite(kg_ctx *c)
 {
     static const attn_case cases[] = {
-        {2, 7, 9, 2, 40, 40, 0, 1, 1},     {1, 23, 23, 3, 64, 64, 1, 0, 1},
-        {1, 25, 25, 1, 80, 80, 1, 1, 1},   {2, 5, 77, 2, 160, 160, 0, 2, 1},
-        {1, 9, 7, 1, 512, 512, 0, 0, 1},   {2, 77, 77, 12, 64, 64, 1, 1, 1},
-        {1, 150, 150, 2, 40, 40, 1, 1, 1}, {1, 300, 77, 8, 40, 40, 0, 0, 1},
-        {1, 7, 9, 2, 40, 24, 0, 1, 1},     {1, 4096, 4096, 1, 40, 40, 0, 0, 61},
+        {2, 7, 9, 2, 40, 40, 0, 1, 1},
+        {1, 23, 23, 3, 64, 64, 1, 0, 1},
+        {1, 25, 25, 1, 80, 80, 1, 1, 1},
+        {2, 5, 77, 2, 160, 160, 0, 2, 1},
+        {1, 9, 7, 1, 512, 512, 0, 0, 1},
+        {2, 77, 77, 12, 64, 64, 1, 1, 1},
+        {1, 150, 150, 2, 40, 40, 1, 1, 1},
+        {1, 300, 77, 8, 40, 40, 0, 0, 1},
+        {1, 7, 9, 2, 40, 24, 0, 1, 1},
+        {1, 4096, 4096, 1, 40, 40, 0, 0, 61},
         {1, 1024, 1024, 1, 512, 512, 1, 0, 37},
         /* v head width not a multiple of 8: the GEMM path; odd q/k width */
-        {1, 33, 33, 2, 23, 20, 1, 1, 1},   {2, 37, 41, 3, 13, 8, 0, 2, 1},
+        {1, 33, 33, 2, 23, 20, 1, 1, 1},
+        {2, 37, 41, 3, 13, 8, 0, 2, 1},
         /* two work items per head on the fused path (510 rows each) */
         {2, 600, 600, 1, 24, 24, 1, 1, 1},
     };
@@ -874,9 +881,9 @@ static void compute_suite(kg_ctx *c)
     test_conv(c, 2, 3, 28, 42, 8, 14, 14, 14, 0, 0); /* CLIP patch embedding */
     test_conv(c, 1, 64, 32, 32, 32, 3, 3, 1, 1, 1);  /* several column chunks */
     test_conv(c, 1, 8, 23, 25, 16, 3, 3, 1, 1, 1);
-    test_conv(c, 3, 8, 17, 19, 16, 3, 3, 1, 1, 1);   /* chunks across items */
+    test_conv(c, 3, 8, 17, 19, 16, 3, 3, 1, 1, 1); /* chunks across items */
     test_conv(c, 1, 300, 23, 25, 5, 1, 1, 1, 0, 0);
-    test_conv(c, 1, 16, 47, 45, 9, 3, 3, 2, 1, 1);   /* VAE-style downsample, chunked */
+    test_conv(c, 1, 16, 47, 45, 9, 3, 3, 2, 1, 1); /* VAE-style downsample, chunked */
     /* Winograd F(2x2, 3x3) (3x3, stride 1, pad 1, maps of >= 1024 pixels): odd heights and
      * widths (half tiles), several items, chunks of tile rows, wide channels */
     test_conv(c, 2, 16, 33, 35, 24, 3, 3, 1, 1, 1);
@@ -919,7 +926,8 @@ static void test_isa_cap(kg_backend *be)
     if (!cap)
         return;
     if (!strcmp(cap, "avx2")) {
-        kgt_check(cpu->isa <= KG_CPU_ISA_AVX2, "own kernels capped at avx2 (isa %d)", (int)cpu->isa);
+        kgt_check(cpu->isa <= KG_CPU_ISA_AVX2, "own kernels capped at avx2 (isa %d)",
+                  (int)cpu->isa);
         kgt_check(!strstr(line, "avx512"), "no AVX-512 kernel dispatched under the avx2 cap: %s",
                   line);
     } else if (!strcmp(cap, "base")) {
@@ -942,8 +950,8 @@ int main(void)
     test_isa_cap(be);
     compute_suite(&c);
     for (int isa = KG_CPU_ISA_BASE; isa <= KG_CPU_ISA_AVX2; isa++) {
-        if (isa == KG_CPU_ISA_AVX2 && !(__builtin_cpu_supports("avx2") &&
-                                        __builtin_cpu_supports("fma")))
+        if (isa == KG_CPU_ISA_AVX2 &&
+            !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
             break;
         test_gemm_c(isa, 0, 1, 1, 1, 1.0f, 0.0f);
         test_gemm_c(isa, 0, 7, 23, 25, 1.0f, 0.0f);

@@ -124,8 +124,8 @@ static void compare(const char *name, const float *y, const double *ref_r, const
         err2 += d * d;
         ref2 += (double)y32[i] * y32[i];
     }
-    kgt_check(err2 <= NMSE_TOL * ref2, "%s vs fp32 kernel on fp32 x, w: NMSE %.3g (tol %.0e)",
-              name, ref2 > 0 ? err2 / ref2 : err2, NMSE_TOL);
+    kgt_check(err2 <= NMSE_TOL * ref2, "%s vs fp32 kernel on fp32 x, w: NMSE %.3g (tol %.0e)", name,
+              ref2 > 0 ? err2 / ref2 : err2, NMSE_TOL);
 }
 
 /* Checks that op path `path` ran once more and issued bf16 GEMMs. */
@@ -168,8 +168,8 @@ static void test_linear(kg_ctx *c, int64_t m, int64_t k, int64_t n, int bias)
     long long ops0 = cpu->bf16_ops[KG_CPU_BF16_LINEAR], gemms0 = cpu->bf16_gemms;
     float *got, *g32r, *g32;
 
-    snprintf(name, sizeof name, "linear bf16 (%s) %lldx%lldx%lld%s", mode_name(cpu),
-             (long long)m, (long long)k, (long long)n, bias ? " +bias" : "");
+    snprintf(name, sizeof name, "linear bf16 (%s) %lldx%lldx%lld%s", mode_name(cpu), (long long)m,
+             (long long)k, (long long)n, bias ? " +bias" : "");
     be->ops->linear(be, &y, &tx, &tw16, bias ? &tb : NULL);
     if (ctx_ok(c, name)) {
         expect_ran(cpu, name, KG_CPU_BF16_LINEAR, ops0, gemms0);
@@ -235,14 +235,14 @@ static void test_conv(kg_ctx *c, int64_t nb, int64_t ci, int64_t h, int64_t w, i
     float *got, *g32r, *g32;
 
     if (path == NOWINO)
-        path = cpu->n_threads > 1 && nb * ho * wo < cpu->n_threads * 256
-                   ? KG_CPU_BF16_CONV_SHARED
-                   : KG_CPU_BF16_CONV_CHUNKS;
+        path = cpu->n_threads > 1 && nb * ho * wo < cpu->n_threads * 256 ? KG_CPU_BF16_CONV_SHARED
+                                                                         : KG_CPU_BF16_CONV_CHUNKS;
     ops0 = cpu->bf16_ops[path];
     snprintf(name, sizeof name,
-             "conv2d bf16 (%s) x[%lld,%lld,%lld,%lld] w[%lld,%lld,%lld,%lld] s%d p%d%s", mode_name(cpu),
-             (long long)nb, (long long)ci, (long long)h, (long long)w, (long long)co,
-             (long long)ci, (long long)kh, (long long)kw, stride, pad, bias ? " +bias" : "");
+             "conv2d bf16 (%s) x[%lld,%lld,%lld,%lld] w[%lld,%lld,%lld,%lld] s%d p%d%s",
+             mode_name(cpu), (long long)nb, (long long)ci, (long long)h, (long long)w,
+             (long long)co, (long long)ci, (long long)kh, (long long)kw, stride, pad,
+             bias ? " +bias" : "");
     be->ops->conv2d(be, &y, &tx, &tw16, bias ? &tb : NULL, stride, pad);
     if (ctx_ok(c, name)) {
         expect_ran(cpu, name, path, ops0, gemms0);
@@ -355,8 +355,8 @@ static void check_dispatch(kg_backend *be)
         kgt_check(strstr(line, "bf16 GEMM: own fallback") != NULL,
                   "describe names the fallback bf16 GEMM");
     if (cap && (!strcmp(cap, "avx2") || !strcmp(cap, "base")))
-        kgt_check(cpu->bf16_mode == KG_CPU_BF16_WIDEN, "KOSMOSG_CPU_ISA=%s: the fallback (%s)",
-                  cap, mode_name(cpu));
+        kgt_check(cpu->bf16_mode == KG_CPU_BF16_WIDEN, "KOSMOSG_CPU_ISA=%s: the fallback (%s)", cap,
+                  mode_name(cpu));
 #if defined(__x86_64__) && defined(__GNUC__)
     else if (!cap && __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))

@@ -105,8 +105,7 @@ static void check_golden_file(const char *path, const char *rel)
               "%s: __metadata__ present (%zu keys)", rel, kg_st_metadata_count(f));
     for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
         if (strcmp(rel, known[k].rel) == 0)
-            kgt_check(kg_st_count(f) == known[k].count &&
-                          kg_st_metadata_count(f) == known[k].meta,
+            kgt_check(kg_st_count(f) == known[k].count && kg_st_metadata_count(f) == known[k].meta,
                       "%s: %zu tensors (want %zu), %zu metadata keys (want %zu)", rel,
                       kg_st_count(f), known[k].count, kg_st_metadata_count(f), known[k].meta);
     kg_st_close(f);
@@ -236,18 +235,17 @@ static void test_golden(void)
 static void test_valid_file(void)
 {
     /* header length is odd on purpose: every tensor is unaligned */
-    const char *header =
-        "{\"u\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[0,3]},"
-        "\"h\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[3,11]},"
-        "\"b\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[11,17]},"
-        "\"f\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[17,25]},"
-        "\"s\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[25,33]},"
-        "\"e\":{\"dtype\":\"F32\",\"shape\":[0,4],\"data_offsets\":[33,33]},"
-        "\"e2\":{\"dtype\":\"F16\",\"shape\":[0],\"data_offsets\":[33,33]},"
-        "\"i\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[33,41]},"
-        "\"z\":{\"dtype\":\"BOOL\",\"shape\":[2],\"data_offsets\":[41,43]},"
-        "\"q\":{\"dtype\":\"I32\",\"shape\":[1,1,1,1],\"data_offsets\":[43,47]},"
-        "\"__metadata__\":{\"k\":\"v\",\"format\":\"pt\",\"uni\":\"\\u00e9\"}}   ";
+    const char *header = "{\"u\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[0,3]},"
+                         "\"h\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[3,11]},"
+                         "\"b\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[11,17]},"
+                         "\"f\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[17,25]},"
+                         "\"s\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[25,33]},"
+                         "\"e\":{\"dtype\":\"F32\",\"shape\":[0,4],\"data_offsets\":[33,33]},"
+                         "\"e2\":{\"dtype\":\"F16\",\"shape\":[0],\"data_offsets\":[33,33]},"
+                         "\"i\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[33,41]},"
+                         "\"z\":{\"dtype\":\"BOOL\",\"shape\":[2],\"data_offsets\":[41,43]},"
+                         "\"q\":{\"dtype\":\"I32\",\"shape\":[1,1,1,1],\"data_offsets\":[43,47]},"
+                         "\"__metadata__\":{\"k\":\"v\",\"format\":\"pt\",\"uni\":\"\\u00e9\"}}   ";
     unsigned char data[47];
     uint16_t h[4] = {0x3c00, 0xc000, 0x3800, 0x7bff};
     uint16_t b[3] = {0x3f80, 0xc040, 0x0001};
@@ -291,12 +289,11 @@ static void test_valid_file(void)
                   (const unsigned char *)t->data + t->nbytes <= buf + len,
               "U8 data inside the buffer");
     s = kg_st_get_f32(f, "h", 2, (int64_t[]){2, 2}, out, &err);
-    kgt_check(s == KG_OK && out[0] == 1.0f &&
-                  out[1] == -2.0f && out[2] == 0.5f && out[3] == 65504.0f,
+    kgt_check(s == KG_OK && out[0] == 1.0f && out[1] == -2.0f && out[2] == 0.5f &&
+                  out[3] == 65504.0f,
               "unaligned F16 -> F32 exact (%g %g %g %g)", out[0], out[1], out[2], out[3]);
     s = kg_st_get_f32(f, "b", 1, (int64_t[]){3}, out, &err);
-    kgt_check(s == KG_OK && out[0] == 1.0f &&
-                  out[1] == -3.0f && out[2] == ldexpf(1.0f, -133),
+    kgt_check(s == KG_OK && out[0] == 1.0f && out[1] == -3.0f && out[2] == ldexpf(1.0f, -133),
               "unaligned BF16 -> F32 exact incl. subnormal (%g %g %g)", out[0], out[1], out[2]);
     kgt_check(kg_st_get_f32(f, "f", 1, (int64_t[]){2}, out, &err) == KG_OK && out[0] == 1.5f &&
                   out[1] == -7.25f,
@@ -307,8 +304,7 @@ static void test_valid_file(void)
               "0-dim scalar");
     kgt_check(kg_st_get(f, "e", KG_F32, 2, (int64_t[]){0, 4}, &t, &err) == KG_OK && t->nbytes == 0,
               "empty [0, 4] tensor sharing its offset with others");
-    kgt_check(kg_st_get(f, "z", KG_U8, 1, (int64_t[]){2}, &t, &err) == KG_OK,
-              "BOOL reads as U8");
+    kgt_check(kg_st_get(f, "z", KG_U8, 1, (int64_t[]){2}, &t, &err) == KG_OK, "BOOL reads as U8");
     kgt_check(kg_st_get(f, "q", KG_I32, 4, (int64_t[]){1, 1, 1, 1}, &t, &err) == KG_OK,
               "I32 with 4 dims");
     t = kg_st_find(f, "i");
@@ -361,12 +357,12 @@ static void test_valid_file(void)
 
 /* ---- malformed files ------------------------------------------------- */
 
-#define T(name, dt, shape, b, e)                                                                  \
+#define T(name, dt, shape, b, e) \
     "\"" name "\":{\"dtype\":\"" dt "\",\"shape\":" shape ",\"data_offsets\":[" b "," e "]}"
 
 typedef struct bad_case {
     const char *what;
-    const char *header;  /* NULL: raw bytes below */
+    const char *header; /* NULL: raw bytes below */
     size_t data_len;
     const char *raw;
     size_t raw_len;
@@ -389,8 +385,8 @@ static const bad_case bad[] = {
      "{" T("a", "F32", "[2]", "0", "8") "," T("b", "F32", "[2]", "4", "12") "}", 12, NULL, 0,
      KG_ERR_FORMAT, "data of tensors 'a' [0, 8) and 'b' [4, 12) overlap"},
     {"overlap hidden behind a short range",
-     "{" T("a", "U8", "[100]", "0", "100") "," T("b", "U8", "[10]", "10", "20") "}", 100, NULL,
-     0, KG_ERR_FORMAT, "'a' [0, 100) and 'b' [10, 20) overlap"},
+     "{" T("a", "U8", "[100]", "0", "100") "," T("b", "U8", "[10]", "10", "20") "}", 100, NULL, 0,
+     KG_ERR_FORMAT, "'a' [0, 100) and 'b' [10, 20) overlap"},
     {"begin > end", "{" T("w", "F32", "[0]", "8", "0") "}", 8, NULL, 0, KG_ERR_FORMAT,
      "tensor 'w': data_offsets begin 8 > end 0"},
     {"bad JSON: truncated", "{\"w\":{\"dtype\":", 0, NULL, 0, KG_ERR_FORMAT,
@@ -408,12 +404,13 @@ static const bad_case bad[] = {
      "tensor 'w': entry is not an object"},
     {"unknown dtype", "{" T("w", "F8_E4M3", "[4]", "0", "4") "}", 4, NULL, 0, KG_ERR_FORMAT,
      "tensor 'w': unknown dtype 'F8_E4M3'"},
-    {"missing dtype", "{\"w\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, NULL, 0,
-     KG_ERR_FORMAT, "tensor 'w': missing or non-string dtype"},
+    {"missing dtype", "{\"w\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, NULL, 0, KG_ERR_FORMAT,
+     "tensor 'w': missing or non-string dtype"},
     {"missing shape", "{\"w\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, NULL, 0,
      KG_ERR_FORMAT, "tensor 'w': missing or non-array shape"},
-    {"data_offsets of length 3", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}",
-     8, NULL, 0, KG_ERR_FORMAT, "tensor 'w': data_offsets must be [begin, end]"},
+    {"data_offsets of length 3",
+     "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", 8, NULL, 0,
+     KG_ERR_FORMAT, "tensor 'w': data_offsets must be [begin, end]"},
     {"negative offset", "{" T("w", "F32", "[1]", "-4", "0") "}", 4, NULL, 0, KG_ERR_FORMAT,
      "tensor 'w': data_offsets must be [begin, end] with non-negative integers"},
     {"duplicate names", "{" T("w", "F32", "[1]", "0", "4") "," T("w", "F32", "[1]", "4", "8") "}",
@@ -426,8 +423,8 @@ static const bad_case bad[] = {
      "tensor 'w': dim 1 is not a non-negative integer"},
     {"string dim", "{" T("w", "F32", "[1, 1, \"2\"]", "0", "8") "}", 8, NULL, 0, KG_ERR_FORMAT,
      "tensor 'w': dim 2 is not a non-negative integer"},
-    {"more than 4 dims", "{" T("w", "F32", "[1,1,1,1,1]", "0", "4") "}", 4, NULL, 0,
-     KG_ERR_FORMAT, "tensor 'w': 5 dims, at most 4 supported"},
+    {"more than 4 dims", "{" T("w", "F32", "[1,1,1,1,1]", "0", "4") "}", 4, NULL, 0, KG_ERR_FORMAT,
+     "tensor 'w': 5 dims, at most 4 supported"},
     {"element count overflow", "{" T("w", "U8", "[4294967296,4294967296,4294967296]", "0", "4") "}",
      4, NULL, 0, KG_ERR_FORMAT, "tensor 'w': element count overflows"},
     {"offset beyond 2^53", "{" T("w", "U8", "[1]", "0", "1e300") "}", 4, NULL, 0, KG_ERR_FORMAT,
@@ -438,12 +435,13 @@ static const bad_case bad[] = {
      "__metadata__ is not an object"},
     {"metadata value with NUL", "{\"__metadata__\":{\"k\":\"a\\u0000b\"}}", 0, NULL, 0,
      KG_ERR_FORMAT, "__metadata__ value of 'k' contains a NUL"},
-    {"duplicate metadata", "{\"__metadata__\":{},\"__metadata__\":{}}", 0, NULL, 0,
-     KG_ERR_FORMAT, "duplicate object key \"__metadata__\""},
+    {"duplicate metadata", "{\"__metadata__\":{},\"__metadata__\":{}}", 0, NULL, 0, KG_ERR_FORMAT,
+     "duplicate object key \"__metadata__\""},
     {"duplicate metadata key", "{\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}", 0, NULL, 0,
      KG_ERR_FORMAT, "duplicate object key \"k\""},
-    {"NUL in a tensor name", "{\"w\\u0000x\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}", 0,
-     NULL, 0, KG_ERR_FORMAT, "object key with a NUL character"},
+    {"NUL in a tensor name",
+     "{\"w\\u0000x\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}", 0, NULL, 0,
+     KG_ERR_FORMAT, "object key with a NUL character"},
 };
 
 static void test_malformed(void)
@@ -488,8 +486,9 @@ static void test_malformed(void)
  * read out of bounds (meaningful under -Db_sanitize=address). */
 static void test_mutations(void)
 {
-    const char *header = "{" T("a", "F16", "[2,3]", "0", "12") "," T("b", "BF16", "[2]", "12", "16")
-        "," T("c", "F32", "[1,1,2]", "16", "24") ",\"__metadata__\":{\"x\":\"y\"}}";
+    const char *header =
+        "{" T("a", "F16", "[2,3]", "0", "12") "," T("b", "BF16", "[2]", "12", "16") "," T(
+            "c", "F32", "[1,1,2]", "16", "24") ",\"__metadata__\":{\"x\":\"y\"}}";
     unsigned char data[24] = {0};
     size_t len, ok = 0, n = 20000;
     unsigned char *orig = build(header, data, sizeof data, &len);
@@ -506,8 +505,9 @@ static void test_mutations(void)
             rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
             buf[(rng >> 8) % len] = (unsigned char)rng;
         }
-        if (kg_st_open_memory(&f, buf, (size_t)((rng >> 40) % 8 == 0 ? len - (rng >> 20) % len : len),
-                              "mut", &err) == KG_OK) {
+        if (kg_st_open_memory(&f, buf,
+                              (size_t)((rng >> 40) % 8 == 0 ? len - (rng >> 20) % len : len), "mut",
+                              &err) == KG_OK) {
             ok++;
             for (size_t i = 0; i < kg_st_count(f); i++) {
                 const kg_st_tensor *t = kg_st_at(f, i);
@@ -520,8 +520,8 @@ static void test_mutations(void)
         }
         kg_st_close(f);
     }
-    kgt_check(ok > 0 && ok < n, "%zu random mutations: %zu still valid, the rest refused with a message",
-              n, ok);
+    kgt_check(ok > 0 && ok < n,
+              "%zu random mutations: %zu still valid, the rest refused with a message", n, ok);
     free(buf);
     free(orig);
 }

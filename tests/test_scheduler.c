@@ -302,12 +302,14 @@ static void replay_sched(const char *file, kg_scheduler_type type)
             r.in_fmt = in_fmt;
             if (run_replay(&r, &s, x_init, xt->ndim, xt->shape,
                            kg_scheduler_init_noise_sigma(&s))) {
-                kgt_check(r.in_err <= REL_TOL, "%s model_input: max err %.2e of max|ref| (tol %.0e)",
-                          tag, r.in_err, REL_TOL);
-                kgt_check(r.out_err <= REL_TOL,
-                          "%s prev_sample, %d steps free-running: max err %.2e of max|ref| at step %d "
-                          "(tol %.0e)",
-                          tag, kg_scheduler_num_calls(&s), r.out_err, r.worst_step, REL_TOL);
+                kgt_check(r.in_err <= REL_TOL,
+                          "%s model_input: max err %.2e of max|ref| (tol %.0e)", tag, r.in_err,
+                          REL_TOL);
+                kgt_check(
+                    r.out_err <= REL_TOL,
+                    "%s prev_sample, %d steps free-running: max err %.2e of max|ref| at step %d "
+                    "(tol %.0e)",
+                    tag, kg_scheduler_num_calls(&s), r.out_err, r.worst_step, REL_TOL);
                 kgt_check(r.arena_growth == 0 && r.backend_allocs == 0,
                           "%s steps allocate nothing (arena +%zu bytes, backend +%zu allocs)", tag,
                           r.arena_growth, r.backend_allocs);
@@ -372,12 +374,12 @@ static void replay_e2e(const char *file, kg_scheduler_type type, const kg_schedu
         r.f = f;
         r.eps_fmt = eps_fmt;
         r.out_fmt = out_fmt;
-        r.in_fmt = has(f, "out64.step0.latent_model_input") || strcmp(pre, "out") == 0 ? in_fmt
-                                                                                        : NULL;
+        r.in_fmt =
+            has(f, "out64.step0.latent_model_input") || strcmp(pre, "out") == 0 ? in_fmt : NULL;
         if (run_replay(&r, &s, noise, nt->ndim, nt->shape, kg_scheduler_init_noise_sigma(&s))) {
             if (r.in_fmt)
-                kgt_check(r.in_err <= REL_TOL, "%s model input (%s): max err %.2e (tol %.0e)",
-                          file, pre, r.in_err, REL_TOL);
+                kgt_check(r.in_err <= REL_TOL, "%s model input (%s): max err %.2e (tol %.0e)", file,
+                          pre, r.in_err, REL_TOL);
             kgt_check(r.out_err <= REL_TOL,
                       "%s latents vs %s.step*.latents: max err %.2e of max|ref| at step %d "
                       "(tol %.0e)",
@@ -525,7 +527,8 @@ static void check_names_and_errors(void)
 
     for (int k = 0; k < KG_SCHED_TYPE_COUNT; k++) {
         const char *nm = kg_scheduler_type_name((kg_scheduler_type)k);
-        all &= nm && kg_scheduler_type_from_name(nm, &t, NULL) == KG_OK && t == (kg_scheduler_type)k;
+        all &=
+            nm && kg_scheduler_type_from_name(nm, &t, NULL) == KG_OK && t == (kg_scheduler_type)k;
     }
     kgt_check(all, "scheduler names round-trip");
     kgt_check(kg_scheduler_type_from_name("dpms", &t, NULL) == KG_OK && t == KG_SCHED_DPMPP_2M,

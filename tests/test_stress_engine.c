@@ -164,7 +164,8 @@ static int run_cycles(int n)
     double rss0, rss1, t0, dt;
     int ok = 1, done = 0;
 
-    kgt_check(kg_session_new(&s, m, &err) == KG_OK, "session created (%s)", err.msg[0] ? err.msg : "ok");
+    kgt_check(kg_session_new(&s, m, &err) == KG_OK, "session created (%s)",
+              err.msg[0] ? err.msg : "ok");
     /* the first round of each request kind sizes the arena and the unconditional cache */
     for (int i = 0; i < WARMUP && ok; i++)
         ok = generate(s, i, 1000 + i, NULL);
@@ -245,7 +246,8 @@ static int run_threads(void)
         kg_session *s = NULL;
         kg_error err = {0};
         static uint8_t other[SIZE * SIZE * 3];
-        kgt_check(kg_session_new(&s, m, &err) == KG_OK, "session created (%s)", err.msg[0] ? err.msg : "ok");
+        kgt_check(kg_session_new(&s, m, &err) == KG_OK, "session created (%s)",
+                  err.msg[0] ? err.msg : "ok");
         diff_seed = generate(s, 0, 78, other) && memcmp(other, ref.img[0], sizeof other) != 0;
         kgt_check(diff_seed, "seed 78 gives other bytes than seed 77");
         kg_session_free(s);
@@ -292,14 +294,16 @@ static int run_oom(void)
     static uint8_t want[SIZE * SIZE * 3], got[SIZE * SIZE * 3];
     size_t need;
 
-    kgt_check(kg_session_new(&ref, m, &err) == KG_OK, "session created (%s)", err.msg[0] ? err.msg : "ok");
+    kgt_check(kg_session_new(&ref, m, &err) == KG_OK, "session created (%s)",
+              err.msg[0] ? err.msg : "ok");
     kgt_check(generate(ref, 3, 5, want), "reference generation");
     need = ref->be->bytes_allocated;
     printf("a %dx%d guided request with an image needs a %.2f MiB arena\n", SIZE, SIZE,
            (double)need / (1 << 20));
     kg_session_free(ref);
 
-    kgt_check(kg_session_new(&s, m, &err) == KG_OK, "session created (%s)", err.msg[0] ? err.msg : "ok");
+    kgt_check(kg_session_new(&s, m, &err) == KG_OK, "session created (%s)",
+              err.msg[0] ? err.msg : "ok");
     real_ops = s->be->ops;
     capped_ops = *real_ops;
     capped_ops.alloc = capped_alloc;

@@ -98,7 +98,8 @@ static GstMessage *wait_for(GstElement *p, GstMessageType types, const char *ele
                                        types | GST_MESSAGE_ERROR | GST_MESSAGE_WARNING);
         if (!m)
             break;
-        if (GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR || GST_MESSAGE_TYPE(m) == GST_MESSAGE_WARNING) {
+        if (GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR ||
+            GST_MESSAGE_TYPE(m) == GST_MESSAGE_WARNING) {
             GError *e = NULL;
             if (GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR)
                 gst_message_parse_error(m, &e, NULL);
@@ -250,10 +251,11 @@ static int run_midgen(int n)
             break;
         drain_bus(p);
     }
-    kgt_check(ready_ok == (n + 1) / 2, "%d of %d PAUSED->READY mid-generation: no image, clean stop",
-              ready_ok, (n + 1) / 2);
-    kgt_check(flush_ok == n / 2, "%d of %d flushes mid-generation: the image redone, reference bytes",
-              flush_ok, n / 2);
+    kgt_check(ready_ok == (n + 1) / 2,
+              "%d of %d PAUSED->READY mid-generation: no image, clean stop", ready_ok, (n + 1) / 2);
+    kgt_check(flush_ok == n / 2,
+              "%d of %d flushes mid-generation: the image redone, reference bytes", flush_ok,
+              n / 2);
     kgt_check(errors == 0, "%d ERROR/WARNING messages", errors);
     printf("slowest interruption (to READY / to the redone image): %.2f s\n", worst / 1e6);
     (void)img;
@@ -295,8 +297,8 @@ static int run_pads(int n)
         gst_object_unref(pad);
     }
     pads1 = f->numsinkpads;
-    kgt_check(requested == n, "%d of %d sink pads requested and released while PLAYING",
-              requested, n);
+    kgt_check(requested == n, "%d of %d sink pads requested and released while PLAYING", requested,
+              n);
     kgt_check(pads1 == pads0, "sink pads: %d before, %d after", pads0, pads1);
     kgt_check(set_state(p, GST_STATE_NULL), "back to NULL mid-generation");
     kgt_check(errors == 0, "%d ERROR/WARNING messages", errors);
@@ -337,13 +339,11 @@ static int run_share(void)
     g_thread_join(ta);
     g_thread_join(tb);
     kgt_check(a.ok && b.ok, "both pipelines generated 3 images");
-    kgt_check(a.errors == 0 && b.errors == 0, "%d + %d ERROR/WARNING messages", a.errors,
-              b.errors);
+    kgt_check(a.errors == 0 && b.errors == 0, "%d + %d ERROR/WARNING messages", a.errors, b.errors);
     for (int k = 0; k < 3; k++)
         kgt_check(!memcmp(a.img[k], b.img[k], IMG_BYTES), "seed %d: both pipelines, same bytes",
                   SEED + k);
-    kgt_check(memcmp(a.img[0], a.img[1], IMG_BYTES) != 0, "seeds %d and %d differ", SEED,
-              SEED + 1);
+    kgt_check(memcmp(a.img[0], a.img[1], IMG_BYTES) != 0, "seeds %d and %d differ", SEED, SEED + 1);
     gst_object_unref(a.p);
     gst_object_unref(b.p);
     return 0;

@@ -188,8 +188,9 @@ static void test_golden_prompts(const kg_tokenizer *tok)
 /* tokens.src / img_mask / negative of the end-to-end goldens. */
 static void test_e2e_tokens(const kg_tokenizer *tok)
 {
-    static const char *const cases[] = {"app512_dpms", "text_negative_dpms", "text_pndm",
-                                        "two_images_ddim", "two_images_dpms", "variation_g1_dpms"};
+    static const char *const cases[] = {"app512_dpms",     "text_negative_dpms",
+                                        "text_pndm",       "two_images_ddim",
+                                        "two_images_dpms", "variation_g1_dpms"};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char rel[128];
         snprintf(rel, sizeof rel, "kosmosg/e2e_%s.safetensors", cases[c]);
@@ -218,9 +219,10 @@ static void test_e2e_tokens(const kg_tokenizer *tok)
         }
         if (kg_prompt_encode_negative_n(tok, np->data, np->nbytes, &n, &err) == KG_OK)
             ok_n = ids_equal(n.ids, n.n, neg, 0, (size_t)neg->shape[neg->ndim - 1]);
-        kgt_check(ok_s && ok_m && ok_n, "e2e_%s: %lld image(s), src %zu ids %s, mask %s, negative %s",
-                  cases[c], (long long)n_img, s.n, ok_s ? "exact" : "DIFFER",
-                  ok_m ? "exact" : "DIFFER", ok_n ? "exact" : "DIFFER");
+        kgt_check(ok_s && ok_m && ok_n,
+                  "e2e_%s: %lld image(s), src %zu ids %s, mask %s, negative %s", cases[c],
+                  (long long)n_img, s.n, ok_s ? "exact" : "DIFFER", ok_m ? "exact" : "DIFFER",
+                  ok_n ? "exact" : "DIFFER");
         kg_prompt_seq_free(&s);
         kg_prompt_seq_free(&n);
         kg_st_close(g);
@@ -265,8 +267,8 @@ static void test_reference_file(const kg_tokenizer *tok)
             long v = strtol(p, &end, 10);
             if (end == p)
                 break;
-            good &= k < spm.n && spm.v[k] == v &&
-                    ids.v[k] == (v == 0 ? KG_TOK_UNK : (int32_t)v + 1);
+            good &=
+                k < spm.n && spm.v[k] == v && ids.v[k] == (v == 0 ? KG_TOK_UNK : (int32_t)v + 1);
             k++;
             p = end;
         }
@@ -305,7 +307,9 @@ static void test_layout_errors(const kg_tokenizer *tok)
     st = kg_prompt_encode(tok, "<i>", 1, 4, &s, &err);
     int ok = st == KG_OK && s.n == 7;
     for (size_t i = 0; ok && i < s.n; i++)
-        ok = s.img_mask[i] == (i >= 2 && i < 6) && s.ids[i] == (i == 0 ? 0 : i == 6 ? 64004 : 64003);
+        ok = s.img_mask[i] == (i >= 2 && i < 6) && s.ids[i] == (i == 0   ? 0
+                                                                : i == 6 ? 64004
+                                                                         : 64003);
     kgt_check(ok, "image_tokens 4: [<s>, <image> x5, </image>], mask on positions 2..5");
     kg_prompt_seq_free(&s);
     st = kg_prompt_encode_negative(tok, NULL, &s, &err);
@@ -327,13 +331,17 @@ static void test_invalid_utf8(const kg_tokenizer *tok)
     static const struct {
         const char *bad, *same, *what;
     } cases[] = {
-        {"a\xff" "b", "a" PUA "b", "0xFF byte"},
+        {"a\xff"
+         "b",
+         "a" PUA "b", "0xFF byte"},
         {"x\x80y", "x" PUA "y", "lone continuation byte"},
         {"\xc0\xaf slash", PUA PUA " slash", "overlong '/' (C0 AF)"},
         {"\xe0\x80\xaf", PUA PUA PUA, "overlong 3-byte"},
         {"sur\xed\xa0\x80gate", "sur" PUA PUA PUA "gate", "lone surrogate D800"},
         {"euro \xe2\x82", "euro " PUA PUA, "truncated 3-byte at the end"},
-        {"\xf0\x9f\x98" "a", PUA PUA PUA "a", "truncated emoji"},
+        {"\xf0\x9f\x98"
+         "a",
+         PUA PUA PUA "a", "truncated emoji"},
         {"\xf4\x90\x80\x80", PUA PUA PUA PUA, "above U+10FFFF"},
         {"\xf8\x88\x80\x80\x80", PUA PUA PUA PUA PUA, "5-byte form"},
     };
@@ -342,9 +350,10 @@ static void test_invalid_utf8(const kg_tokenizer *tok)
     for (size_t i = 0; i < n; i++) {
         kg_ids a = {0}, b = {0};
         kg_error err = {0};
-        int good = kg_tokenizer_encode(tok, cases[i].bad, strlen(cases[i].bad), &a, &err) == KG_OK &&
-                   kg_tokenizer_encode(tok, cases[i].same, strlen(cases[i].same), &b, &err) == KG_OK &&
-                   a.n == b.n && a.n > 0 && memcmp(a.v, b.v, a.n * sizeof *a.v) == 0;
+        int good =
+            kg_tokenizer_encode(tok, cases[i].bad, strlen(cases[i].bad), &a, &err) == KG_OK &&
+            kg_tokenizer_encode(tok, cases[i].same, strlen(cases[i].same), &b, &err) == KG_OK &&
+            a.n == b.n && a.n > 0 && memcmp(a.v, b.v, a.n * sizeof *a.v) == 0;
         int has_unk = 0;
         for (size_t k = 0; k < a.n; k++)
             has_unk |= a.v[k] == KG_TOK_UNK;
@@ -360,17 +369,24 @@ static void test_invalid_utf8(const kg_tokenizer *tok)
     /* "a\xffb" normalises to "▁a\uFFFDb": [▁a, <unk>, b]; "a\uFFFDb" to "▁a▁b". */
     kg_ids v = {0};
     kg_error err = {0};
-    kg_tokenizer_encode(tok, "a\xff" "b", 3, &v, &err);
-    int32_t a_id = kg_tokenizer_symbol_id(tok, "\xe2\x96\x81" "a");
+    kg_tokenizer_encode(tok,
+                        "a\xff"
+                        "b",
+                        3, &v, &err);
+    int32_t a_id = kg_tokenizer_symbol_id(tok, "\xe2\x96\x81"
+                                               "a");
     int32_t b_id = kg_tokenizer_symbol_id(tok, "b");
     kgt_check(v.n == 3 && v.v[0] == a_id && v.v[1] == KG_TOK_UNK && v.v[2] == b_id,
               "\"a\\xffb\" -> [%d, 3, %d] (got %zu ids)", a_id, b_id, v.n);
     kg_ids_free(&v);
-    kg_tokenizer_encode(tok, "a\xef\xbf\xbd" "b", 5, &v, &err);
-    int32_t sb_id = kg_tokenizer_symbol_id(tok, "\xe2\x96\x81" "b");
+    kg_tokenizer_encode(tok,
+                        "a\xef\xbf\xbd"
+                        "b",
+                        5, &v, &err);
+    int32_t sb_id = kg_tokenizer_symbol_id(tok, "\xe2\x96\x81"
+                                                "b");
     kgt_check(v.n == 2 && v.v[0] == a_id && v.v[1] == sb_id,
-              "\"a\\uFFFDb\" -> [%d, %d] (nmt_nfkc maps a literal U+FFFD to a space)", a_id,
-              sb_id);
+              "\"a\\uFFFDb\" -> [%d, %d] (nmt_nfkc maps a literal U+FFFD to a space)", a_id, sb_id);
     kg_ids_free(&v);
 
     /* Random bytes (NUL included) through both entry points: never an
@@ -383,9 +399,10 @@ static void test_invalid_utf8(const kg_tokenizer *tok)
         for (size_t k = 0; k < len; k++) {
             uint32_t x = rnd();
             /* Bias towards UTF-8 lead/continuation bytes and spaces. */
-            buf[k] = (char)(x % 4 == 0 ? 0x80 | (x >> 8) % 64 : x % 4 == 1 ? 0xc0 | (x >> 8) % 64
-                                                          : x % 4 == 2 ? ' ' + (x >> 8) % 96
-                                                                       : (x >> 8) & 0xff);
+            buf[k] = (char)(x % 4 == 0   ? 0x80 | (x >> 8) % 64
+                            : x % 4 == 1 ? 0xc0 | (x >> 8) % 64
+                            : x % 4 == 2 ? ' ' + (x >> 8) % 96
+                                         : (x >> 8) & 0xff);
         }
         kg_ids ids = {0};
         kg_prompt_seq s, ng;
@@ -408,8 +425,9 @@ static void test_invalid_utf8(const kg_tokenizer *tok)
 
 static void test_long_prompt(const kg_tokenizer *tok)
 {
-    static const char *const parts[] = {"a photo of ", "<i>", " 東京タワー ", "🐶🤖 ", "crème brûlée, ",
-                                        "ＦＵＬＬ ", "\t\n  ", "aaaaaaaaaaaaaaaa", "ไทย ", "1234567890 "};
+    static const char *const parts[] = {
+        "a photo of ", "<i>",    " 東京タワー ",     "🐶🤖 ", "crème brûlée, ",
+        "ＦＵＬＬ ",   "\t\n  ", "aaaaaaaaaaaaaaaa", "ไทย ",      "1234567890 "};
     size_t cap = 10000, n = 0;
     int64_t n_img = 0;
     char *text = malloc(cap + 64);
@@ -480,7 +498,7 @@ static void test_corrupt_files(const blob *spm, const blob *dict)
     for (size_t r = 0; r < flips; r++) {
         memcpy(copy, spm->p, spm->n);
         /* The first pieces' framing, anywhere, and the tail (specs, charsmap). */
-        size_t where = r % 3 == 0 ? rnd() % 4096
+        size_t where = r % 3 == 0   ? rnd() % 4096
                        : r % 3 == 1 ? rnd() % spm->n
                                     : spm->n - 1 - rnd() % 240000;
         int count = 1 + (int)(rnd() % 8);
@@ -493,8 +511,8 @@ static void test_corrupt_files(const blob *spm, const blob *dict)
     }
     free(copy);
     kgt_check(handled == flips,
-              "corrupted model bytes: %zu/%zu handled (%zu still load, %zu KG_ERR_FORMAT)",
-              handled, flips, n_ok, n_fmt);
+              "corrupted model bytes: %zu/%zu handled (%zu still load, %zu KG_ERR_FORMAT)", handled,
+              flips, n_ok, n_fmt);
 
     kgt_check(try_model("not a model", 11, dict, &err) == KG_ERR_FORMAT, "garbage model: %s",
               err.msg);
@@ -502,10 +520,8 @@ static void test_corrupt_files(const blob *spm, const blob *dict)
     static const struct {
         const char *text, *what;
     } dicts[] = {
-        {"a 1\n\nb 2\n", "empty line"},
-        {"a 1\nb\n", "missing count"},
-        {"a 1\nb x\n", "non-numeric count"},
-        {"a 1\na 2\n", "duplicate word"},
+        {"a 1\n\nb 2\n", "empty line"},        {"a 1\nb\n", "missing count"},
+        {"a 1\nb x\n", "non-numeric count"},   {"a 1\na 2\n", "duplicate word"},
         {"<s> 5\n", "duplicate of a special"},
     };
     for (size_t i = 0; i < sizeof dicts / sizeof dicts[0]; i++) {

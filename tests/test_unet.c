@@ -63,7 +63,8 @@ static void run_bad_inputs(kg_backend *be, const kg_unet *m, const char *tag)
     out = kg_new4(&c, 1, m->cfg.out_channels, 2 * f, 2 * f);
     s = kg_unet_forward(&c, m, &out, &x, NULL, &cx);
     kg_ctx_status(&c, &err);
-    kgt_check(s == KG_ERR_INVALID_ARG, "%s: no timesteps: %s (%s)", tag, kg_status_name(s), err.msg);
+    kgt_check(s == KG_ERR_INVALID_ARG, "%s: no timesteps: %s (%s)", tag, kg_status_name(s),
+              err.msg);
     kg_ctx_clear_error(&c);
     cx = kg_new3(&c, 1, 3, m->cfg.cross_attention_dim + 1);
     s = kg_unet_forward(&c, m, &out, &x, t, &cx);
@@ -201,8 +202,8 @@ static void expect_weights_error(kg_backend *be, const char *what, char *buf, si
     if (kgt_check(s == KG_OK, "%s: patched file opens (%s)", what, s == KG_OK ? "ok" : err.msg)) {
         size_t before = be->bytes_allocated;
         s = load(&m, be, st, &err);
-        kgt_check(s == KG_ERR_WEIGHTS && strstr(err.msg, key) != NULL,
-                  "%s: %s naming '%s' (%s)", what, kg_status_name(s), key, err.msg);
+        kgt_check(s == KG_ERR_WEIGHTS && strstr(err.msg, key) != NULL, "%s: %s naming '%s' (%s)",
+                  what, kg_status_name(s), key, err.msg);
         kgt_check(be->bytes_allocated == before, "%s: nothing left allocated after the failure",
                   what);
     }
@@ -243,7 +244,10 @@ static void run_errors(kg_backend *be)
 
 static void run_config_errors(void)
 {
-    static const struct { const char *json; kg_status want; } cases[] = {
+    static const struct {
+        const char *json;
+        kg_status want;
+    } cases[] = {
         {"{\"use_linear_projection\": true}", KG_ERR_UNSUPPORTED},
         {"{\"down_block_types\": [\"CrossAttnDownBlock2D\"], \"block_out_channels\": [32, 64]}",
          KG_ERR_FORMAT},
@@ -251,7 +255,8 @@ static void run_config_errors(void)
          "\"SimpleDownBlock2D\"], \"up_block_types\": [\"UpBlock2D\", \"UpBlock2D\"]}",
          KG_ERR_UNSUPPORTED},
         {"{\"block_out_channels\": [48], \"down_block_types\": [\"DownBlock2D\"], "
-         "\"up_block_types\": [\"UpBlock2D\"]}", KG_ERR_FORMAT},
+         "\"up_block_types\": [\"UpBlock2D\"]}",
+         KG_ERR_FORMAT},
     };
     kg_unet_config cfg;
     kg_error err = {0};

@@ -51,8 +51,9 @@ static void decode_and_compare(kg_backend *be, const kg_vae *m, const kg_st_file
     if (!kgt_check(tz && tz->ndim == 4, "%s: in.latent present", what))
         return;
     z = kgt_read_f32(g, "in.latent", &n);
-    got = malloc((size_t)(tz->shape[0] * m->cfg.out_channels * tz->shape[2] * f * tz->shape[3] * f) *
-                 sizeof *got);
+    got =
+        malloc((size_t)(tz->shape[0] * m->cfg.out_channels * tz->shape[2] * f * tz->shape[3] * f) *
+               sizeof *got);
     kg_ctx_init(&c, be);
     kgt_taps_attach(&taps, &c);
     for (int pass = 0; pass < 2; pass++) {
@@ -111,8 +112,8 @@ static void run_bad_inputs(kg_backend *be, const kg_vae *m, const char *tag)
     out = kg_new4(&c, 1, m->cfg.out_channels, 2 * f, 2 * f + 1);
     s = kg_vae_decode(&c, m, &out, &z);
     kg_ctx_status(&c, &err);
-    kgt_check(s == KG_ERR_SHAPE, "%s: output one column too wide: %s (%s)", tag,
-              kg_status_name(s), err.msg);
+    kgt_check(s == KG_ERR_SHAPE, "%s: output one column too wide: %s (%s)", tag, kg_status_name(s),
+              err.msg);
     kg_ctx_clear_error(&c);
     kg_ctx_release(&c);
 }
@@ -213,8 +214,8 @@ static char *rewrite_header(const char *file, size_t len, const char *const *fro
 /* Loads the rewritten image; expect KG_OK (then decode and compare the output) or
  * KG_ERR_WEIGHTS with a message naming `key`. */
 static void run_rewritten(kg_backend *be, const kg_st_file *g, const char *what,
-                          const char *const *from, const char *const *to, int n,
-                          kg_status want, const char *key)
+                          const char *const *from, const char *const *to, int n, kg_status want,
+                          const char *key)
 {
     const char *path = kgt_golden_path("sd/vae_tiny.weights.safetensors");
     size_t len = 0, nlen = 0;
@@ -239,8 +240,8 @@ static void run_rewritten(kg_backend *be, const kg_st_file *g, const char *what,
         } else {
             kgt_check(s == want && strstr(err.msg, key) != NULL, "%s: %s naming '%s' (%s)", what,
                       kg_status_name(s), key, err.msg);
-            kgt_check(be->bytes_allocated == before,
-                      "%s: nothing left allocated after the failure", what);
+            kgt_check(be->bytes_allocated == before, "%s: nothing left allocated after the failure",
+                      what);
         }
     }
     kg_vae_free(&m, be);
@@ -251,12 +252,12 @@ static void run_rewritten(kg_backend *be, const kg_st_file *g, const char *what,
 static void run_variants(kg_backend *be)
 {
     static const char *const new_names[] = {
-        "\"" ATTN "to_q.weight\"", "\"" ATTN "to_q.bias\"",     "\"" ATTN "to_k.weight\"",
-        "\"" ATTN "to_k.bias\"",   "\"" ATTN "to_v.weight\"",   "\"" ATTN "to_v.bias\"",
+        "\"" ATTN "to_q.weight\"",     "\"" ATTN "to_q.bias\"",    "\"" ATTN "to_k.weight\"",
+        "\"" ATTN "to_k.bias\"",       "\"" ATTN "to_v.weight\"",  "\"" ATTN "to_v.bias\"",
         "\"" ATTN "to_out.0.weight\"", "\"" ATTN "to_out.0.bias\""};
     static const char *const legacy[] = {
-        "\"" ATTN "query.weight\"", "\"" ATTN "query.bias\"", "\"" ATTN "key.weight\"",
-        "\"" ATTN "key.bias\"",     "\"" ATTN "value.weight\"", "\"" ATTN "value.bias\"",
+        "\"" ATTN "query.weight\"",     "\"" ATTN "query.bias\"",    "\"" ATTN "key.weight\"",
+        "\"" ATTN "key.bias\"",         "\"" ATTN "value.weight\"",  "\"" ATTN "value.bias\"",
         "\"" ATTN "proj_attn.weight\"", "\"" ATTN "proj_attn.bias\""};
     /* the legacy names again, each weight then turned into a 1x1 conv */
     static const char *const legacy2d[] = {

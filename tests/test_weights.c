@@ -11,11 +11,11 @@
 
 /* ---- a generated file ------------------------------------------------ */
 
-#define T(name, dt, shape, b, e)                                                                  \
+#define T(name, dt, shape, b, e) \
     "\"" name "\":{\"dtype\":\"" dt "\",\"shape\":" shape ",\"data_offsets\":[" b "," e "]},"
 
-static const uint16_t w_f16[12] = {0x3c00, 0xc000, 0x3800, 0x7bff, 0x0001, 0x8001, 0x03ff,
-                                   0x0400, 0x3555, 0xbc01, 0x0000, 0x8000};
+static const uint16_t w_f16[12] = {0x3c00, 0xc000, 0x3800, 0x7bff, 0x0001, 0x8001,
+                                   0x03ff, 0x0400, 0x3555, 0xbc01, 0x0000, 0x8000};
 static const uint16_t b_bf16[4] = {0x3f80, 0xc040, 0x0001, 0x4049};
 static const float lnw[4] = {1.0f, 2.0f, 3.0f, 4.0f};
 static const float lnb[3] = {0.1f, -0.2f, 1e-30f};
@@ -32,14 +32,14 @@ static unsigned char *make_file(size_t *len, size_t *data_off)
     int64_t ids[2] = {3, 4};
 
     snprintf(header, sizeof header,
-             "{" T("enc.ln.weight", "F32", "[4]", "0", "16") T("enc.layers.0.w", "F32", "[2,2]",
-                                                               "16", "32")
-                 T("enc.layers.1.w", "F32", "[2,2]", "32", "48") T("enc.w", "F16", "[3,4]", "48",
-                                                                   "72")
-                     T("enc.b", "BF16", "[4]", "72", "80") T("enc.ids", "I64", "[2]", "80", "96")
-                         T("enc.ln.bias", "F32", "[3]", "98", "110")
-                             T("enc.alt", "F32", "[1]", "112", "116")
-                                 "\"__metadata__\":{\"format\":\"test\"}}");
+             "{" T("enc.ln.weight", "F32", "[4]", "0", "16")
+                 T("enc.layers.0.w", "F32", "[2,2]", "16", "32") T("enc.layers.1.w", "F32", "[2,2]",
+                                                                   "32", "48")
+                     T("enc.w", "F16", "[3,4]", "48", "72") T("enc.b", "BF16", "[4]", "72", "80")
+                         T("enc.ids", "I64", "[2]", "80", "96")
+                             T("enc.ln.bias", "F32", "[3]", "98", "110")
+                                 T("enc.alt", "F32", "[1]", "112",
+                                   "116") "\"__metadata__\":{\"format\":\"test\"}}");
     hlen = strlen(header);
     while ((8 + hlen) % 8)
         header[hlen++] = ' ';
@@ -144,7 +144,7 @@ typedef struct toy {
     kg_tensor layers[2]; /* [2, 2]  layers.%d.w */
     kg_tensor alt;       /* [1]     alt, only when present */
     int has_alt;
-    int mode;            /* which broken request to make, 0 = none */
+    int mode; /* which broken request to make, 0 = none */
 } toy;
 
 enum { GOOD, MISSING, WRONG_SHAPE, WRONG_RANK, WRONG_DTYPE, IGNORES_ERROR, EXTRA_IN_FILL };
@@ -156,14 +156,10 @@ static kg_status toy_load(void *model, kg_loader *L)
     kg_tensor tmp;
 
     switch (m->mode) {
-    case MISSING:
-        return kg_load(L, &tmp, 2, (int64_t[]){2, 3}, "missing.weight");
-    case WRONG_SHAPE:
-        return kg_load(L, &tmp, 2, (int64_t[]){4, 3}, "w");
-    case WRONG_RANK:
-        return kg_load(L, &tmp, 3, (int64_t[]){1, 3, 4}, "w");
-    case WRONG_DTYPE:
-        return kg_load(L, &tmp, 1, (int64_t[]){2}, "ids");
+    case MISSING: return kg_load(L, &tmp, 2, (int64_t[]){2, 3}, "missing.weight");
+    case WRONG_SHAPE: return kg_load(L, &tmp, 2, (int64_t[]){4, 3}, "w");
+    case WRONG_RANK: return kg_load(L, &tmp, 3, (int64_t[]){1, 3, 4}, "w");
+    case WRONG_DTYPE: return kg_load(L, &tmp, 1, (int64_t[]){2}, "ids");
     case IGNORES_ERROR:
         kg_load(L, &tmp, 1, (int64_t[]){7}, "b");
         kg_load(L, &tmp, 1, (int64_t[]){4}, "b");
@@ -172,8 +168,7 @@ static kg_status toy_load(void *model, kg_loader *L)
         if (!L->measuring && (s = kg_load(L, &tmp, 1, (int64_t[]){3}, "ln.bias")) != KG_OK)
             return s;
         break;
-    default:
-        break;
+    default: break;
     }
     if ((s = kg_load(L, &m->w, 2, (int64_t[]){3, 4}, "w")) != KG_OK ||
         (s = kg_load(L, &m->b, 1, (int64_t[]){4}, "b")) != KG_OK ||
@@ -234,7 +229,8 @@ static void test_cpu(const kg_st_file *st, const unsigned char *file, size_t fil
               be->bytes_allocated - bytes0);
     kgt_check(same_floats(&m.w, w_ref, 12) && m.w.ndim == 2 && m.w.shape[0] == 3,
               "F16 -> F32 exact, incl. subnormals and 65504");
-    kgt_check(((float *)m.w.data)[3] == 65504.0f && ((float *)m.w.data)[4] == 5.9604644775390625e-8f,
+    kgt_check(((float *)m.w.data)[3] == 65504.0f &&
+                  ((float *)m.w.data)[4] == 5.9604644775390625e-8f,
               "F16 values 65504 and 2^-24 survive");
     kgt_check(same_floats(&m.b, b_ref, 4) && ((float *)m.b.data)[1] == -3.0f, "BF16 -> F32 exact");
     kgt_check(same_floats(&m.ln_b, lnb, 3) && inside(m.ln_b.data, blob, 448) &&
@@ -254,10 +250,13 @@ static void test_cpu(const kg_st_file *st, const unsigned char *file, size_t fil
             int mode;
             const char *msg;
         } cases[] = {
-            {MISSING, "mem.safetensors: missing tensor 'enc.missing.weight' (expected shape [2, 3])"},
-            {WRONG_SHAPE, "mem.safetensors: tensor 'enc.w' has shape [3, 4] (F16), expected [4, 3]"},
+            {MISSING,
+             "mem.safetensors: missing tensor 'enc.missing.weight' (expected shape [2, 3])"},
+            {WRONG_SHAPE,
+             "mem.safetensors: tensor 'enc.w' has shape [3, 4] (F16), expected [4, 3]"},
             {WRONG_RANK, "tensor 'enc.w' has shape [3, 4] (F16), expected [1, 3, 4]"},
-            {WRONG_DTYPE, "tensor 'enc.ids' is I64 [2], expected a float tensor (F32/F16/BF16) [2]"},
+            {WRONG_DTYPE,
+             "tensor 'enc.ids' is I64 [2], expected a float tensor (F32/F16/BF16) [2]"},
             {IGNORES_ERROR, "tensor 'enc.b' has shape [4] (BF16), expected [7]"},
             {EXTRA_IN_FILL, "the fill pass asks for more memory than the measure pass counted"},
         };

@@ -128,12 +128,36 @@ static double elem(const kg_st_tensor *t, size_t i)
 {
     const unsigned char *p = (const unsigned char *)t->data + i * kg_dtype_size(t->dtype);
     switch (t->dtype) {
-    case KG_F32: { float v; memcpy(&v, p, 4); return v; }
-    case KG_F64: { double v; memcpy(&v, p, 8); return v; }
-    case KG_F16: { uint16_t v; memcpy(&v, p, 2); return kg_f16_to_f32(v); }
-    case KG_BF16: { uint16_t v; memcpy(&v, p, 2); return kg_bf16_to_f32(v); }
-    case KG_I32: { int32_t v; memcpy(&v, p, 4); return v; }
-    case KG_I64: { int64_t v; memcpy(&v, p, 8); return (double)v; }
+    case KG_F32: {
+        float v;
+        memcpy(&v, p, 4);
+        return v;
+    }
+    case KG_F64: {
+        double v;
+        memcpy(&v, p, 8);
+        return v;
+    }
+    case KG_F16: {
+        uint16_t v;
+        memcpy(&v, p, 2);
+        return kg_f16_to_f32(v);
+    }
+    case KG_BF16: {
+        uint16_t v;
+        memcpy(&v, p, 2);
+        return kg_bf16_to_f32(v);
+    }
+    case KG_I32: {
+        int32_t v;
+        memcpy(&v, p, 4);
+        return v;
+    }
+    case KG_I64: {
+        int64_t v;
+        memcpy(&v, p, 8);
+        return (double)v;
+    }
     case KG_U8: return *p;
     }
     return NAN;

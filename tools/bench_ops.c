@@ -52,8 +52,7 @@ typedef struct bench_case {
 } bench_case;
 
 /* best[0], cpu_s[0]: fp32; best[1], cpu_s[1]: bf16 weights (linear, conv) */
-static void run_case(kg_ctx *c, const bench_case *bc, double *flop, double best[2],
-                     double cpu_s[2])
+static void run_case(kg_ctx *c, const bench_case *bc, double *flop, double best[2], double cpu_s[2])
 {
     size_t mark = kg_mark(c);
     kg_tensor x = {0}, w = {0}, y = {0}, bias = {0}, k = {0}, v = {0}, w16 = {0};
@@ -72,8 +71,8 @@ static void run_case(kg_ctx *c, const bench_case *bc, double *flop, double best[
         w = kg_new4(c, bc->b, bc->a, bc->e, bc->e);
         bias = kg_new1(c, bc->b);
         y = kg_new4(c, 1, bc->b, bc->d, bc->d);
-        *flop = 2.0 * (double)bc->a * (double)bc->b * (double)(bc->e * bc->e) *
-                (double)(bc->d * bc->d);
+        *flop =
+            2.0 * (double)bc->a * (double)bc->b * (double)(bc->e * bc->e) * (double)(bc->d * bc->d);
         break;
     case B_ATTN:
         x = kg_new3(c, 1, bc->a, bc->d * bc->e);
@@ -126,15 +125,9 @@ static void run_case(kg_ctx *c, const bench_case *bc, double *flop, double best[
                 else
                     kg_conv2d(c, &y, &x, &w, &bias, 1, (int)(bc->e / 2));
                 break;
-            case B_ATTN:
-                kg_attention(c, &y, &x, &k, &v, NULL, (int)bc->d, 0.125f, 0);
-                break;
-            case B_GROUPNORM:
-                kg_group_norm_silu(c, &y, &x, &w, &bias, 32, 1e-5f);
-                break;
-            case B_GEGLU:
-                kg_geglu(c, &y, &x);
-                break;
+            case B_ATTN: kg_attention(c, &y, &x, &k, &v, NULL, (int)bc->d, 0.125f, 0); break;
+            case B_GROUPNORM: kg_group_norm_silu(c, &y, &x, &w, &bias, 32, 1e-5f); break;
+            case B_GEGLU: kg_geglu(c, &y, &x); break;
             }
             dt = clock_s(CLOCK_MONOTONIC) - t0;
             if (r > 0 && dt < best[bf16]) {
@@ -224,8 +217,8 @@ int main(int argc, char **argv)
                    cases[i].label, 1e3 * t[0], flop / t[0] * 1e-9, 1e3 * cpu[0],
                    flop / cpu[0] * 1e-9);
         else
-            printf("%-46s %8.2f ms                 | cpu %8.2f ms\n", cases[i].label,
-                   1e3 * t[0], 1e3 * cpu[0]);
+            printf("%-46s %8.2f ms                 | cpu %8.2f ms\n", cases[i].label, 1e3 * t[0],
+                   1e3 * cpu[0]);
         if (t[1] < 1e30)
             printf("%-46s %8.2f ms %7.1f GFLOP/s | cpu %8.2f ms %6.1f GFLOP/cpu-s | %.2fx fp32\n",
                    "  bf16 weights", 1e3 * t[1], flop / t[1] * 1e-9, 1e3 * cpu[1],

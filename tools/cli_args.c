@@ -53,31 +53,50 @@ static const opt_def options[] = {
     {"prompt", 'p', 1, O_PROMPT, "TEXT       prompt; one <i> per -i image, in order"},
     {"image", 'i', 1, O_IMAGE, "FILE        reference image (PNG; alpha is dropped), repeatable"},
     {"negative", 'N', 1, O_NEGATIVE, "TEXT     negative prompt (default: none)"},
-    {"steps", 's', 1, O_STEPS, "N           denoising steps, " STR(KG_STEPS_MIN) ".." STR(KG_STEPS_MAX) " (default " STR(KG_DEFAULT_STEPS) ")"},
-    {"guidance", 'g', 1, O_GUIDANCE, "S        guidance scale, " STR(KG_GUIDANCE_MIN) ".." STR(KG_GUIDANCE_MAX) " (default " STR(KG_DEFAULT_GUIDANCE) "; <= 1: no guidance)"},
-    {"seed", 0, 1, O_SEED, "N            seed, 0..2^63-1 (default -1: random; the seed used is printed)"},
-    {"num-images", 'n', 1, O_NUM_IMAGES, "N      images to generate, 1.." STR(KG_MAX_OUTPUTS) " (default 1)"},
-    {"scheduler", 0, 1, O_SCHEDULER, "NAME    dpm++2m (default), ddim, pndm, euler, dpm++2m-karras, lcm"},
-    {"lora", 0, 1, O_LORA, "FILE[:S]     LoRA on the U-Net (diffusers or kohya .safetensors) at scale S\n"
-                           "                      (default 1; 0 = off), repeatable, up to 8; several add up"},
-    {"control", 0, 1, O_CONTROL, "IMAGE     control map (PNG: canny edges, depth, pose...), resized to the output\n"
-                                 "                      size; repeatable, up to 8, each needs a --controlnet"},
-    {"controlnet", 0, 1, O_CONTROLNET, "FILE   ControlNet from kosmosg-convert --controlnet: one per --control,\n"
-                                       "                      in order, or one for all"},
-    {"control-scale", 0, 1, O_CONTROL_SCALE, "S conditioning scale, -100..100 (default 1.0): one per\n"
-                                             "                      --control or one for all"},
-    {"control-start", 0, 1, O_CONTROL_START, "F fraction of the steps before the ControlNets act, 0..1 (default 0)"},
-    {"control-end", 0, 1, O_CONTROL_END, "F   fraction of the steps after which they stop, 0..1 (default 1)"},
-    {"control-canny", 0, 1, O_CONTROL_CANNY, "L:H the --control images are photos: use their Canny edges\n"
-                                             "                      (OpenCV's algorithm on RGB, thresholds L and H; the demo: 100:200)"},
-    {"size", 0, 1, O_SIZE, "WxH          output size, multiples of " STR(KG_SIZE_STEP) " up to " STR(KG_SIZE_MAX) " (default " STR(KG_DEFAULT_SIZE) "x" STR(KG_DEFAULT_SIZE) ")"},
+    {"steps", 's', 1, O_STEPS,
+     "N           denoising steps, " STR(KG_STEPS_MIN) ".." STR(KG_STEPS_MAX) " (default " STR(
+         KG_DEFAULT_STEPS) ")"},
+    {"guidance", 'g', 1, O_GUIDANCE,
+     "S        guidance scale, " STR(KG_GUIDANCE_MIN) ".." STR(KG_GUIDANCE_MAX) " (default " STR(
+         KG_DEFAULT_GUIDANCE) "; <= 1: no guidance)"},
+    {"seed", 0, 1, O_SEED,
+     "N            seed, 0..2^63-1 (default -1: random; the seed used is printed)"},
+    {"num-images", 'n', 1, O_NUM_IMAGES,
+     "N      images to generate, 1.." STR(KG_MAX_OUTPUTS) " (default 1)"},
+    {"scheduler", 0, 1, O_SCHEDULER,
+     "NAME    dpm++2m (default), ddim, pndm, euler, dpm++2m-karras, lcm"},
+    {"lora", 0, 1, O_LORA,
+     "FILE[:S]     LoRA on the U-Net (diffusers or kohya .safetensors) at scale S\n"
+     "                      (default 1; 0 = off), repeatable, up to 8; several add up"},
+    {"control", 0, 1, O_CONTROL,
+     "IMAGE     control map (PNG: canny edges, depth, pose...), resized to the output\n"
+     "                      size; repeatable, up to 8, each needs a --controlnet"},
+    {"controlnet", 0, 1, O_CONTROLNET,
+     "FILE   ControlNet from kosmosg-convert --controlnet: one per --control,\n"
+     "                      in order, or one for all"},
+    {"control-scale", 0, 1, O_CONTROL_SCALE,
+     "S conditioning scale, -100..100 (default 1.0): one per\n"
+     "                      --control or one for all"},
+    {"control-start", 0, 1, O_CONTROL_START,
+     "F fraction of the steps before the ControlNets act, 0..1 (default 0)"},
+    {"control-end", 0, 1, O_CONTROL_END,
+     "F   fraction of the steps after which they stop, 0..1 (default 1)"},
+    {"control-canny", 0, 1, O_CONTROL_CANNY,
+     "L:H the --control images are photos: use their Canny edges\n"
+     "                      (OpenCV's algorithm on RGB, thresholds L and H; the demo: 100:200)"},
+    {"size", 0, 1, O_SIZE,
+     "WxH          output size, multiples of " STR(KG_SIZE_STEP) " up to " STR(
+         KG_SIZE_MAX) " (default " STR(KG_DEFAULT_SIZE) "x" STR(KG_DEFAULT_SIZE) ")"},
     {"backend", 0, 1, O_BACKEND, "NAME      auto (default), cpu, cuda"},
-    {"precision", 0, 1, O_PRECISION, "NAME    auto (default: fp16 on CUDA, fp32 on the CPU), fp32, bf16 (CPU: bf16\n"
-                                     "                      weights, fp32 activations), fp16 (CUDA only)"},
+    {"precision", 0, 1, O_PRECISION,
+     "NAME    auto (default: fp16 on CUDA, fp32 on the CPU), fp32, bf16 (CPU: bf16\n"
+     "                      weights, fp32 activations), fp16 (CUDA only)"},
     {"threads", 0, 1, O_THREADS, "N         CPU threads, 1..1024 (default: all cores)"},
-    {"latents", 0, 1, O_LATENTS, "FILE      start from tensor 'latents' F32 [n,4,H/8,W/8] in a safetensors FILE"},
+    {"latents", 0, 1, O_LATENTS,
+     "FILE      start from tensor 'latents' F32 [n,4,H/8,W/8] in a safetensors FILE"},
     {"dump", 0, 1, O_DUMP, "FILE         write every stage to a safetensors FILE"},
-    {"output", 'o', 1, O_OUTPUT, "PATTERN    output PNG path; %d is replaced by the image index, %% is a %"},
+    {"output", 'o', 1, O_OUTPUT,
+     "PATTERN    output PNG path; %d is replaced by the image index, %% is a %"},
     {"help", 'h', 0, O_HELP, "              this help"},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -281,7 +300,7 @@ static kg_cli_result apply(kg_cli_args *a, const opt_def *o, const char *spelled
     case O_GUIDANCE:
         if (parse_float(v, KG_GUIDANCE_MIN, KG_GUIDANCE_MAX, &fv))
             return fail(msg, size, "%s \"%s\": expected a number in %g..%g", spelled, v,
-                         KG_GUIDANCE_MIN, KG_GUIDANCE_MAX);
+                        KG_GUIDANCE_MIN, KG_GUIDANCE_MAX);
         a->params.guidance_scale = (float)fv;
         break;
     case O_SEED:
@@ -390,8 +409,7 @@ static kg_cli_result apply(kg_cli_args *a, const opt_def *o, const char *spelled
     return KG_CLI_RUN;
 }
 
-kg_cli_result kg_cli_parse(kg_cli_args *a, int argc, char *const *argv, char *msg,
-                           size_t msg_size)
+kg_cli_result kg_cli_parse(kg_cli_args *a, int argc, char *const *argv, char *msg, size_t msg_size)
 {
     int i;
     if (msg_size)

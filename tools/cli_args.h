@@ -43,7 +43,7 @@ typedef struct kg_cli_args {
     float control_scales[KG_CLI_MAX_CONTROLS];
     int n_control_scales;
     float control_start, control_end;
-    int control_canny;                    /* --control-canny LOW:HIGH given */
+    int control_canny; /* --control-canny LOW:HIGH given */
     float canny_low, canny_high;
     kg_model_options mopt;
 } kg_cli_args;
@@ -59,8 +59,7 @@ void kg_cli_args_init(kg_cli_args *a);
 
 /* Parses argv[1..argc-1] into a, which kg_cli_args_init has set up. msg (msg_size > 0) receives
  * the reason on KG_CLI_ERROR; a message longer than msg_size is shortened in its middle. */
-kg_cli_result kg_cli_parse(kg_cli_args *a, int argc, char *const *argv, char *msg,
-                           size_t msg_size);
+kg_cli_result kg_cli_parse(kg_cli_args *a, int argc, char *const *argv, char *msg, size_t msg_size);
 
 /* Checks an -o pattern for n images: at most one %d, %% for a literal %, no other conversion,
  * a %d when n > 1, and every expanded path shorter than KG_CLI_PATH_MAX. 0 or -1 with msg set. */

@@ -165,7 +165,8 @@ static double gflop(const kgt_comp *cp)
         double d = (double)c->out, l = (double)c->latents, t = 257.0, kv = t + l;
         /* dense over the CLIP tokens, q/out on the latents, k/v on tokens + latents */
         return n * 1e-9 *
-               (2.0 * (double)c->in * d * t + 4.0 * d * d * l + 4.0 * d * d * kv + 4.0 * l * kv * d);
+               (2.0 * (double)c->in * d * t + 4.0 * d * d * l + 4.0 * d * d * kv +
+                4.0 * l * kv * d);
     }
     case KGT_MLLM: {
         const kg_mllm_config *c = &cp->cfg.mllm;
@@ -179,7 +180,8 @@ static double gflop(const kgt_comp *cp)
         double enc = layers_gflop(c->enc_layers, cp->T, cp->T, c->dim, c->ffn);
         double dec = layers_gflop(c->dec_layers, c->queries, c->queries, c->dim, c->ffn);
         /* cross-attention: q/out on the queries, k/v on the T encoder states, scores */
-        double cross = (double)c->dec_layers * 1e-9 * (4.0 * d * d * q + 4.0 * d * d * t + 4.0 * q * t * d);
+        double cross =
+            (double)c->dec_layers * 1e-9 * (4.0 * d * d * q + 4.0 * d * d * t + 4.0 * q * t * d);
         return n * (in + enc + dec + cross);
     }
     case KGT_UNET: return n * UNET_GFLOP_PER_SAMPLE;
@@ -201,7 +203,9 @@ static void describe(const kgt_comp *cp, char *buf, size_t n)
 {
     switch (cp->k) {
     case KGT_CLIP: snprintf(buf, n, "%lld image(s) 224x224", (long long)cp->in_shape[0]); break;
-    case KGT_CONNECTOR: snprintf(buf, n, "%lld image(s) 257 -> 64", (long long)cp->in_shape[0]); break;
+    case KGT_CONNECTOR:
+        snprintf(buf, n, "%lld image(s) 257 -> 64", (long long)cp->in_shape[0]);
+        break;
     case KGT_MLLM: snprintf(buf, n, "T = %lld", (long long)cp->T); break;
     case KGT_ALIGNER:
         snprintf(buf, n, "%lld x T = %lld -> 77", (long long)cp->B, (long long)cp->T);
@@ -304,7 +308,8 @@ static void bench(kg_backend *be, kgt_kind k, int64_t batch, int warmup, int rep
             continue;
         }
         printf("  run %d: %.4f s, %.1f GFLOP/s effective (%.1f GFLOP); cpu %.1f s, load average "
-               "%.1f\n", i + 1 - warmup, dt, gf / dt, gf, cpu0, load[0]);
+               "%.1f\n",
+               i + 1 - warmup, dt, gf / dt, gf, cpu0, load[0]);
         if (dt < best)
             best = dt;
     }
@@ -333,10 +338,11 @@ static void bench(kg_backend *be, kgt_kind k, int64_t batch, int warmup, int rep
                 cbest = t0;
         }
         free(host);
-        printf("  non-finite check per denoising step (latents [1, 4, %lld, %lld]: download + scan, "
-               "best of 200): %.1f us = %.2e%% of this U-Net step%s\n",
-               (long long)lat.shape[2], (long long)lat.shape[3], cbest * 1e6, 100.0 * cbest / best,
-               bad == n ? "" : " (the input holds NaN/Inf)");
+        printf(
+            "  non-finite check per denoising step (latents [1, 4, %lld, %lld]: download + scan, "
+            "best of 200): %.1f us = %.2e%% of this U-Net step%s\n",
+            (long long)lat.shape[2], (long long)lat.shape[3], cbest * 1e6, 100.0 * cbest / best,
+            bad == n ? "" : " (the input holds NaN/Inf)");
         printf("RESULT nonfinite_check_s=%.7f unet_step_s=%.4f ratio=%.6f\n", cbest, best,
                cbest / best);
     }
@@ -394,8 +400,7 @@ static void bench_lora(kg_backend *be, loaded *l, int rank, int reps)
         kg_rng_normal(7, KG_RNG_IMAGE_OFFSET(2 * i + 1), u, nu);
         for (size_t k = 0; k < nu; k++)
             u[k] *= 1e-3f;
-        td = kg_tensor_make(d, KG_F32, t->conv ? 4 : 2,
-                            (int64_t[]){rank, t->in, t->kh, t->kw});
+        td = kg_tensor_make(d, KG_F32, t->conv ? 4 : 2, (int64_t[]){rank, t->in, t->kh, t->kw});
         tu = kg_tensor_make(u, KG_F32, t->conv ? 4 : 2, (int64_t[]){t->out, rank, 1, 1});
         snprintf(key, sizeof key, "unet.%s.lora.down.weight", t->name);
         if (kg_st_writer_add(w, key, &td, &err) != KG_OK)
@@ -441,8 +446,9 @@ static void bench_lora(kg_backend *be, loaded *l, int rank, int reps)
         }
     }
     printf("RESULT lora rank=%d layers=%d params_m=%.1f open_merge_s=%.3f remerge_scale_s=%.3f "
-           "unet_merged_s=%.4f merged_copy_mib=%.0f\n", rank, tab.n, (double)params * 1e-6, first,
-           change, best, (double)ls.blob_size / (1 << 20));
+           "unet_merged_s=%.4f merged_copy_mib=%.0f\n",
+           rank, tab.n, (double)params * 1e-6, first, change, best,
+           (double)ls.blob_size / (1 << 20));
     kg_lora_set_free(&ls, be);
     kg_lora_table_free(&tab);
 }
@@ -452,19 +458,19 @@ static void summary(const result *r, const char *backend, const char *precision,
                     double all_loaded_gib)
 {
     double w = 0.0, arena = 0.0, encode, step = r[KGT_UNET].best_s;
-    printf("\n## Kosmos-G, random weights of the real shapes, backend %s, precision %s\n\n", backend,
-           precision);
+    printf("\n## Kosmos-G, random weights of the real shapes, backend %s, precision %s\n\n",
+           backend, precision);
     printf("| component | shape | parameters | seconds | GFLOP/s | weights MiB | arena MiB |\n");
     printf("| --- | --- | --- | --- | --- | --- | --- |\n");
     for (int k = 0; k < KGT_N_KINDS; k++) {
         printf("| %s | %s | %.1f M | %.4f | %.0f | %.0f | %.0f |\n", r[k].name, r[k].shape,
-               (double)r[k].params * 1e-6, r[k].best_s, r[k].gflop / r[k].best_s,
-               r[k].weights_mib, r[k].arena_mib);
+               (double)r[k].params * 1e-6, r[k].best_s, r[k].gflop / r[k].best_s, r[k].weights_mib,
+               r[k].arena_mib);
         w += r[k].weights_mib;
         arena = r[k].arena_mib > arena ? r[k].arena_mib : arena;
     }
-    encode = r[KGT_CLIP].best_s + r[KGT_CONNECTOR].best_s + r[KGT_MLLM].best_s +
-             r[KGT_ALIGNER].best_s;
+    encode =
+        r[KGT_CLIP].best_s + r[KGT_CONNECTOR].best_s + r[KGT_MLLM].best_s + r[KGT_ALIGNER].best_s;
     printf("\n| per 512x512 image (2 input images, %s) | seconds |\n| --- | --- |\n",
            r[KGT_UNET].shape[6] == '1' && r[KGT_UNET].shape[7] == ',' ? "no CFG" : "CFG");
     printf("| encode once (clip + connector + mllm + aligner) | %.4f |\n", encode);
@@ -491,7 +497,8 @@ static void summary(const result *r, const char *backend, const char *precision,
     printf("| resident host memory, all six loaded with their arenas (VmRSS) | %.2f |\n",
            rss_gib());
     printf("| peak resident host memory (getrusage; includes the random-weight image of the "
-           "component being loaded) | %.2f |\n", peak_rss_gib());
+           "component being loaded) | %.2f |\n",
+           peak_rss_gib());
     printf("RESULT all backend=%s precision=%s encode_s=%.4f unet_step_s=%.4f vae_s=%.4f "
            "image25_s=%.3f image50_s=%.3f weights_gib=%.2f arena_gib=%.2f rss_gib=%.2f "
            "peak_rss_gib=%.2f device_all_loaded_gib=%.2f\n",
@@ -502,9 +509,10 @@ static void summary(const result *r, const char *backend, const char *precision,
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: kosmosg-bench --component clip|connector|mllm|aligner|unet|vae|all "
-                    "[--batch N] [--backend cpu|cuda] [--precision auto|fp32|bf16|fp16] [--threads N] "
-                    "[--warmup N] [--reps N] [--unet-batch N] [--lora-rank R]\n");
+    fprintf(stderr,
+            "usage: kosmosg-bench --component clip|connector|mllm|aligner|unet|vae|all "
+            "[--batch N] [--backend cpu|cuda] [--precision auto|fp32|bf16|fp16] [--threads N] "
+            "[--warmup N] [--reps N] [--unet-batch N] [--lora-rank R]\n");
     exit(2);
 }
 
@@ -533,8 +541,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--precision")) {
             if (kg_precision_from_name(v, &precision, &err) != KG_OK)
                 die("--precision: %s", err.msg);
-        }
-        else if (!strcmp(a, "--threads"))
+        } else if (!strcmp(a, "--threads"))
             threads = int_arg(a, v, 0, 1024);
         else if (!strcmp(a, "--warmup"))
             warmup = int_arg(a, v, 0, 1000);
@@ -562,8 +569,11 @@ int main(int argc, char **argv)
     if (!strcmp(backend, "cpu")) {
         /* through the provider, as a model's session: it sets the weight dtype and refuses fp16 */
         const kg_backend_provider *prov;
-        kg_backend_config cfg = {0, precision == KG_PRECISION_BF16 ? KG_BF16
-                                    : precision == KG_PRECISION_FP32 ? KG_F32 : KG_F16, threads};
+        kg_backend_config cfg = {0,
+                                 precision == KG_PRECISION_BF16   ? KG_BF16
+                                 : precision == KG_PRECISION_FP32 ? KG_F32
+                                                                  : KG_F16,
+                                 threads};
         char line[512];
         if (kg_backend_provider_get(KG_BACKEND_CPU, &prov, &err) != KG_OK ||
             prov->compute_new(&be, &cfg, &err) != KG_OK)

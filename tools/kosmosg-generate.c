@@ -270,9 +270,7 @@ int main(int argc, char **argv)
     kg_cli_args_init(a);
     switch (kg_cli_parse(a, argc, argv, msg, sizeof msg)) {
     case KG_CLI_HELP: kg_cli_usage(stdout); return 0;
-    case KG_CLI_ERROR:
-        fprintf(stderr, "kosmosg-generate: %s\n", msg);
-        return 2;
+    case KG_CLI_ERROR: fprintf(stderr, "kosmosg-generate: %s\n", msg); return 2;
     case KG_CLI_RUN: break;
     }
     /* a full disk or a file size limit is an error message, not a signal */
@@ -353,11 +351,13 @@ int main(int argc, char **argv)
             die("%s", err.msg);
             goto fail;
         }
-        fprintf(stderr, "LoRA %s: %s layout, %d U-Net layers at scale %g", loras[i].path,
-                li.layout, li.layers, (double)loras[i].scale);
+        fprintf(stderr, "LoRA %s: %s layout, %d U-Net layers at scale %g", loras[i].path, li.layout,
+                li.layers, (double)loras[i].scale);
         if (li.ignored)
-            fprintf(stderr, "; %d text-encoder tensors ignored (Kosmos-G has no CLIP text "
-                            "encoder)", li.ignored);
+            fprintf(stderr,
+                    "; %d text-encoder tensors ignored (Kosmos-G has no CLIP text "
+                    "encoder)",
+                    li.ignored);
         fputc('\n', stderr);
     }
     c.t_start = now();

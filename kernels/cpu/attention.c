@@ -55,10 +55,9 @@ static size_t fused_floats(const attn_geom *g)
 
 /* S[r, :kb] = scale q[r] . K[k0 + j] for a tile of FR query rows; kt holds
  * K^T in panels of 16 keys, [lk/16][hq][16], zero past the last key. */
-__attribute__((target("avx2,fma"))) static void tile_scores(const float *const qr[FR],
-                                                            int64_t hq, const float *kt,
-                                                            int64_t k0, int64_t kb, float scale,
-                                                            float *s)
+__attribute__((target("avx2,fma"))) static void tile_scores(const float *const qr[FR], int64_t hq,
+                                                            const float *kt, int64_t k0, int64_t kb,
+                                                            float scale, float *s)
 {
     __m256 sc = _mm256_set1_ps(scale);
     for (int64_t j0 = 0; j0 < kb; j0 += 16) {
@@ -128,8 +127,9 @@ __attribute__((target("avx2,fma"))) static void tile_values(const float *s, cons
  * head's first column, pad at the item's key mask. The key loop is outside
  * the tile loop so a step's K and V panels are read from L2 by every tile
  * of the item; each row keeps its running max m, sum l and output acc. */
-static void fused_item(const kg_cpu *cpu, const attn_geom *g, const float *q, const float *kt, const float *vpk,
-                       const unsigned char *pad, float *o, int64_t i0, int64_t i1, float *work)
+static void fused_item(const kg_cpu *cpu, const attn_geom *g, const float *q, const float *kt,
+                       const float *vpk, const unsigned char *pad, float *o, int64_t i0, int64_t i1,
+                       float *work)
 {
     float *m = work, *l = m + FQ, *acc = l + FQ, *s = acc + FQ * g->hv;
     int64_t kend = g->causal ? i1 : g->lk;
@@ -219,8 +219,8 @@ static void fused_work_item(void *ctx, int64_t t, int tid)
                 panel[jj * w + e] = vp[jj * g->dv + e0 + e];
     }
     fused_item(j->cpu, g, j->q + bi * g->lq * g->dq + h * g->hq, kt, vpk,
-               j->pad ? j->pad + bi * g->lk : NULL, j->o + bi * g->lq * g->dv + h * g->hv, i0,
-               i1, vpk + g->hv * ldkt);
+               j->pad ? j->pad + bi * g->lk : NULL, j->o + bi * g->lq * g->dv + h * g->hv, i0, i1,
+               vpk + g->hv * ldkt);
 }
 
 #endif

@@ -191,12 +191,13 @@ int kg_backend_cpu_describe(kg_backend *be, char *buf, size_t n)
     return snprintf(buf, n,
                     "%d threads (own pool, no OpenMP spin); ISA level %s; own kernels %s; GEMM: "
                     "oneDNN %d.%d.%d sgemm, JIT ISA %s; bf16 GEMM: %s",
-                    cpu->n_threads, isa_name(cpu->isa),
-                    kg_cpu_avx2(cpu) ? "AVX2+FMA" : "scalar C", v->major, v->minor, v->patch,
+                    cpu->n_threads, isa_name(cpu->isa), kg_cpu_avx2(cpu) ? "AVX2+FMA" : "scalar C",
+                    v->major, v->minor, v->patch,
                     kg_cpu_dnnl_isa_name((int)dnnl_get_effective_cpu_isa()), bf16);
 #else
     kg_cpu_bf16_describe(cpu, bf16, sizeof bf16);
-    return snprintf(buf, n, "%d threads (own pool, no OpenMP spin); ISA level %s; own kernels %s; "
+    return snprintf(buf, n,
+                    "%d threads (own pool, no OpenMP spin); ISA level %s; own kernels %s; "
                     "GEMM: %s; bf16 GEMM: %s",
                     cpu->n_threads, isa_name(cpu->isa), kg_cpu_avx2(cpu) ? "AVX2+FMA" : "scalar C",
                     kg_cpu_gemm_name(cpu), bf16);

@@ -120,8 +120,8 @@ typedef struct conv_job {
  * else the fp32 im2col columns) made into bf16 activations, in column blocks
  * that fit the thread's buffer (one block after an im2col, which fits the
  * scratch); the fallback rounds the im2col columns in place. */
-static void conv_chunk_bf16(const conv_job *c, const float *src, int64_t lds, int64_t n,
-                            float *yb, int tid)
+static void conv_chunk_bf16(const conv_job *c, const float *src, int64_t lds, int64_t n, float *yb,
+                            int tid)
 {
     const kg_cpu *cpu = c->cpu;
     int64_t kc = c->kc, jb = (int64_t)cpu->scratch_floats_per_thread / kc;
@@ -147,8 +147,7 @@ static void conv_chunk(void *ctx, int64_t t, int tid)
         if (c->bf16)
             conv_chunk_bf16(c, xb + p0, P, n, yb, tid);
         else
-            kg_cpu_sgemm_st(c->cpu, 0, co, n, c->kc, 1.0f, c->wd, c->kc, xb + p0, P, 0.0f, yb,
-                            P);
+            kg_cpu_sgemm_st(c->cpu, 0, co, n, c->kc, 1.0f, c->wd, c->kc, xb + p0, P, 0.0f, yb, P);
     } else {
         float *col = kg_cpu_scratch(c->cpu, tid);
         im2col(g, xb, 0, c->kc, p0, n, col);
@@ -168,7 +167,7 @@ void kg_cpu_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_te
 {
     kg_cpu *cpu = kg_cpu_of(be);
     conv_geom g = {x->shape[1], x->shape[2], x->shape[3], w->shape[2], w->shape[3],
-                   y->shape[2], y->shape[3], stride, pad};
+                   y->shape[2], y->shape[3], stride,      pad};
     int64_t nb = x->shape[0], co = w->shape[0];
     int64_t P = g.ho * g.wo, kc = g.ci * g.kh * g.kw;
     int direct = g.kh == 1 && g.kw == 1 && stride == 1 && pad == 0;

@@ -18,7 +18,6 @@
 #include <stdint.h>
 #include <string.h>
 
-
 #include "backend.h"
 
 /* Fixed scratch, allocated once when the backend is created, split evenly
@@ -87,7 +86,7 @@ typedef struct kg_cpu {
     _Atomic int gemm_failed;
     uint16_t *lowp; /* bf16 operands, KG_CPU_LOWP_BYTES, split like scratch */
     kg_cpu_bf16_mode bf16_mode;
-    _Atomic long long bf16_gemms;                   /* GEMM calls on bf16 weights */
+    _Atomic long long bf16_gemms;                    /* GEMM calls on bf16 weights */
     _Atomic long long bf16_ops[KG_CPU_BF16_N_PATHS]; /* ops, by path */
 } kg_cpu;
 
@@ -161,10 +160,12 @@ float kg_cpu_max(const kg_cpu *cpu, const float *x, int64_t n);
  * (trans_b = 0) or B[N, K]^T (trans_b = 1). The _st form runs on the calling
  * thread (BLAS or the _c kernel); kg_cpu_sgemm splits M or N over the
  * backend's threads. */
-void kg_cpu_sgemm_c(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-void kg_cpu_sgemm_st(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void kg_cpu_sgemm_c(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                    int64_t ldc);
+void kg_cpu_sgemm_st(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc);
 void kg_cpu_sgemm(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                   int64_t ldc);

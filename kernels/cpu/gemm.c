@@ -50,8 +50,8 @@ static void pack_b(int trans_b, const float *B, int64_t ldb, int64_t k0, int64_t
         for (int64_t k = 0; k < kc; k++) {
             float *dst = bp + k * NR;
             for (int64_t j = 0; j < nr; j++)
-                dst[j] = trans_b ? B[(n0 + j0 + j) * ldb + k0 + k]
-                                 : B[(k0 + k) * ldb + n0 + j0 + j];
+                dst[j] =
+                    trans_b ? B[(n0 + j0 + j) * ldb + k0 + k] : B[(k0 + k) * ldb + n0 + j0 + j];
             for (int64_t j = nr; j < NR; j++)
                 dst[j] = 0.0f;
         }
@@ -61,8 +61,8 @@ static void pack_b(int trans_b, const float *B, int64_t ldb, int64_t k0, int64_t
 
 /* The kernel body, compiled twice: for AVX2 + FMA and for the baseline. */
 static inline __attribute__((always_inline)) void
-sgemm_c_body(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-             int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+sgemm_c_body(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+             const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
     float bp[KC * NC] __attribute__((aligned(64)));
     for (int64_t i = 0; i < M; i++) {
@@ -114,16 +114,16 @@ sgemm_c_body(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const fl
 
 #ifdef KG_GEMM_X86
 __attribute__((target("avx2,fma"))) static void
-sgemm_c_avx2(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-             int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+sgemm_c_avx2(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+             const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
     sgemm_c_body(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 #endif
 
-static void sgemm_c_base(int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                         const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                         float *C, int64_t ldc)
+static void sgemm_c_base(int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                         int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                         int64_t ldc)
 {
     sgemm_c_body(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
@@ -145,9 +145,9 @@ void kg_cpu_sgemm_c(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_
 #define PIECES 4
 #define MIN_PIECE 192
 
-void kg_cpu_sgemm_st(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K,
-                     float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                     float beta, float *C, int64_t ldc)
+void kg_cpu_sgemm_st(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc)
 {
     if (M <= 0 || N <= 0)
         return;
@@ -297,8 +297,8 @@ void kg_cpu_sgemm(const kg_cpu *cpu, int trans_b, int64_t M, int64_t N, int64_t 
 {
     int split_m;
     int64_t per, n_pieces = kg_cpu_gemm_split(cpu, M, N, K, &split_m, &per);
-    sgemm_split sp = {cpu, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                      split_m, per, split_m ? M : N};
+    sgemm_split sp = {cpu, trans_b, M,    N, K,   alpha,   A,   lda,
+                      B,   ldb,     beta, C, ldc, split_m, per, split_m ? M : N};
     kg_pool_run(cpu->pool, n_pieces, sgemm_piece, &sp);
 }
 

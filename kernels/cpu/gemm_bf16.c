@@ -55,7 +55,7 @@ static inline __attribute__((always_inline)) uint32_t rne_bits(float f)
 }
 
 static inline __attribute__((always_inline)) void to_bf16_body(uint16_t *d, const float *s,
-                                                                int64_t n)
+                                                               int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         d[i] = (uint16_t)(rne_bits(s[i]) >> 16);
@@ -71,8 +71,7 @@ static inline __attribute__((always_inline)) void round_body(float *d, const flo
     }
 }
 
-static inline __attribute__((always_inline)) void widen_body(float *d, const uint16_t *s,
-                                                              int64_t n)
+static inline __attribute__((always_inline)) void widen_body(float *d, const uint16_t *s, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         uint32_t u = (uint32_t)s[i] << 16;
@@ -85,21 +84,43 @@ static inline __attribute__((always_inline)) void widen_body(float *d, const uin
 #ifdef KG_BF16_X86
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
 #define AVX2 __attribute__((target("avx2,fma")))
-AVX512 static void to_bf16_avx512(uint16_t *d, const float *s, int64_t n) { to_bf16_body(d, s, n); }
-AVX2 static void to_bf16_avx2(uint16_t *d, const float *s, int64_t n) { to_bf16_body(d, s, n); }
-AVX512 static void round_avx512(float *d, const float *s, int64_t n) { round_body(d, s, n); }
-AVX2 static void round_avx2(float *d, const float *s, int64_t n) { round_body(d, s, n); }
-AVX512 static void widen_avx512(float *d, const uint16_t *s, int64_t n) { widen_body(d, s, n); }
-AVX2 static void widen_avx2(float *d, const uint16_t *s, int64_t n) { widen_body(d, s, n); }
+AVX512 static void to_bf16_avx512(uint16_t *d, const float *s, int64_t n)
+{
+    to_bf16_body(d, s, n);
+}
+AVX2 static void to_bf16_avx2(uint16_t *d, const float *s, int64_t n)
+{
+    to_bf16_body(d, s, n);
+}
+AVX512 static void round_avx512(float *d, const float *s, int64_t n)
+{
+    round_body(d, s, n);
+}
+AVX2 static void round_avx2(float *d, const float *s, int64_t n)
+{
+    round_body(d, s, n);
+}
+AVX512 static void widen_avx512(float *d, const uint16_t *s, int64_t n)
+{
+    widen_body(d, s, n);
+}
+AVX2 static void widen_avx2(float *d, const uint16_t *s, int64_t n)
+{
+    widen_body(d, s, n);
+}
 #endif
 
 static void to_bf16(const kg_cpu *cpu, uint16_t *d, const float *s, int64_t n)
 {
 #ifdef KG_BF16_X86
-    if (cpu->isa >= KG_CPU_ISA_AVX512)
-        { to_bf16_avx512(d, s, n); return; }
-    if (cpu->isa >= KG_CPU_ISA_AVX2)
-        { to_bf16_avx2(d, s, n); return; }
+    if (cpu->isa >= KG_CPU_ISA_AVX512) {
+        to_bf16_avx512(d, s, n);
+        return;
+    }
+    if (cpu->isa >= KG_CPU_ISA_AVX2) {
+        to_bf16_avx2(d, s, n);
+        return;
+    }
 #endif
     to_bf16_body(d, s, n);
 }
@@ -107,10 +128,14 @@ static void to_bf16(const kg_cpu *cpu, uint16_t *d, const float *s, int64_t n)
 static void round_f32(const kg_cpu *cpu, float *d, const float *s, int64_t n)
 {
 #ifdef KG_BF16_X86
-    if (cpu->isa >= KG_CPU_ISA_AVX512)
-        { round_avx512(d, s, n); return; }
-    if (cpu->isa >= KG_CPU_ISA_AVX2)
-        { round_avx2(d, s, n); return; }
+    if (cpu->isa >= KG_CPU_ISA_AVX512) {
+        round_avx512(d, s, n);
+        return;
+    }
+    if (cpu->isa >= KG_CPU_ISA_AVX2) {
+        round_avx2(d, s, n);
+        return;
+    }
 #endif
     round_body(d, s, n);
 }
@@ -118,10 +143,14 @@ static void round_f32(const kg_cpu *cpu, float *d, const float *s, int64_t n)
 static void widen(const kg_cpu *cpu, float *d, const uint16_t *s, int64_t n)
 {
 #ifdef KG_BF16_X86
-    if (cpu->isa >= KG_CPU_ISA_AVX512)
-        { widen_avx512(d, s, n); return; }
-    if (cpu->isa >= KG_CPU_ISA_AVX2)
-        { widen_avx2(d, s, n); return; }
+    if (cpu->isa >= KG_CPU_ISA_AVX512) {
+        widen_avx512(d, s, n);
+        return;
+    }
+    if (cpu->isa >= KG_CPU_ISA_AVX2) {
+        widen_avx2(d, s, n);
+        return;
+    }
 #endif
     widen_body(d, s, n);
 }
@@ -282,10 +311,20 @@ void kg_cpu_gemm_wb(const kg_cpu *cpu, int w_is_a, int trans_b, int64_t M, int64
                     const void *A, int64_t lda, const void *B, int64_t ldb, float *C, int64_t ldc)
 {
     size_t act = cpu->bf16_mode == KG_CPU_BF16_DNNL ? sizeof(uint16_t) : sizeof(float);
-    wb_split sp = {.cpu = cpu, .w_is_a = w_is_a, .trans_b = trans_b, .M = M, .N = N, .K = K,
-                   .A = A, .B = B, .lda = lda, .ldb = ldb,
-                   .ela = w_is_a ? sizeof(uint16_t) : act, .elb = w_is_a ? act : sizeof(uint16_t),
-                   .C = C, .ldc = ldc};
+    wb_split sp = {.cpu = cpu,
+                   .w_is_a = w_is_a,
+                   .trans_b = trans_b,
+                   .M = M,
+                   .N = N,
+                   .K = K,
+                   .A = A,
+                   .B = B,
+                   .lda = lda,
+                   .ldb = ldb,
+                   .ela = w_is_a ? sizeof(uint16_t) : act,
+                   .elb = w_is_a ? act : sizeof(uint16_t),
+                   .C = C,
+                   .ldc = ldc};
     int64_t n_pieces = kg_cpu_gemm_split(cpu, M, N, K, &sp.split_m, &sp.per);
     sp.total = sp.split_m ? M : N;
     kg_pool_run(cpu->pool, n_pieces, wb_piece, &sp);
@@ -315,12 +354,12 @@ static void lin_piece(void *ctx, int64_t t, int tid)
     int64_t n0 = j->split_m ? 0 : s, nn = j->split_m ? j->N : n, K = j->K;
     int64_t rb = (int64_t)cpu->scratch_floats_per_thread / K;
     void *act = cpu->bf16_mode == KG_CPU_BF16_DNNL ? (void *)kg_cpu_lowp(cpu, tid)
-                                                    : (void *)kg_cpu_scratch(cpu, tid);
+                                                   : (void *)kg_cpu_scratch(cpu, tid);
     for (int64_t r0 = m0; r0 < m1; r0 += rb) {
         int64_t r = m1 - r0 < rb ? m1 - r0 : rb;
         kg_cpu_bf16_act(cpu, act, K, j->x + r0 * K, K, r, K);
-        kg_cpu_gemm_wb_st(cpu, tid, 0, 1, r, nn, K, act, K, j->w + n0 * K, K,
-                          j->y + r0 * j->N + n0, j->N);
+        kg_cpu_gemm_wb_st(cpu, tid, 0, 1, r, nn, K, act, K, j->w + n0 * K, K, j->y + r0 * j->N + n0,
+                          j->N);
     }
 }
 
@@ -396,8 +435,8 @@ int kg_cpu_bf16_describe(const kg_cpu *cpu, char *buf, size_t n)
     const dnnl_version_t *v = dnnl_version();
     const char *isa = kg_cpu_dnnl_isa_name(dnnl_get_effective_cpu_isa());
     if (cpu->bf16_mode == KG_CPU_BF16_DNNL)
-        return snprintf(buf, n, "oneDNN %d.%d.%d gemm_bf16bf16f32, JIT ISA %s", v->major,
-                        v->minor, v->patch, isa);
+        return snprintf(buf, n, "oneDNN %d.%d.%d gemm_bf16bf16f32, JIT ISA %s", v->major, v->minor,
+                        v->patch, isa);
     return snprintf(buf, n, "own fallback (bf16 weights widened to fp32, oneDNN sgemm %s)", isa);
 #else
     return snprintf(buf, n, "own fallback (bf16 weights widened to fp32, %s)",

@@ -51,8 +51,8 @@ void kg_cpu_group_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x, const k
     kg_cpu *cpu = kg_cpu_of(be);
     int64_t nb = x->shape[0], c = x->shape[1];
     int64_t spatial = nb && c ? kg_tensor_numel(x) / (nb * c) : 0;
-    gn_job j = {cpu, x->data, gamma->data, beta->data, y->data, groups, c / groups, spatial,
-                c / groups * spatial, eps, silu};
+    gn_job j = {cpu,        x->data, gamma->data,          beta->data, y->data, groups,
+                c / groups, spatial, c / groups * spatial, eps,        silu};
     kg_cpu_parallel(cpu, nb * groups, (double)kg_tensor_numel(x), group_norm_item, &j);
 }
 

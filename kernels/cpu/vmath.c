@@ -68,7 +68,7 @@ __attribute__((target("avx2,fma"))) static inline __m256 gelu8(__m256 x)
 }
 
 __attribute__((target("avx2,fma"))) static void gelu_mul_avx2(float *y, const float *x,
-                                                               const float *m, int64_t n)
+                                                              const float *m, int64_t n)
 {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -90,7 +90,7 @@ __attribute__((target("avx2,fma"))) static float hsum8(__m256 v)
 }
 
 __attribute__((target("avx2,fma"))) static float exp_shift_sum_avx2(float *y, const float *x,
-                                                                     int64_t n, float shift)
+                                                                    int64_t n, float shift)
 {
     __m256 acc = _mm256_setzero_ps(), sh = _mm256_set1_ps(shift);
     float sum;
@@ -108,9 +108,8 @@ __attribute__((target("avx2,fma"))) static float exp_shift_sum_avx2(float *y, co
     return sum;
 }
 
-__attribute__((target("avx2,fma"))) static void silu_affine_avx2(float *y, const float *x,
-                                                                  int64_t n, float a, float sc,
-                                                                  float sh)
+__attribute__((target("avx2,fma"))) static void
+silu_affine_avx2(float *y, const float *x, int64_t n, float a, float sc, float sh)
 {
     __m256 va = _mm256_set1_ps(-a), vsc = _mm256_set1_ps(sc), vsh = _mm256_set1_ps(sh);
     __m256 one = _mm256_set1_ps(1.0f);

@@ -25,7 +25,6 @@
 #include <stdatomic.h>
 #include <string.h>
 
-
 /* tiles per chunk the scratch split aims at */
 #define TARGET_TILES 256
 
@@ -60,9 +59,10 @@ static void weight_transform(void *ctx, int64_t o, int tid)
         float gb[9][WT_BLOCK], t3[3][WT_BLOCK], ub[16][WT_BLOCK];
         for (int64_t ii = 0; ii < nb; ii++)
             for (int q = 0; q < 9; q++)
-                gb[q][ii] = j->bf16 ? kg_cpu_bf16_float(
-                                          ((const uint16_t *)j->wt)[(o * ci + i0 + ii) * 9 + q])
-                                    : ((const float *)j->wt)[(o * ci + i0 + ii) * 9 + q];
+                gb[q][ii] =
+                    j->bf16
+                        ? kg_cpu_bf16_float(((const uint16_t *)j->wt)[(o * ci + i0 + ii) * 9 + q])
+                        : ((const float *)j->wt)[(o * ci + i0 + ii) * 9 + q];
         for (int c = 0; c < 3; c++)
             for (int64_t ii = 0; ii < nb; ii++) {
                 float g0 = gb[c][ii], g1 = gb[3 + c][ii], g2 = gb[6 + c][ii];
@@ -98,8 +98,8 @@ static void weight_transform(void *ctx, int64_t o, int tid)
  * row[] is a zero-padded copy of an input row (w + 3 wide, position p at row[p + 1]);
  * rows combine into u0..u3 first, then each u splits into even (a) and odd (b) columns:
  * tile tx reads u[2tx-1 .. 2tx+2] = a[tx], b[tx], a[tx+1], b[tx+1]. */
-static void input_transform(const wino_job *j, const float *xc, int64_t ty, float *v,
-                            int64_t ldv, float *work)
+static void input_transform(const wino_job *j, const float *xc, int64_t ty, float *v, int64_t ldv,
+                            float *work)
 {
     int64_t w = j->w, h = j->h, tw = j->tw, wp = 2 * tw + 2;
     float *r[4], *a = work + 4 * wp, *bb = a + (tw + 1);
@@ -134,8 +134,8 @@ static void input_transform(const wino_job *j, const float *xc, int64_t ty, floa
 }
 
 /* y rows 2ty, 2ty+1 from M_k[t0 + tx]: A^T = [1 1 1 0; 0 1 -1 -1] */
-static void output_transform(const wino_job *j, const float *m, int64_t ldm, int64_t ty,
-                             float bias, float *yc, float *work)
+static void output_transform(const wino_job *j, const float *m, int64_t ldm, int64_t ty, float bias,
+                             float *yc, float *work)
 {
     int64_t w = j->w, h = j->h, tw = j->tw;
     float *s = work; /* s[r][c][tx]: 2 x 4 rows of tw */
@@ -232,9 +232,11 @@ int kg_cpu_conv_winograd(kg_backend *be, kg_tensor *y, const kg_tensor *x, const
         if (rows < 1)
             rows = 1;
     }
-    j = (wino_job){cpu, ci, co, h, wd, th, tw, rows, (th + rows - 1) / rows,
-                   x->data, w->data, b ? b->data : NULL, cpu->wino, y->data,
-                   w->dtype == KG_BF16};
+    j = (wino_job){cpu,       ci,      co,
+                   h,         wd,      th,
+                   tw,        rows,    (th + rows - 1) / rows,
+                   x->data,   w->data, b ? b->data : NULL,
+                   cpu->wino, y->data, w->dtype == KG_BF16};
     if (j.bf16)
         atomic_fetch_add(&cpu->bf16_ops[KG_CPU_BF16_WINOGRAD], 1);
     kg_pool_run(cpu->pool, co, weight_transform, &j);

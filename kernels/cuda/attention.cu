@@ -24,9 +24,9 @@
 
 typedef struct att_args {
     int lq, lk, dh, dv;
-    int ks;                       /* shared-memory row stride of the key tile (elements) */
+    int ks;                             /* shared-memory row stride of the key tile (elements) */
     int64_t q_row, k_row, v_row, o_row; /* row strides: H * Dh, H * Dh, H * Dv, H * Dv */
-    float qscale;                 /* scale * log2(e) */
+    float qscale;                       /* scale * log2(e) */
     int causal;
 } att_args;
 
@@ -151,13 +151,14 @@ static __global__ void __launch_bounds__(ATT_WARPS * 32)
 }
 
 template <typename T, int NV>
-static cudaError_t attention_cuda(T *o, const T *q, const T *k, const T *v, const unsigned char *pad,
-                                  const att_args &a, int nb, int heads, size_t smem, cudaStream_t s)
+static cudaError_t attention_cuda(T *o, const T *q, const T *k, const T *v,
+                                  const unsigned char *pad, const att_args &a, int nb, int heads,
+                                  size_t smem, cudaStream_t s)
 {
     dim3 grid((unsigned)((a.lq + ATT_BQ - 1) / ATT_BQ), (unsigned)heads, (unsigned)nb);
     if (smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(attention_kernel<T, NV>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        cudaError_t e = cudaFuncSetAttribute(
+            attention_kernel<T, NV>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess)
             return e;
     }
@@ -167,8 +168,8 @@ static cudaError_t attention_cuda(T *o, const T *q, const T *k, const T *v, cons
 
 template <typename T>
 static cudaError_t attention_dispatch(T *o, const T *q, const T *k, const T *v,
-                                      const unsigned char *pad, const att_args &a, int nb, int heads,
-                                      size_t smem, cudaStream_t s)
+                                      const unsigned char *pad, const att_args &a, int nb,
+                                      int heads, size_t smem, cudaStream_t s)
 {
     if (a.dv <= 64)
         return attention_cuda<T, 2>(o, q, k, v, pad, a, nb, heads, smem, s);
@@ -224,9 +225,9 @@ static __global__ void __launch_bounds__(128)
 {
     using namespace nvcuda;
     extern __shared__ __align__(128) unsigned char tc_smem[];
-    T *qs = (T *)tc_smem;                        /* [TC_BQ][dhp] */
-    T *ks = (T *)(tc_smem + off1);               /* [TC_BK][dhp] */
-    T *vs = (T *)(tc_smem + off2);               /* [TC_BK][dvp] */
+    T *qs = (T *)tc_smem;          /* [TC_BQ][dhp] */
+    T *ks = (T *)(tc_smem + off1); /* [TC_BK][dhp] */
+    T *vs = (T *)(tc_smem + off2); /* [TC_BK][dvp] */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float *sw = (float *)(tc_smem + off3) + warp * 16 * TC_BK; /* this warp's [16][TC_BK] */
     T *pw = (T *)(tc_smem + off4) + warp * 16 * TC_BK;         /* [16][TC_BK] */
@@ -336,13 +337,13 @@ static cudaError_t attention_tc_cuda(T *o, const T *q, const T *k, const T *v,
 {
     dim3 grid((unsigned)((a.lq + TC_BQ - 1) / TC_BQ), (unsigned)heads, (unsigned)nb);
     if (off[6] > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(attention_tc_kernel<T>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)off[6]);
+        cudaError_t e = cudaFuncSetAttribute(
+            attention_tc_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)off[6]);
         if (e != cudaSuccess)
             return e;
     }
-    attention_tc_kernel<T><<<grid, 128, off[6], s>>>(o, q, k, v, pad, a, off[1], off[2], off[3],
-                                                    off[4], off[5]);
+    attention_tc_kernel<T>
+        <<<grid, 128, off[6], s>>>(o, q, k, v, pad, a, off[1], off[2], off[3], off[4], off[5]);
     return cudaGetLastError();
 }
 
@@ -379,8 +380,8 @@ static void attention(kg_backend *be, kg_tensor *o, const kg_tensor *q, const kg
     a.causal = causal;
     if (nb == 0 || a.lq == 0)
         return;
-    if (a.dv > ATT_MAX_DV || q->shape[1] > INT32_MAX || k->shape[1] > INT32_MAX ||
-        nb > 65535 || n_heads > 65535) {
+    if (a.dv > ATT_MAX_DV || q->shape[1] > INT32_MAX || k->shape[1] > INT32_MAX || nb > 65535 ||
+        n_heads > 65535) {
         kg_backend_fail(be, KG_ERR_UNSUPPORTED,
                         "attention: value head width %d (max %d), Lq %lld, Lk %lld, batch %lld, "
                         "%d heads exceed the CUDA kernel's limits",
@@ -429,10 +430,10 @@ static void attention(kg_backend *be, kg_tensor *o, const kg_tensor *q, const kg
         return;
     }
     KG_FLOAT_DISPATCH(q->dtype, T,
-                      e = attention_dispatch<T>((T *)o->data, (const T *)q->data, (const T *)k->data,
-                                                (const T *)v->data,
-                                                key_pad ? (const unsigned char *)key_pad->data : NULL,
-                                                a, (int)nb, n_heads, smem, cu->stream));
+                      e = attention_dispatch<T>(
+                          (T *)o->data, (const T *)q->data, (const T *)k->data, (const T *)v->data,
+                          key_pad ? (const unsigned char *)key_pad->data : NULL, a, (int)nb,
+                          n_heads, smem, cu->stream));
     kg_cuda_check(be, e, "attention");
 }
 

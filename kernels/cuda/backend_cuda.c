@@ -71,7 +71,8 @@ static void cuda_free(kg_backend *be, void *p)
     while (*link && (*link)->p != p)
         link = &(*link)->next;
     if (!*link) {
-        kg_backend_fail(be, KG_ERR_INVALID_ARG, "cuda: free of %p, which this backend did not allocate", p);
+        kg_backend_fail(be, KG_ERR_INVALID_ARG,
+                        "cuda: free of %p, which this backend did not allocate", p);
         return;
     }
     /* queued kernels may still read the block */
@@ -120,11 +121,13 @@ static void cuda_upload_f32(kg_backend *be, kg_tensor *dst, const float *src)
         if (!kg_cuda_check(be, cudaStreamSynchronize(cu->stream), "upload_f32: stream synchronize"))
             return;
         memcpy(cu->stage_host, src + i0, (size_t)m * sizeof(float));
-        if (!kg_cuda_check(be, cudaMemcpyAsync(cu->stage_dev, cu->stage_host, (size_t)m * sizeof(float),
-                                               cudaMemcpyHostToDevice, cu->stream),
+        if (!kg_cuda_check(be,
+                           cudaMemcpyAsync(cu->stage_dev, cu->stage_host, (size_t)m * sizeof(float),
+                                           cudaMemcpyHostToDevice, cu->stream),
                            "upload_f32"))
             return;
-        kg_cuda_convert(be, (char *)dst->data + (size_t)i0 * es, dst->dtype, cu->stage_dev, KG_F32, m);
+        kg_cuda_convert(be, (char *)dst->data + (size_t)i0 * es, dst->dtype, cu->stage_dev, KG_F32,
+                        m);
     }
     kg_cuda_check(be, cudaStreamSynchronize(cu->stream), "upload_f32: stream synchronize");
 }
@@ -138,10 +141,12 @@ static void cuda_download_f32(kg_backend *be, float *dst, const kg_tensor *src)
         int64_t m = n - i0 < chunk ? n - i0 : chunk;
         kg_cuda_convert(be, cu->stage_dev, KG_F32, (const char *)src->data + (size_t)i0 * es,
                         src->dtype, m);
-        if (!kg_cuda_check(be, cudaMemcpyAsync(cu->stage_host, cu->stage_dev, (size_t)m * sizeof(float),
-                                               cudaMemcpyDeviceToHost, cu->stream),
+        if (!kg_cuda_check(be,
+                           cudaMemcpyAsync(cu->stage_host, cu->stage_dev, (size_t)m * sizeof(float),
+                                           cudaMemcpyDeviceToHost, cu->stream),
                            "download_f32") ||
-            !kg_cuda_check(be, cudaStreamSynchronize(cu->stream), "download_f32: stream synchronize"))
+            !kg_cuda_check(be, cudaStreamSynchronize(cu->stream),
+                           "download_f32: stream synchronize"))
             return;
         memcpy(dst + i0, cu->stage_host, (size_t)m * sizeof(float));
     }
@@ -156,9 +161,9 @@ static kg_status cuda_sync(kg_backend *be)
     if (!kg_cuda_check(be, cudaStreamSynchronize(cu->stream), "stream synchronize") ||
         !kg_cuda_check(be, cudaGetLastError(), "asynchronous error"))
         return be->err.code;
-    if (!kg_cuda_check(be, cudaMemcpyAsync(f, cu->flags_dev, sizeof *f, cudaMemcpyDeviceToHost,
-                                           cu->stream),
-                       "sync: read device flags") ||
+    if (!kg_cuda_check(
+            be, cudaMemcpyAsync(f, cu->flags_dev, sizeof *f, cudaMemcpyDeviceToHost, cu->stream),
+            "sync: read device flags") ||
         !kg_cuda_check(be, cudaStreamSynchronize(cu->stream), "sync: read device flags"))
         return be->err.code;
     if (f->embed_bad || f->image_bad) {
@@ -254,26 +259,26 @@ static const kg_backend_ops cuda_ops = {
     .image_to_device = kg_cuda_image_to_device,
 };
 
-#define RT(call, what)                                                                         \
-    do {                                                                                       \
-        cudaError_t e_ = (call);                                                               \
-        if (e_ != cudaSuccess) {                                                               \
+#define RT(call, what)                                                                             \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
             st = kg_error_set(err, e_ == cudaErrorMemoryAllocation ? KG_ERR_NOMEM : KG_ERR_DEVICE, \
-                              "cuda backend, device %d: %s: %s", device_id, what,             \
-                              cudaGetErrorString(e_));                                         \
-            cudaGetLastError();                                                                \
-            goto fail;                                                                         \
-        }                                                                                      \
+                              "cuda backend, device %d: %s: %s", device_id, what,                  \
+                              cudaGetErrorString(e_));                                             \
+            cudaGetLastError();                                                                    \
+            goto fail;                                                                             \
+        }                                                                                          \
     } while (0)
 
-#define DNN(call, what)                                                                        \
-    do {                                                                                       \
-        cudnnStatus_t s_ = (call);                                                             \
-        if (s_ != CUDNN_STATUS_SUCCESS) {                                                      \
+#define DNN(call, what)                                                                         \
+    do {                                                                                        \
+        cudnnStatus_t s_ = (call);                                                              \
+        if (s_ != CUDNN_STATUS_SUCCESS) {                                                       \
             st = kg_error_set(err, KG_ERR_DEVICE, "cuda backend, device %d: %s: %s", device_id, \
-                              what, cudnnGetErrorString(s_));                                  \
-            goto fail;                                                                         \
-        }                                                                                      \
+                              what, cudnnGetErrorString(s_));                                   \
+            goto fail;                                                                          \
+        }                                                                                       \
     } while (0)
 
 /* KG_OK when device_id is a device this build can run on; KG_ERR_NO_DEVICE
@@ -292,8 +297,8 @@ static kg_status check_device(int device_id, kg_error *err)
         return kg_error_set(err, KG_ERR_NO_DEVICE, "cuda backend: no CUDA device present");
     if (device_id < 0 || device_id >= n)
         return kg_error_set(err, KG_ERR_NO_DEVICE,
-                            "cuda backend: device %d requested, %d device%s present", device_id,
-                            n, n == 1 ? "" : "s");
+                            "cuda backend: device %d requested, %d device%s present", device_id, n,
+                            n == 1 ? "" : "s");
     e = cudaGetDeviceProperties(&prop, device_id);
     if (e != cudaSuccess) {
         cudaGetLastError();

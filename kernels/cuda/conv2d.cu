@@ -67,7 +67,7 @@ static void conv_direct(kg_backend *be, kg_tensor *y, const kg_tensor *x, const 
                         const kg_tensor *b, int stride, int pad)
 {
     conv_geom g = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0], w->shape[2],
-                   w->shape[3], y->shape[2], y->shape[3], stride, pad};
+                   w->shape[3], y->shape[2], y->shape[3], stride,      pad};
     KG_FLOAT_DISPATCH(x->dtype, T,
                       conv_direct_cuda<T>((T *)y->data, (const T *)x->data, (const T *)w->data,
                                           b ? (const T *)b->data : (const T *)NULL, g,
@@ -90,17 +90,18 @@ static cudnnDataType_t dnn_type(kg_dtype dt)
     return dt == KG_F16 ? CUDNN_DATA_HALF : dt == KG_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
 }
 
-#define DNN(call, what)                                                                    \
-    do {                                                                                   \
-        cudnnStatus_t s_ = (call);                                                         \
-        if (s_ != CUDNN_STATUS_SUCCESS) {                                                  \
-            kg_backend_fail(be, KG_ERR_DEVICE, "conv2d x [%lld, %lld, %lld, %lld] w [%lld, %lld, %lld, %lld]: %s: %s", \
-                            (long long)key[0], (long long)key[1], (long long)key[2],      \
-                            (long long)key[3], (long long)key[4], (long long)key[1],      \
-                            (long long)key[5], (long long)key[6], what,                    \
-                            cudnnGetErrorString(s_));                                      \
-            return;                                                                        \
-        }                                                                                  \
+#define DNN(call, what)                                                                           \
+    do {                                                                                          \
+        cudnnStatus_t s_ = (call);                                                                \
+        if (s_ != CUDNN_STATUS_SUCCESS) {                                                         \
+            kg_backend_fail(                                                                      \
+                be, KG_ERR_DEVICE,                                                                \
+                "conv2d x [%lld, %lld, %lld, %lld] w [%lld, %lld, %lld, %lld]: %s: %s",           \
+                (long long)key[0], (long long)key[1], (long long)key[2], (long long)key[3],       \
+                (long long)key[4], (long long)key[1], (long long)key[5], (long long)key[6], what, \
+                cudnnGetErrorString(s_));                                                         \
+            return;                                                                               \
+        }                                                                                         \
     } while (0)
 
 extern "C" void kg_cuda_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
@@ -108,7 +109,7 @@ extern "C" void kg_cuda_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x,
 {
     kg_cuda *cu = kg_cuda_of(be);
     int64_t key[9] = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0],
-                      w->shape[2], w->shape[3], stride, pad};
+                      w->shape[2], w->shape[3], stride,      pad};
     cudnnDataType_t dt = dnn_type(x->dtype);
     cudnnMathType_t math = x->dtype == KG_F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
     kg_cuda_conv_plan *plan = NULL, fresh;
@@ -162,7 +163,8 @@ extern "C" void kg_cuda_conv2d(kg_backend *be, kg_tensor *y, const kg_tensor *x,
                                                     cu->y_desc, fresh.algo, &fresh.ws_bytes),
             "workspace size");
         if (fresh.ws_bytes > KG_CUDA_DNN_WS_BYTES) {
-            kg_backend_fail(be, KG_ERR_DEVICE, "conv2d: cuDNN algorithm %d needs %zu bytes of workspace",
+            kg_backend_fail(be, KG_ERR_DEVICE,
+                            "conv2d: cuDNN algorithm %d needs %zu bytes of workspace",
                             (int)fresh.algo, fresh.ws_bytes);
             return;
         }

@@ -41,18 +41,18 @@ template <> __device__ __forceinline__ __nv_bfloat16 kg_st<__nv_bfloat16>(float 
 }
 
 /* Runs the statement with T bound to the element type of float dtype dt. */
-#define KG_FLOAT_DISPATCH(dt, T, ...)          \
-    do {                                       \
-        if ((dt) == KG_F16) {                  \
-            typedef __half T;                  \
-            __VA_ARGS__;                       \
-        } else if ((dt) == KG_BF16) {          \
-            typedef __nv_bfloat16 T;           \
-            __VA_ARGS__;                       \
-        } else {                               \
-            typedef float T;                   \
-            __VA_ARGS__;                       \
-        }                                      \
+#define KG_FLOAT_DISPATCH(dt, T, ...) \
+    do {                              \
+        if ((dt) == KG_F16) {         \
+            typedef __half T;         \
+            __VA_ARGS__;              \
+        } else if ((dt) == KG_BF16) { \
+            typedef __nv_bfloat16 T;  \
+            __VA_ARGS__;              \
+        } else {                      \
+            typedef float T;          \
+            __VA_ARGS__;              \
+        }                             \
     } while (0)
 
 static __device__ __forceinline__ float kg_warp_sum(float v)
@@ -115,8 +115,8 @@ static inline unsigned kg_grid(int64_t n, int threads)
     return b > 65536 ? 65536u : (unsigned)b;
 }
 
-#define KG_GRID_STRIDE(i, n)                                                                \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);              \
+#define KG_GRID_STRIDE(i, n)                                                  \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
          i += (int64_t)gridDim.x * blockDim.x)
 
 #endif

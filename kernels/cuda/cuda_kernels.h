@@ -33,9 +33,9 @@ extern "C" {
 
 /* Errors a kernel finds on the device; read and cleared by sync(). */
 typedef struct kg_cuda_flags {
-    int embed_bad;       /* an embedding id was out of range */
-    int image_bad;       /* image_to_device met NaN/Inf */
-    long long embed_id;  /* the first such id, its position, the table rows */
+    int embed_bad;      /* an embedding id was out of range */
+    int image_bad;      /* image_to_device met NaN/Inf */
+    long long embed_id; /* the first such id, its position, the table rows */
     long long embed_pos;
     long long embed_rows;
     long long image_pos; /* element of the first NaN/Inf in the [3, H, W] image */
@@ -50,7 +50,7 @@ typedef struct kg_cuda_gemm_plan {
 
 typedef struct kg_cuda_conv_plan {
     int64_t key[9]; /* B, Ci, H, W, Co, kh, kw, stride, pad */
-    int direct; /* cuDNN offered no algorithm: the plain kernel of conv2d.cu */
+    int direct;     /* cuDNN offered no algorithm: the plain kernel of conv2d.cu */
     cudnnConvolutionFwdAlgo_t algo;
     cudnnMathType_t math;
     size_t ws_bytes;
@@ -66,14 +66,14 @@ typedef struct kg_cuda_block {
 typedef struct kg_cuda {
     int device;
     kg_cuda_block *blocks;
-    int smem_optin;  /* bytes of shared memory a block may opt in to */
+    int smem_optin; /* bytes of shared memory a block may opt in to */
     cudaStream_t stream;
     cublasLtHandle_t lt;
     cudnnHandle_t dnn;
     void *lt_ws;
     void *dnn_ws;
-    void *stage_host;  /* pinned, KG_CUDA_STAGE_BYTES */
-    void *stage_dev;   /* device, KG_CUDA_STAGE_BYTES */
+    void *stage_host;   /* pinned, KG_CUDA_STAGE_BYTES */
+    void *stage_dev;    /* device, KG_CUDA_STAGE_BYTES */
     float *gn_partials; /* device, 2 * KG_CUDA_GN_PARTIALS: sums, then squared deviations */
     kg_cuda_flags *flags_dev;
     kg_cuda_flags *flags_host; /* pinned */

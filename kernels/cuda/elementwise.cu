@@ -13,13 +13,12 @@ static __device__ __forceinline__ float sigmoid_scaled(float x, float k)
     return x / (1.0f + expf(-k * x));
 }
 
-template <typename T>
-static __global__ void activation_kernel(T *y, const T *x, int64_t n, int act)
+template <typename T> static __global__ void activation_kernel(T *y, const T *x, int64_t n, int act)
 {
     KG_GRID_STRIDE(i, n)
     {
         float v = kg_ld(x[i]);
-        v = act == KG_ACT_GELU ? gelu(v)
+        v = act == KG_ACT_GELU         ? gelu(v)
             : act == KG_ACT_QUICK_GELU ? sigmoid_scaled(v, 1.702f)
                                        : sigmoid_scaled(v, 1.0f);
         y[i] = kg_st<T>(v);
@@ -37,15 +36,14 @@ extern "C" void kg_cuda_activation(kg_backend *be, kg_tensor *y, const kg_tensor
     int64_t n = kg_tensor_numel(x);
     if (n == 0)
         return;
-    KG_FLOAT_DISPATCH(x->dtype, T,
-                      activation_cuda<T>((T *)y->data, (const T *)x->data, n, (int)act,
-                                         kg_cuda_of(be)->stream));
+    KG_FLOAT_DISPATCH(
+        x->dtype, T,
+        activation_cuda<T>((T *)y->data, (const T *)x->data, n, (int)act, kg_cuda_of(be)->stream));
     kg_cuda_check_launch(be, "activation");
 }
 
 /* x [rows, 2h] -> y [rows, h] = x[:, :h] * gelu(x[:, h:]) */
-template <typename T>
-static __global__ void geglu_kernel(T *y, const T *x, int64_t n, int64_t h)
+template <typename T> static __global__ void geglu_kernel(T *y, const T *x, int64_t n, int64_t h)
 {
     KG_GRID_STRIDE(i, n)
     {
@@ -65,9 +63,8 @@ extern "C" void kg_cuda_geglu(kg_backend *be, kg_tensor *y, const kg_tensor *x)
     int64_t n = kg_tensor_numel(y), h = y->shape[y->ndim - 1];
     if (n == 0)
         return;
-    KG_FLOAT_DISPATCH(x->dtype, T,
-                      geglu_cuda<T>((T *)y->data, (const T *)x->data, n, h,
-                                    kg_cuda_of(be)->stream));
+    KG_FLOAT_DISPATCH(
+        x->dtype, T, geglu_cuda<T>((T *)y->data, (const T *)x->data, n, h, kg_cuda_of(be)->stream));
     kg_cuda_check_launch(be, "geglu");
 }
 
@@ -88,8 +85,8 @@ template <typename T>
 static void binary_cuda(T *y, const T *a, const T *b, int64_t n, int64_t nb, int mul, int bcast,
                         cudaStream_t s)
 {
-    binary_kernel<T><<<kg_grid(n, EW_THREADS), EW_THREADS, 0, s>>>(y, a, b, n, nb, n / nb, mul,
-                                                                   bcast);
+    binary_kernel<T>
+        <<<kg_grid(n, EW_THREADS), EW_THREADS, 0, s>>>(y, a, b, n, nb, n / nb, mul, bcast);
 }
 
 extern "C" void kg_cuda_binary(kg_backend *be, kg_tensor *y, const kg_tensor *a, const kg_tensor *b,
@@ -106,7 +103,8 @@ extern "C" void kg_cuda_binary(kg_backend *be, kg_tensor *y, const kg_tensor *a,
 
 /* b may be NULL: y = alpha a */
 template <typename T>
-static __global__ void axpby_kernel(T *y, float alpha, const T *a, float beta, const T *b, int64_t n)
+static __global__ void axpby_kernel(T *y, float alpha, const T *a, float beta, const T *b,
+                                    int64_t n)
 {
     KG_GRID_STRIDE(i, n)
     y[i] = kg_st<T>(b ? alpha * kg_ld(a[i]) + beta * kg_ld(b[i]) : alpha * kg_ld(a[i]));

@@ -27,15 +27,15 @@ static unsigned alignment(const void *a, const void *b, const void *c, const voi
     return (unsigned)(v & (~v + 1));
 }
 
-#define LT(call, what)                                                                       \
-    do {                                                                                     \
-        cublasStatus_t s_ = (call);                                                          \
-        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                   \
-            kg_backend_fail(be, KG_ERR_DEVICE, "linear [%lld x %lld x %lld]: %s: %s",        \
-                            (long long)m, (long long)n, (long long)k, what,                  \
-                            cublasLtGetStatusString(s_));                                    \
-            return;                                                                          \
-        }                                                                                    \
+#define LT(call, what)                                                                \
+    do {                                                                              \
+        cublasStatus_t s_ = (call);                                                   \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                            \
+            kg_backend_fail(be, KG_ERR_DEVICE, "linear [%lld x %lld x %lld]: %s: %s", \
+                            (long long)m, (long long)n, (long long)k, what,           \
+                            cublasLtGetStatusString(s_));                             \
+            return;                                                                   \
+        }                                                                             \
     } while (0)
 
 void kg_cuda_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_tensor *w,
@@ -63,12 +63,15 @@ void kg_cuda_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_t
     if (m == 0 || n == 0)
         return;
     LT(cublasLtMatmulDescInit(desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul descriptor");
-    LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "transa");
-    LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "transb");
+    LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa),
+       "transa");
+    LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb),
+       "transb");
     LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
        "epilogue");
     if (b)
-        LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
+        LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                          sizeof bias),
            "bias pointer");
     LT(cublasLtMatrixLayoutInit(la, dt, (uint64_t)k, (uint64_t)n, k), "layout of w");
     LT(cublasLtMatrixLayoutInit(lb, dt, (uint64_t)k, (uint64_t)m, k), "layout of x");
@@ -90,17 +93,17 @@ void kg_cuda_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_t
         LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                 sizeof ws),
            "workspace preference");
-        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al,
-                                                sizeof al),
+        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                &al, sizeof al),
            "alignment preference");
-        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al,
-                                                sizeof al),
+        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                &al, sizeof al),
            "alignment preference");
-        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al,
-                                                sizeof al),
+        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                &al, sizeof al),
            "alignment preference");
-        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al,
-                                                sizeof al),
+        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                &al, sizeof al),
            "alignment preference");
         /* no algorithm (odd widths, poorly aligned views): the plain kernel */
         if (cublasLtMatmulAlgoGetHeuristic(cu->lt, desc, la, lb, lc, lc, pref, 1, &res, &found) !=
@@ -120,7 +123,7 @@ void kg_cuda_linear(kg_backend *be, kg_tensor *y, const kg_tensor *x, const kg_t
             plan->algo = algo;
         }
     }
-    LT(cublasLtMatmul(cu->lt, desc, &alpha, w->data, la, x->data, lb, &beta, y->data, lc, y->data, lc,
-                      &algo, cu->lt_ws, KG_CUDA_LT_WS_BYTES, cu->stream),
+    LT(cublasLtMatmul(cu->lt, desc, &alpha, w->data, la, x->data, lb, &beta, y->data, lc, y->data,
+                      lc, &algo, cu->lt_ws, KG_CUDA_LT_WS_BYTES, cu->stream),
        "cublasLtMatmul");
 }

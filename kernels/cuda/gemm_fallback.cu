@@ -31,8 +31,8 @@ static __global__ void __launch_bounds__(GF_TILE *GF_TILE)
 }
 
 template <typename T>
-static void gemm_simple_cuda(T *y, const T *x, const T *w, const T *b, int64_t m, int64_t n, int64_t k,
-                             cudaStream_t s)
+static void gemm_simple_cuda(T *y, const T *x, const T *w, const T *b, int64_t m, int64_t n,
+                             int64_t k, cudaStream_t s)
 {
     dim3 grid((unsigned)((n + GF_TILE - 1) / GF_TILE), (unsigned)((m + GF_TILE - 1) / GF_TILE));
     gemm_simple_kernel<T><<<grid, dim3(GF_TILE, GF_TILE), 0, s>>>(y, x, w, b, m, n, k);

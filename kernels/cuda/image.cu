@@ -9,9 +9,8 @@
  * arithmetic as the host loop in engine/pipeline.c, step by step in fp32 without
  * contraction: v = x / 2 + 0.5 clamped to [0, 1], then v * 255 rounded half to even. */
 template <typename T>
-static __global__ void image_to_device_kernel(uint8_t *dst, size_t pitch, int channels,
-                                              const T *x, int64_t h, int64_t w,
-                                              kg_cuda_flags *flags)
+static __global__ void image_to_device_kernel(uint8_t *dst, size_t pitch, int channels, const T *x,
+                                              int64_t h, int64_t w, kg_cuda_flags *flags)
 {
     int64_t plane = h * w;
     KG_GRID_STRIDE(i, plane)

@@ -6,21 +6,21 @@
 #define LAYOUT_THREADS 256
 
 /* an unsigned type of each element size */
-#define KG_SIZE_DISPATCH(es, U, ...)             \
-    do {                                         \
-        if ((es) == 1) {                         \
-            typedef uint8_t U;                   \
-            __VA_ARGS__;                         \
-        } else if ((es) == 2) {                  \
-            typedef uint16_t U;                  \
-            __VA_ARGS__;                         \
-        } else if ((es) == 4) {                  \
-            typedef uint32_t U;                  \
-            __VA_ARGS__;                         \
-        } else {                                 \
-            typedef uint64_t U;                  \
-            __VA_ARGS__;                         \
-        }                                        \
+#define KG_SIZE_DISPATCH(es, U, ...) \
+    do {                             \
+        if ((es) == 1) {             \
+            typedef uint8_t U;       \
+            __VA_ARGS__;             \
+        } else if ((es) == 2) {      \
+            typedef uint16_t U;      \
+            __VA_ARGS__;             \
+        } else if ((es) == 4) {      \
+            typedef uint32_t U;      \
+            __VA_ARGS__;             \
+        } else {                     \
+            typedef uint64_t U;      \
+            __VA_ARGS__;             \
+        }                            \
     } while (0)
 
 /* y [planes, 2h, 2w] from x [planes, h, w] */
@@ -83,7 +83,8 @@ extern "C" void kg_cuda_upsample_nearest(kg_backend *be, kg_tensor *y, const kg_
 
 /* y viewed as [outer, na + nb] elements: a's rows then b's rows */
 template <typename U>
-static __global__ void concat_kernel(U *y, const U *a, const U *b, int64_t n, int64_t na, int64_t nb)
+static __global__ void concat_kernel(U *y, const U *a, const U *b, int64_t n, int64_t na,
+                                     int64_t nb)
 {
     KG_GRID_STRIDE(i, n)
     {
@@ -153,9 +154,9 @@ extern "C" void kg_cuda_permute(kg_backend *be, kg_tensor *y, const kg_tensor *x
     }
     if (total == 0)
         return;
-    KG_SIZE_DISPATCH(kg_dtype_size(x->dtype), U,
-                     permute_cuda<U>((U *)y->data, (const U *)x->data, total, g,
-                                     kg_cuda_of(be)->stream));
+    KG_SIZE_DISPATCH(
+        kg_dtype_size(x->dtype), U,
+        permute_cuda<U>((U *)y->data, (const U *)x->data, total, g, kg_cuda_of(be)->stream));
     kg_cuda_check_launch(be, "permute");
 }
 
@@ -172,22 +173,22 @@ static void convert_cuda(TD *y, const TS *x, int64_t n, cudaStream_t s)
     convert_kernel<TD, TS><<<kg_grid(n, LAYOUT_THREADS), LAYOUT_THREADS, 0, s>>>(y, x, n);
 }
 
-extern "C" void kg_cuda_convert(kg_backend *be, void *dst, kg_dtype dd, const void *src, kg_dtype sd,
-                                int64_t n)
+extern "C" void kg_cuda_convert(kg_backend *be, void *dst, kg_dtype dd, const void *src,
+                                kg_dtype sd, int64_t n)
 {
     kg_cuda *cu = kg_cuda_of(be);
     if (n == 0)
         return;
     if (dd == sd) {
-        kg_cuda_check(be, cudaMemcpyAsync(dst, src, (size_t)n * kg_dtype_size(dd),
-                                          cudaMemcpyDeviceToDevice, cu->stream),
+        kg_cuda_check(be,
+                      cudaMemcpyAsync(dst, src, (size_t)n * kg_dtype_size(dd),
+                                      cudaMemcpyDeviceToDevice, cu->stream),
                       "copy");
         return;
     }
-    KG_FLOAT_DISPATCH(dd, TD,
-                      KG_FLOAT_DISPATCH(sd, TS,
-                                        convert_cuda<TD, TS>((TD *)dst, (const TS *)src, n,
-                                                             cu->stream)));
+    KG_FLOAT_DISPATCH(
+        dd, TD,
+        KG_FLOAT_DISPATCH(sd, TS, convert_cuda<TD, TS>((TD *)dst, (const TS *)src, n, cu->stream)));
     kg_cuda_check_launch(be, "dtype conversion");
 }
 
@@ -199,8 +200,8 @@ extern "C" void kg_cuda_copy(kg_backend *be, kg_tensor *y, const kg_tensor *x)
 /* y [n_ids, d] = table[ids]; an id outside [0, rows) writes zeros and is
  * reported through the device flags (sync() turns it into the error). */
 template <typename T, typename I>
-static __global__ void embedding_kernel(T *y, const T *table, const I *ids, int64_t total, int64_t d,
-                                        int64_t rows, kg_cuda_flags *flags)
+static __global__ void embedding_kernel(T *y, const T *table, const I *ids, int64_t total,
+                                        int64_t d, int64_t rows, kg_cuda_flags *flags)
 {
     KG_GRID_STRIDE(i, total)
     {

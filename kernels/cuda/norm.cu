@@ -43,7 +43,7 @@ static void group_norm_cuda(T *y, const T *x, const T *gamma, const T *beta, int
                             int64_t cpg, int64_t spatial, float eps, int silu, cudaStream_t s)
 {
     group_norm_kernel<T><<<(unsigned)(nb * groups), NORM_THREADS, 0, s>>>(y, x, gamma, beta, groups,
-                                                                         cpg, spatial, eps, silu);
+                                                                          cpg, spatial, eps, silu);
 }
 
 /* Large groups (the VAE's 1M-element groups at 512x512 would leave all but
@@ -142,8 +142,8 @@ static void group_norm_split_cuda(T *y, const T *x, const T *gamma, const T *bet
     dim3 grid((unsigned)(nb * groups), (unsigned)((n + GN_CHUNK - 1) / GN_CHUNK));
     gn_sum_kernel<T><<<grid, GN_THREADS, 0, s>>>(x, n, psum);
     gn_sq_kernel<T><<<grid, GN_THREADS, 0, s>>>(x, n, psum, psq);
-    gn_apply_kernel<T><<<grid, GN_THREADS, 0, s>>>(y, x, gamma, beta, groups, cpg, spatial, psum,
-                                                  psq, eps, silu);
+    gn_apply_kernel<T>
+        <<<grid, GN_THREADS, 0, s>>>(y, x, gamma, beta, groups, cpg, spatial, psum, psq, eps, silu);
 }
 
 extern "C" void kg_cuda_group_norm(kg_backend *be, kg_tensor *y, const kg_tensor *x,
@@ -160,19 +160,17 @@ extern "C" void kg_cuda_group_norm(kg_backend *be, kg_tensor *y, const kg_tensor
      * and the statistics passes are complete before it starts */
     if (n >= GN_SPLIT_MIN && nb * groups * chunks <= KG_CUDA_GN_PARTIALS && chunks <= 65535) {
         KG_FLOAT_DISPATCH(x->dtype, T,
-                          group_norm_split_cuda<T>((T *)y->data, (const T *)x->data,
-                                                   (const T *)gamma->data, (const T *)beta->data,
-                                                   nb, groups, c / groups, spatial, eps, silu,
-                                                   cu->gn_partials,
-                                                   cu->gn_partials + KG_CUDA_GN_PARTIALS,
-                                                   cu->stream));
+                          group_norm_split_cuda<T>(
+                              (T *)y->data, (const T *)x->data, (const T *)gamma->data,
+                              (const T *)beta->data, nb, groups, c / groups, spatial, eps, silu,
+                              cu->gn_partials, cu->gn_partials + KG_CUDA_GN_PARTIALS, cu->stream));
         kg_cuda_check_launch(be, "group_norm");
         return;
     }
     KG_FLOAT_DISPATCH(x->dtype, T,
                       group_norm_cuda<T>((T *)y->data, (const T *)x->data, (const T *)gamma->data,
-                                         (const T *)beta->data, nb, groups, c / groups, spatial, eps,
-                                         silu, cu->stream));
+                                         (const T *)beta->data, nb, groups, c / groups, spatial,
+                                         eps, silu, cu->stream));
     kg_cuda_check_launch(be, "group_norm");
 }
 

@@ -16,13 +16,12 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-#define FUZZ_REQUIRE(cond)                                                      \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            fprintf(stderr, "fuzz invariant failed: %s (%s:%d)\n", #cond,       \
-                    __FILE__, __LINE__);                                        \
-            abort();                                                            \
-        }                                                                       \
+#define FUZZ_REQUIRE(cond)                                                                     \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "fuzz invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__); \
+            abort();                                                                           \
+        }                                                                                      \
     } while (0)
 
 /* A refused input must say why. */

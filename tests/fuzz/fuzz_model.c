@@ -15,7 +15,7 @@
 #include "fuzz_common.h"
 #include "kosmosg.h"
 
-static uint8_t *tiny_data;   /* the tiny model's data region */
+static uint8_t *tiny_data; /* the tiny model's data region */
 static size_t tiny_data_len;
 static char path[4096];
 

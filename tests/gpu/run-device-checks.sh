@@ -236,7 +236,7 @@ done
 # ------------------------------- the GStreamer plugin's CUDA memory output (gst/gstkosmosgcuda.c)
 # Built straight with gcc against the static engine above when the machine has the GStreamer
 # development files with gstreamer-cuda-1.0 (libgstreamer-plugins-bad1.0-dev); a bare GPU machine
-# usually lacks them, and then this shows as NOT RUN. It checks (1) tests/test_gst_cuda.c's
+# usually lacks them, and then this shows as NOT RUN. It checks (1) tests/gst/test_gst_cuda.c's
 # device cases (GstCudaMemory out, same pixels as system memory, context announced and
 # queried), (2) kosmosgsrc backend=cuda ! CUDA-memory caps ! cudadownload: every image written
 # by the engine straight into CUDA memory (the element's LOG line per buffer, no host copy on
@@ -254,7 +254,7 @@ gst_cuda_checks() {
         -DPACKAGE='"kosmosg-gst"' -DGST_PACKAGE_NAME='"kosmosg-gst device check"' \
         -DGST_PACKAGE_ORIGIN='"Unknown package origin"' $(pkg-config --cflags $pc) \
         "$ROOT"/gst/*.c "$BUILD/libkg.a" $(pkg-config --libs $pc) "${LIBS[@]}" -o "$plug/libgstkosmosg.so" ||
-        ! gcc "${CFLAGS[@]}" -DKG_HAVE_GST_CUDA=1 "$ROOT/tests/test_gst_cuda.c" "$BUILD/libkg.a" \
+        ! gcc "${CFLAGS[@]}" -DKG_HAVE_GST_CUDA=1 "$ROOT/tests/gst/test_gst_cuda.c" "$BUILD/libkg.a" \
             $(pkg-config --cflags --libs gstreamer-check-1.0 gstreamer-video-1.0) "${LIBS[@]}" -o "$BUILD/test_gst_cuda"; then
         ROWS+=("| gst CUDA memory | FAIL (the plugin or test_gst_cuda did not build) | - | - | - |")
         return 0
