@@ -23,12 +23,29 @@ struct _GstKosmosGModel
 static GMutex registry_lock;
 static GHashTable *registry;    /* key -> GstKosmosGModel, protected by registry_lock */
 
+/* precision auto names the backend's default (kg_model_options_init), so on an
+ * explicit backend "auto" and that default are one model, not two loads */
+static kg_precision
+key_precision (const kg_model_options * opt)
+{
+  if (opt->precision != KG_PRECISION_AUTO)
+    return opt->precision;
+  switch (opt->backend) {
+    case KG_BACKEND_CPU:
+      return KG_PRECISION_FP32;
+    case KG_BACKEND_CUDA:
+      return KG_PRECISION_FP16;
+    default:
+      return KG_PRECISION_AUTO;
+  }
+}
+
 static gchar *
 make_key (const gchar * path, const kg_model_options * opt)
 {
   char *real = realpath (path, NULL);
   gchar *key = g_strdup_printf ("%s|%d|%d|%d|%d", real ? real : path,
-      (int) opt->backend, opt->device_id, (int) opt->precision,
+      (int) opt->backend, opt->device_id, (int) key_precision (opt),
       opt->n_threads);
 
   free (real);

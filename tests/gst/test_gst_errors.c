@@ -280,12 +280,27 @@ GST_START_TEST (test_model_sharing)
   fail_unless_equals_int (users, 2);
 
   /* another precision is another entry */
-  g_object_set (other, "precision", KG_PRECISION_FP32, NULL);
+  g_object_set (other, "precision", KG_PRECISION_BF16, NULL);
   fail_unless_equals_int (gst_element_set_state (other, GST_STATE_READY),
       GST_STATE_CHANGE_SUCCESS);
   load_result (b3, &loaded, &users);
   fail_unless (loaded);
   fail_unless_equals_int (users, 1);
+
+  /* fp32 is what auto (the default) means on the CPU: the same model */
+  {
+    GstBus *b6;
+    GstElement *p32 = make_element ("kosmosgsrc", "a cat", TEST_STEPS, &b6);
+
+    g_object_set (p32, "precision", KG_PRECISION_FP32, NULL);
+    fail_unless_equals_int (gst_element_set_state (p32, GST_STATE_READY),
+        GST_STATE_CHANGE_SUCCESS);
+    load_result (b6, &loaded, &users);
+    fail_unless (!loaded, "precision fp32 loaded a second copy of the CPU "
+        "model that precision auto had loaded");
+    fail_unless_equals_int (users, 3);
+    release_element (p32, b6);
+  }
 
   /* another CPU thread count is another entry too (n-threads reaches the
    * backend: kg_model_options.n_threads) */
