@@ -14,9 +14,10 @@
 #       cuDNN live in folders only the cache lists), registry scanning in-process. A control
 #       first shows libcudart cannot be loaded that way. backend=cpu makes an image; backend=cuda
 #       is refused naming the missing library; backend=auto falls back to the CPU with a warning;
-#       with no CUDA module at all, backend=cuda's error names KOSMOSG_CUDA_MODULE.
+#       with no CUDA module at all, backend=cuda's error names KOSMOSG_CUDA_MODULE (a build
+#       without CUDA, KG_BUILD_HAS_CUDA=0: the error says the build has no CUDA backend).
 #
-# Env: KG_TINY_MODEL, CC (compiler), MESON (meson).
+# Env: KG_TINY_MODEL, CC (compiler), MESON (meson), KG_BUILD_HAS_CUDA (1 or 0).
 set -eu
 
 mode=$1 build=$2 prefix=$3 libdir=$4 includedir=$5 plugindir=$6
@@ -103,17 +104,28 @@ hide "$launch" kosmosgsrc model-location="$KG_TINY_MODEL" backend=auto prompt="a
     >"$dest/auto.txt" 2>&1 || { cat "$dest/auto.txt"; fail "backend=auto with the CUDA libraries hidden"; }
 grep -i 'warn\|cpu' "$dest/auto.txt" | head -2
 echo "ok: backend=auto fell back to the CPU"
-# no CUDA module anywhere (a build tree's plugin, a partial install): the error names the
-# variable that points at it
-rm -f "$lib/kosmosg/libkosmosg-cuda.so"
-if [ -e "$libdir/kosmosg/libkosmosg-cuda.so" ]; then
-    echo "skip: a CUDA module is installed at $libdir/kosmosg on this host"
-else
+cuda_refused() { # $1: output file; backend=cuda must fail
     if hide "$launch" kosmosgsrc model-location="$KG_TINY_MODEL" backend=cuda prompt="a" \
-        num-inference-steps=2 ! fakesink num-buffers=1 >"$dest/nomodule.txt" 2>&1; then
-        fail "backend=cuda succeeded without a CUDA module"
+        num-inference-steps=2 ! fakesink num-buffers=1 >"$1" 2>&1; then
+        fail "backend=cuda succeeded ($1)"
     fi
-    grep 'KOSMOSG_CUDA_MODULE' "$dest/nomodule.txt" ||
-        { cat "$dest/nomodule.txt"; fail "the missing CUDA module's error does not name KOSMOSG_CUDA_MODULE"; }
-    echo "ok: without a CUDA module, backend=cuda names KOSMOSG_CUDA_MODULE"
+}
+if [ "${KG_BUILD_HAS_CUDA:-1}" = 0 ]; then
+    # a build without CUDA says so, instead of looking for a module it never built
+    cuda_refused "$dest/nocudabuild.txt"
+    grep 'this build has no CUDA backend' "$dest/nocudabuild.txt" ||
+        { cat "$dest/nocudabuild.txt"; fail "backend=cuda in a build without CUDA does not say the build lacks it"; }
+    echo "ok: a build without CUDA says so for backend=cuda"
+else
+    # no CUDA module anywhere (a build tree's plugin, a partial install): the error names the
+    # variable that points at it
+    rm -f "$lib/kosmosg/libkosmosg-cuda.so"
+    if [ -e "$libdir/kosmosg/libkosmosg-cuda.so" ]; then
+        echo "skip: a CUDA module is installed at $libdir/kosmosg on this host"
+    else
+        cuda_refused "$dest/nomodule.txt"
+        grep 'KOSMOSG_CUDA_MODULE' "$dest/nomodule.txt" ||
+            { cat "$dest/nomodule.txt"; fail "the missing CUDA module's error does not name KOSMOSG_CUDA_MODULE"; }
+        echo "ok: without a CUDA module, backend=cuda names KOSMOSG_CUDA_MODULE"
+    fi
 fi
