@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
 #include "kosmosg.h"
 #include "model.h"
 #include "testutil.h"
@@ -41,12 +40,9 @@ typedef struct stages {
     size_t n, cap;
 } stages;
 
-/* A golden e2e request (../shared/golden/kosmosg/e2e_CASE.safetensors). */
+/* A golden e2e case and its request. */
 typedef struct request {
-    kg_st_file *g;
-    char prompt[256], negative[256], scheduler[32];
-    kg_image images[4];
-    float *noise;
+    kgt_e2e_case c;
     kg_params p;
 } request;
 
@@ -76,81 +72,12 @@ static void stages_free(stages *s)
     memset(s, 0, sizeof *s);
 }
 
-static void copy_str(const kg_st_file *g, const char *key, char *dst, size_t cap)
-{
-    const kg_st_tensor *t = kg_st_find(g, key);
-    size_t n = t ? t->nbytes : 0;
-    if (n >= cap)
-        n = cap - 1;
-    if (t)
-        memcpy(dst, t->data, n);
-    dst[n] = '\0';
-}
-
 static int load_request(request *r, const char *name)
 {
-    char rel[128];
-    kg_json *j = NULL;
-    const char *meta;
-    kg_error err = {0};
-    size_t nn = 0;
-    float *noise;
-    int n, cfg, n_images;
-
-    memset(r, 0, sizeof *r);
-    snprintf(rel, sizeof rel, "kosmosg/e2e_%s.safetensors", name);
-    r->g = kgt_golden_open(rel);
-    if (!r->g)
+    if (!kgt_e2e_case_load(&r->c, name))
         return 0;
-    meta = kg_st_metadata(r->g, "case");
-    if (!meta || kg_json_parse(&j, meta, strlen(meta), "case", &err) != KG_OK)
-        return kgt_check(0, "%s: metadata case parses", name);
-    kg_params_init(&r->p);
-    snprintf(r->scheduler, sizeof r->scheduler, "%s",
-             kg_json_string(kg_json_get(j, "scheduler"))
-                 ? kg_json_string(kg_json_get(j, "scheduler"))
-                 : "");
-    n = (int)kg_json_number(kg_json_get(j, "n"), 1);
-    r->p.steps = (int)kg_json_number(kg_json_get(j, "steps"), 0);
-    r->p.width = r->p.height = (int)kg_json_number(kg_json_get(j, "size"), 512);
-    r->p.guidance_scale = (float)kg_json_number(kg_json_get(j, "guidance"), 6.0);
-    n_images = (int)kg_json_count(kg_json_get(j, "images"));
-    kg_json_free(j);
-    cfg = r->p.guidance_scale > 1.0f;
-    copy_str(r->g, "in.prompt.utf8", r->prompt, sizeof r->prompt);
-    copy_str(r->g, "in.negative_prompt.utf8", r->negative, sizeof r->negative);
-    for (int i = 0; i < n_images && i < 4; i++) {
-        char key[64];
-        const kg_st_tensor *t;
-        snprintf(key, sizeof key, "in.image%d.rgb", i);
-        t = kg_st_find(r->g, key);
-        if (!t || t->ndim != 3)
-            return kgt_check(0, "%s: %s present", name, key);
-        r->images[i] =
-            (kg_image){KG_PIX_RGB, t->shape[1], t->shape[0], (size_t)t->shape[1] * 3, t->data};
-    }
-    noise = kgt_read_f32(r->g, "in.noise", &nn);
-    if (!noise)
-        return 0;
-    /* without CFG the official run drew 2n latents; the conditional half is the second */
-    r->noise = malloc(nn * sizeof(float));
-    memcpy(r->noise, noise + (cfg ? 0 : nn / 2), (cfg ? nn : nn / 2) * sizeof(float));
-    free(noise);
-    r->p.prompt = r->prompt;
-    r->p.negative_prompt = r->negative;
-    r->p.images = r->images;
-    r->p.n_images = n_images;
-    r->p.seed = 1234;
-    r->p.num_images = n;
-    kg_scheduler_type_from_name(r->scheduler, &r->p.scheduler, NULL);
-    r->p.init_latents = r->noise;
+    kgt_e2e_case_params(&r->c, &r->p);
     return 1;
-}
-
-static void free_request(request *r)
-{
-    free(r->noise);
-    kg_st_close(r->g);
 }
 
 /* Elements of the model file's linear and conv weights: what bf16 halves. */
@@ -339,7 +266,7 @@ static int run_e2e(const char *name)
     }
     close_run(&f32);
     close_run(&b16);
-    free_request(&q);
+    kgt_e2e_case_free(&q.c);
     return kgt_finish();
 }
 
@@ -390,7 +317,7 @@ static int run_lora(void)
     }
     close_run(&f32);
     close_run(&b16);
-    free_request(&q);
+    kgt_e2e_case_free(&q.c);
     return kgt_finish();
 }
 
@@ -418,7 +345,7 @@ static int run_controlnet(void)
                   kg_dtype_name(b16.cn->store->weight_dtype), cb, cf, (double)cb / (double)cf);
         plain = q.p;
         kg_control_init(&ctl);
-        ctl.image = q.images[0];
+        ctl.image = q.c.images[0];
         ctl.canny = 1;
         q.p.controls = &ctl;
         q.p.n_controls = 1;
@@ -435,7 +362,7 @@ static int run_controlnet(void)
     }
     close_run(&f32);
     close_run(&b16);
-    free_request(&q);
+    kgt_e2e_case_free(&q.c);
     return kgt_finish();
 }
 

@@ -83,17 +83,6 @@ static kg_image image_of(const kg_st_file *f, const char *key)
     return im;
 }
 
-static void copy_str(const kg_st_file *g, const char *key, char *dst, size_t cap)
-{
-    const kg_st_tensor *t = kg_st_find(g, key);
-    size_t n = t ? t->nbytes : 0;
-    if (n >= cap)
-        n = cap - 1;
-    if (t)
-        memcpy(dst, t->data, n);
-    dst[n] = '\0';
-}
-
 static void run_case(kg_session *s, const kg_control_net *cn, const kg_st_file *ref,
                      const kg_json *spec, const char *name)
 {
@@ -121,7 +110,7 @@ static void run_case(kg_session *s, const kg_control_net *cn, const kg_st_file *
     if (!e2e)
         return;
     kg_params_init(&p);
-    copy_str(e2e, "in.prompt.utf8", prompt, sizeof prompt);
+    kgt_read_str(e2e, "in.prompt.utf8", prompt, sizeof prompt);
     p.prompt = prompt;
     p.negative_prompt = "";
     for (int i = 0; i < 4; i++) {

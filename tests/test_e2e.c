@@ -57,19 +57,6 @@ typedef struct stages {
     size_t n, cap;
 } stages;
 
-typedef struct gcase {
-    char name[64];
-    char prompt[256];
-    char negative[256];
-    char scheduler[32];
-    int n_images, n, steps, size, cfg;
-    double guidance;
-    kg_st_file *g;
-    uint8_t *rgb[4];
-    kg_image images[4];
-    float *noise; /* the n latents we start from */
-} gcase;
-
 static void stages_add(stages *s, const char *name, const kg_tensor *t)
 {
     stage *e;
@@ -105,97 +92,6 @@ static void stages_free(stages *s)
         free(s->v[i].t.data);
     free(s->v);
     memset(s, 0, sizeof *s);
-}
-
-static void copy_str(const kg_st_file *g, const char *key, char *dst, size_t cap)
-{
-    const kg_st_tensor *t = kg_st_find(g, key);
-    size_t n = t ? t->nbytes : 0;
-    if (n >= cap)
-        n = cap - 1;
-    if (t)
-        memcpy(dst, t->data, n);
-    dst[n] = '\0';
-}
-
-static int load_case(gcase *c, const char *name)
-{
-    char rel[128];
-    kg_json *j = NULL;
-    const char *meta;
-    kg_error err = {0};
-    size_t nn = 0;
-    float *noise;
-
-    memset(c, 0, sizeof *c);
-    snprintf(c->name, sizeof c->name, "%s", name);
-    snprintf(rel, sizeof rel, "kosmosg/e2e_%s.safetensors", name);
-    c->g = kgt_golden_open(rel);
-    if (!c->g)
-        return 0;
-    meta = kg_st_metadata(c->g, "case");
-    if (!meta || kg_json_parse(&j, meta, strlen(meta), "case", &err) != KG_OK)
-        return kgt_check(0, "%s: metadata case parses", name);
-    snprintf(c->scheduler, sizeof c->scheduler, "%s",
-             kg_json_string(kg_json_get(j, "scheduler"))
-                 ? kg_json_string(kg_json_get(j, "scheduler"))
-                 : "");
-    c->n = (int)kg_json_number(kg_json_get(j, "n"), 1);
-    c->steps = (int)kg_json_number(kg_json_get(j, "steps"), 0);
-    c->size = (int)kg_json_number(kg_json_get(j, "size"), 512);
-    c->guidance = kg_json_number(kg_json_get(j, "guidance"), 6.0);
-    c->n_images = (int)kg_json_count(kg_json_get(j, "images"));
-    c->cfg = c->guidance > 1.0;
-    kg_json_free(j);
-    copy_str(c->g, "in.prompt.utf8", c->prompt, sizeof c->prompt);
-    copy_str(c->g, "in.negative_prompt.utf8", c->negative, sizeof c->negative);
-    for (int i = 0; i < c->n_images; i++) {
-        char key[64];
-        const kg_st_tensor *t;
-        snprintf(key, sizeof key, "in.image%d.rgb", i);
-        t = kg_st_find(c->g, key);
-        if (!t || t->ndim != 3)
-            return kgt_check(0, "%s: %s present", name, key);
-        c->rgb[i] = malloc(t->nbytes);
-        memcpy(c->rgb[i], t->data, t->nbytes);
-        c->images[i].format = KG_PIX_RGB;
-        c->images[i].height = t->shape[0];
-        c->images[i].width = t->shape[1];
-        c->images[i].stride = (size_t)t->shape[1] * 3;
-        c->images[i].data = c->rgb[i];
-    }
-    noise = kgt_read_f32(c->g, "in.noise", &nn);
-    if (!noise)
-        return 0;
-    /* without CFG the official run drew 2n latents and the conditional half is the second */
-    c->noise = malloc(nn * sizeof(float));
-    memcpy(c->noise, noise + (c->cfg ? 0 : nn / 2), (c->cfg ? nn : nn / 2) * sizeof(float));
-    free(noise);
-    return 1;
-}
-
-static void free_case(gcase *c)
-{
-    for (int i = 0; i < c->n_images; i++)
-        free(c->rgb[i]);
-    free(c->noise);
-    kg_st_close(c->g);
-}
-
-static void set_params(const gcase *c, kg_params *p)
-{
-    kg_params_init(p);
-    p->prompt = c->prompt;
-    p->negative_prompt = c->negative;
-    p->images = c->images;
-    p->n_images = c->n_images;
-    p->steps = c->steps;
-    p->guidance_scale = (float)c->guidance;
-    p->seed = 1234;
-    p->num_images = c->n;
-    kg_scheduler_type_from_name(c->scheduler, &p->scheduler, NULL);
-    p->width = p->height = c->size;
-    p->init_latents = c->noise;
 }
 
 /* NMSE of got against the float64 reference, NaN/Inf first. */
@@ -240,7 +136,7 @@ static double psnr_u8(const uint8_t *a, const double *b, size_t n)
 
 /* Compares `got` with golden key (rows [row0, row0 + rows) of its first dim
  * when rows > 0), after an optional NHWC -> NCHW permutation of the golden. */
-static void cmp(const gcase *c, const stages *s, const char *stage_name, const char *key,
+static void cmp(const kgt_e2e_case *c, const stages *s, const char *stage_name, const char *key,
                 int64_t row0, int64_t rows, double atol, double rtol, int nhwc)
 {
     const kg_tensor *got = find(s, stage_name);
@@ -277,7 +173,7 @@ static void cmp(const gcase *c, const stages *s, const char *stage_name, const c
     free(ref);
 }
 
-static void cmp_exact_i(const gcase *c, const kg_tensor *got, const char *key)
+static void cmp_exact_i(const kgt_e2e_case *c, const kg_tensor *got, const char *key)
 {
     size_t n = 0, bad = 0, cnt;
     double *ref;
@@ -297,7 +193,8 @@ static void cmp_exact_i(const gcase *c, const kg_tensor *got, const char *key)
     free(ref);
 }
 
-static void cmp_u8(const gcase *c, const uint8_t *got, size_t cnt, const char *key, size_t skip)
+static void cmp_u8(const kgt_e2e_case *c, const uint8_t *got, size_t cnt, const char *key,
+                   size_t skip)
 {
     size_t n = 0, off1 = 0, worse = 0;
     double *ref = kgt_read_f64(c->g, key, &n);
@@ -326,7 +223,7 @@ static void cmp_u8(const gcase *c, const uint8_t *got, size_t cnt, const char *k
     free(ref);
 }
 
-static void compare_stages(const gcase *c, const stages *s, const kg_output *out)
+static void compare_stages(const kgt_e2e_case *c, const stages *s, const kg_output *out)
 {
     int calls = 0;
     int64_t r0 = c->cfg ? 0 : c->n; /* the conditional rows of the golden batch */
@@ -406,7 +303,7 @@ static int open_model(kg_model **m, kg_session **s, test_backend b)
 
 /* The same request on the CPU from the same latents: PSNR of the fp16 backend's
  * images against the CPU's. */
-static void compare_with_cpu(const gcase *c, const kg_params *p, const kg_output *out)
+static void compare_with_cpu(const kgt_e2e_case *c, const kg_params *p, const kg_output *out)
 {
     kg_model *m = NULL;
     kg_session *s = NULL;
@@ -446,7 +343,7 @@ done:
 
 static int run_api(const char *name)
 {
-    gcase c;
+    kgt_e2e_case c;
     kg_model *m = NULL;
     kg_session *s = NULL;
     kg_params p;
@@ -454,9 +351,9 @@ static int run_api(const char *name)
     kg_error err = {0};
     stages st = {0};
     int rc = 0;
-    if (!load_case(&c, name) || (rc = open_model(&m, &s, tb)) != 1)
+    if (!kgt_e2e_case_load(&c, name) || (rc = open_model(&m, &s, tb)) != 1)
         goto done;
-    set_params(&c, &p);
+    kgt_e2e_case_params(&c, &p);
     if (!kgt_check(kg_generate(s, &p, NULL, on_dump, &st, &out, &err) == KG_OK,
                    "%s: kg_generate: %s", name, err.msg))
         goto done;
@@ -468,7 +365,7 @@ done:
     kg_output_free(&out);
     kg_session_free(s);
     kg_model_close(m);
-    free_case(&c);
+    kgt_e2e_case_free(&c);
     return rc == SKIP ? SKIP : kgt_finish();
 }
 
@@ -485,7 +382,7 @@ static int write_png(const char *path, const kg_image *im)
 
 static int run_cli(const char *name, const char *cli)
 {
-    gcase c;
+    kgt_e2e_case c;
     char dir[] = "/tmp/kg-e2e-XXXXXX", cmd[8192], path[512], dump[512];
     kg_st_writer *w = NULL;
     kg_st_file *d = NULL;
@@ -493,7 +390,7 @@ static int run_cli(const char *name, const char *cli)
     stages st = {0};
     int rc;
 
-    if (!load_case(&c, name))
+    if (!kgt_e2e_case_load(&c, name))
         goto done;
     if (!mkdtemp(dir)) {
         kgt_check(0, "mkdtemp");
@@ -549,7 +446,7 @@ done:
     stages_free(&st);
     kg_st_close(d);
     kg_st_writer_free(w);
-    free_case(&c);
+    kgt_e2e_case_free(&c);
     return kgt_finish();
 }
 
@@ -571,7 +468,7 @@ static void on_progress(void *user, kg_stage stage, int step, int total)
 
 static int run_cancel(void)
 {
-    gcase c;
+    kgt_e2e_case c;
     kg_model *m = NULL;
     kg_session *s = NULL;
     kg_params p;
@@ -583,9 +480,9 @@ static int run_cancel(void)
     size_t allocs;
     int open = 0;
 
-    if (!load_case(&c, "two_images_dpms") || (open = open_model(&m, &s, tb)) != 1)
+    if (!kgt_e2e_case_load(&c, "two_images_dpms") || (open = open_model(&m, &s, tb)) != 1)
         goto done;
-    set_params(&c, &p);
+    kgt_e2e_case_params(&c, &p);
     p.steps = 40;
     p.cancel = &cs.flag;
     rc = kg_generate(s, &p, on_progress, NULL, &cs, &out, &err);
@@ -593,7 +490,7 @@ static int run_cancel(void)
               cs.at, kg_status_name(rc), err.msg);
     kgt_check(cs.last == cs.at, "no step ran after the cancel flag (last step %d)", cs.last);
     kgt_check(out.rgb == NULL && out.n == 0, "a cancelled generation returns no images");
-    set_params(&c, &p);
+    kgt_e2e_case_params(&c, &p);
     kg_error_clear(&err);
     kgt_check(kg_generate(s, &p, NULL, on_dump, &st, &out, &err) == KG_OK,
               "generation after a cancel: %s", err.msg);
@@ -611,7 +508,7 @@ done:
     kg_output_free(&out);
     kg_session_free(s);
     kg_model_close(m);
-    free_case(&c);
+    kgt_e2e_case_free(&c);
     return open == SKIP ? SKIP : kgt_finish();
 }
 

@@ -355,3 +355,91 @@ void kgt_ctx(kg_ctx *c, kg_backend *be, size_t arena_bytes)
         exit(1);
     }
 }
+
+void kgt_read_str(const kg_st_file *g, const char *key, char *dst, size_t cap)
+{
+    const kg_st_tensor *t = kg_st_find(g, key);
+    size_t n = t ? t->nbytes : 0;
+    if (n >= cap)
+        n = cap - 1;
+    if (t)
+        memcpy(dst, t->data, n);
+    dst[n] = '\0';
+}
+
+int kgt_e2e_case_load(kgt_e2e_case *c, const char *name)
+{
+    char rel[128];
+    kg_json *j = NULL;
+    const char *meta;
+    kg_error err = {0};
+    size_t nn = 0;
+    float *noise;
+
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    snprintf(rel, sizeof rel, "kosmosg/e2e_%s.safetensors", name);
+    c->g = kgt_golden_open(rel);
+    if (!c->g)
+        return 0;
+    meta = kg_st_metadata(c->g, "case");
+    if (!meta || kg_json_parse(&j, meta, strlen(meta), "case", &err) != KG_OK)
+        return kgt_check(0, "%s: metadata case parses", name);
+    snprintf(c->scheduler, sizeof c->scheduler, "%s",
+             kg_json_string(kg_json_get(j, "scheduler"))
+                 ? kg_json_string(kg_json_get(j, "scheduler"))
+                 : "");
+    c->n = (int)kg_json_number(kg_json_get(j, "n"), 1);
+    c->steps = (int)kg_json_number(kg_json_get(j, "steps"), 0);
+    c->size = (int)kg_json_number(kg_json_get(j, "size"), 512);
+    c->guidance = kg_json_number(kg_json_get(j, "guidance"), 6.0);
+    c->n_images = (int)kg_json_count(kg_json_get(j, "images"));
+    if (c->n_images > (int)(sizeof c->images / sizeof *c->images)) {
+        kg_json_free(j);
+        return kgt_check(0, "%s: %d reference images, at most 4 here", name, c->n_images);
+    }
+    c->cfg = c->guidance > 1.0;
+    kg_json_free(j);
+    kgt_read_str(c->g, "in.prompt.utf8", c->prompt, sizeof c->prompt);
+    kgt_read_str(c->g, "in.negative_prompt.utf8", c->negative, sizeof c->negative);
+    for (int i = 0; i < c->n_images; i++) {
+        char key[64];
+        const kg_st_tensor *t;
+        snprintf(key, sizeof key, "in.image%d.rgb", i);
+        t = kg_st_find(c->g, key);
+        if (!t || t->ndim != 3)
+            return kgt_check(0, "%s: %s present", name, key);
+        c->images[i] =
+            (kg_image){KG_PIX_RGB, t->shape[1], t->shape[0], (size_t)t->shape[1] * 3, t->data};
+    }
+    noise = kgt_read_f32(c->g, "in.noise", &nn);
+    if (!noise)
+        return 0;
+    /* without CFG the official run drew 2n latents and the conditional half is the second */
+    c->noise = malloc(nn * sizeof(float));
+    memcpy(c->noise, noise + (c->cfg ? 0 : nn / 2), (c->cfg ? nn : nn / 2) * sizeof(float));
+    free(noise);
+    return 1;
+}
+
+void kgt_e2e_case_free(kgt_e2e_case *c)
+{
+    free(c->noise);
+    kg_st_close(c->g);
+}
+
+void kgt_e2e_case_params(const kgt_e2e_case *c, kg_params *p)
+{
+    kg_params_init(p);
+    p->prompt = c->prompt;
+    p->negative_prompt = c->negative;
+    p->images = c->images;
+    p->n_images = c->n_images;
+    p->steps = c->steps;
+    p->guidance_scale = (float)c->guidance;
+    p->seed = 1234;
+    p->num_images = c->n;
+    kg_scheduler_type_from_name(c->scheduler, &p->scheduler, NULL);
+    p->width = p->height = c->size;
+    p->init_latents = c->noise;
+}

@@ -72,6 +72,31 @@ typedef const char *(*kgt_name_map)(const char *tap_name, char *buf, size_t n);
 int kgt_taps_compare(const kgt_taps *t, const kg_st_file *golden, const char *prefix64,
                      const char *prefix32, double atol, double rtol, kgt_name_map map);
 
+/* Copies the UTF-8 bytes of tensor `key` (e.g. "in.prompt.utf8") into dst, cut to cap - 1
+ * bytes and NUL-terminated; "" when the tensor is missing. */
+void kgt_read_str(const kg_st_file *g, const char *key, char *dst, size_t cap);
+
+/* An official end-to-end request (golden kosmosg/e2e_NAME.safetensors): its prompt, negative
+ * prompt, reference images, scheduler, steps, size, guidance, image count and the noise the
+ * official run started from (without CFG the conditional half of its 2n latents). */
+typedef struct kgt_e2e_case {
+    char name[64];
+    char prompt[256];
+    char negative[256];
+    char scheduler[32];
+    int n_images, n, steps, size, cfg;
+    double guidance;
+    kg_st_file *g;
+    kg_image images[4]; /* pixels in g */
+    float *noise;       /* the n latents we start from */
+} kgt_e2e_case;
+
+/* Returns 1, or 0 with a failure counted; kgt_e2e_case_free either way. */
+int kgt_e2e_case_load(kgt_e2e_case *c, const char *name);
+void kgt_e2e_case_free(kgt_e2e_case *c);
+/* The case's request (seed 1234, init_latents = its noise); points into c. */
+void kgt_e2e_case_params(const kgt_e2e_case *c, kg_params *p);
+
 /* Prints "N passed, N failed" and returns 0 when nothing failed, else 1. */
 int kgt_finish(void);
 
