@@ -49,32 +49,15 @@ static kg_tensor up(kg_ctx *c, const float *host, int ndim, const int64_t *shape
     return t;
 }
 
-static float *down(kg_ctx *c, const kg_tensor *t)
-{
-    float *p = malloc((size_t)kg_tensor_numel(t) * sizeof *p);
-    kg_download_f32(c, p, t);
-    return p;
-}
-
-static int ctx_ok(kg_ctx *c, const char *what)
-{
-    kg_error err = {0};
-    if (kg_ctx_status(c, &err) == KG_OK)
-        return 1;
-    kgt_check(0, "%s: unexpected error %s: %s", what, kg_status_name(err.code), err.msg);
-    kg_ctx_clear_error(c);
-    return 0;
-}
-
 /* Compares a tensor with a double reference and releases both buffers. */
 static void expect(kg_ctx *c, const char *name, const kg_tensor *t, double *ref)
 {
     float *got;
-    if (!ctx_ok(c, name)) {
+    if (!kgt_ctx_ok(c, name)) {
         free(ref);
         return;
     }
-    got = down(c, t);
+    got = kgt_download(c, t);
     kgt_compare(name, got, ref, (size_t)kg_tensor_numel(t), ATOL, RTOL);
     free(got);
     free(ref);
@@ -369,8 +352,8 @@ static void test_attention(kg_ctx *c, const attn_case *a)
              : a->pad    ? " pad"
                          : "",
              a->stride > 1 ? " (sampled rows)" : "");
-    if (ctx_ok(c, name)) {
-        got = down(c, &o);
+    if (kgt_ctx_ok(c, name)) {
+        got = kgt_download(c, &o);
         for (int64_t bi = 0; bi < a->b; bi++)
             for (int64_t r = 0; r < n_rows; r++)
                 memcpy(sel + (bi * n_rows + r) * dv, got + (bi * a->lq + r * a->stride) * dv,
@@ -623,7 +606,7 @@ static void test_permute(kg_ctx *c, int ndim, const int64_t *xs, const int *p)
     got16 = malloc((size_t)kg_tensor_numel(&x) * sizeof *got16);
     kg_download_f32(c, got16, &y16);
     strcat(name, " f16");
-    if (ctx_ok(c, name))
+    if (kgt_ctx_ok(c, name))
         kgt_compare(name, got16, ref16, (size_t)kg_tensor_numel(&x), 0.0, 0.0);
     free(got16);
     free(ref16);
@@ -656,7 +639,7 @@ static void test_copy(kg_ctx *c)
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(r16[i]))
             r16[i] = g[i] = 0.0f;
-    if (ctx_ok(c, "copy f32->f16"))
+    if (kgt_ctx_ok(c, "copy f32->f16"))
         kgt_compare("copy f32->f16 (as kg_f32_to_f16)", g, r16, (size_t)n, 0.0, 0.0);
     kg_copy(c, &bf, &x);
     kg_copy(c, &back, &bf);

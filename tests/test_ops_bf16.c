@@ -69,23 +69,6 @@ static kg_tensor up(kg_ctx *c, kg_dtype dt, const float *host, int ndim, const i
     return t;
 }
 
-static float *down(kg_ctx *c, const kg_tensor *t)
-{
-    float *p = malloc((size_t)kg_tensor_numel(t) * sizeof *p);
-    kg_download_f32(c, p, t);
-    return p;
-}
-
-static int ctx_ok(kg_ctx *c, const char *what)
-{
-    kg_error err = {0};
-    if (kg_ctx_status(c, &err) == KG_OK)
-        return 1;
-    kgt_check(0, "%s: unexpected error %s: %s", what, kg_status_name(err.code), err.msg);
-    kg_ctx_clear_error(c);
-    return 0;
-}
-
 static const char *mode_name(const kg_cpu *cpu)
 {
     return cpu->bf16_mode == KG_CPU_BF16_DNNL ? "oneDNN" : "fallback";
@@ -171,7 +154,7 @@ static void test_linear(kg_ctx *c, int64_t m, int64_t k, int64_t n, int bias)
     snprintf(name, sizeof name, "linear bf16 (%s) %lldx%lldx%lld%s", mode_name(cpu), (long long)m,
              (long long)k, (long long)n, bias ? " +bias" : "");
     be->ops->linear(be, &y, &tx, &tw16, bias ? &tb : NULL);
-    if (ctx_ok(c, name)) {
+    if (kgt_ctx_ok(c, name)) {
         expect_ran(cpu, name, KG_CPU_BF16_LINEAR, ops0, gemms0);
         gemms0 = kg_backend_cpu_bf16_gemms(be);
         be->ops->linear(be, &y32r, &txr, &twr, bias ? &tb : NULL);
@@ -184,9 +167,9 @@ static void test_linear(kg_ctx *c, int64_t m, int64_t k, int64_t n, int bias)
                     s += (double)xr[i * k + q] * wr[j * k + q];
                 ref[i * n + j] = s;
             }
-        got = down(c, &y);
-        g32r = down(c, &y32r);
-        g32 = down(c, &y32);
+        got = kgt_download(c, &y);
+        g32r = kgt_download(c, &y32r);
+        g32 = kgt_download(c, &y32);
         compare(name, got, ref, g32r, g32, (size_t)(m * n));
         free(got);
         free(g32r);
@@ -244,7 +227,7 @@ static void test_conv(kg_ctx *c, int64_t nb, int64_t ci, int64_t h, int64_t w, i
              (long long)co, (long long)ci, (long long)kh, (long long)kw, stride, pad,
              bias ? " +bias" : "");
     be->ops->conv2d(be, &y, &tx, &tw16, bias ? &tb : NULL, stride, pad);
-    if (ctx_ok(c, name)) {
+    if (kgt_ctx_ok(c, name)) {
         expect_ran(cpu, name, path, ops0, gemms0);
         gemms0 = kg_backend_cpu_bf16_gemms(be);
         be->ops->conv2d(be, &y32r, &txr, &twr, bias ? &tb : NULL, stride, pad);
@@ -271,9 +254,9 @@ static void test_conv(kg_ctx *c, int64_t nb, int64_t ci, int64_t h, int64_t w, i
                             ref[((bi * co + o) * ho + oy) * wo + ox] = s;
                         }
         }
-        got = down(c, &y);
-        g32r = down(c, &y32r);
-        g32 = down(c, &y32);
+        got = kgt_download(c, &y);
+        g32r = kgt_download(c, &y32r);
+        g32 = kgt_download(c, &y32);
         compare(name, got, ref, g32r, g32, ny);
         free(got);
         free(g32r);

@@ -443,3 +443,20 @@ void kgt_e2e_case_params(const kgt_e2e_case *c, kg_params *p)
     p->width = p->height = c->size;
     p->init_latents = c->noise;
 }
+
+float *kgt_download(kg_ctx *c, const kg_tensor *t)
+{
+    float *p = malloc((size_t)kg_tensor_numel(t) * sizeof *p);
+    kg_download_f32(c, p, t);
+    return p;
+}
+
+int kgt_ctx_ok(kg_ctx *c, const char *what)
+{
+    kg_error err = {0};
+    if (kg_ctx_status(c, &err) == KG_OK)
+        return 1;
+    kgt_check(0, "%s: unexpected error %s: %s", what, kg_status_name(err.code), err.msg);
+    kg_ctx_clear_error(c);
+    return 0;
+}

@@ -104,5 +104,9 @@ int kgt_finish(void);
  * (tests only). */
 kg_backend *kgt_cpu_backend(void);
 void kgt_ctx(kg_ctx *c, kg_backend *be, size_t arena_bytes);
+/* t as a malloc'd float array. */
+float *kgt_download(kg_ctx *c, const kg_tensor *t);
+/* 1 when the context has no error; else a failure naming `what` and the error, cleared. */
+int kgt_ctx_ok(kg_ctx *c, const char *what);
 
 #endif
