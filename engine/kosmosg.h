@@ -162,6 +162,9 @@ typedef enum kg_precision {
 /* "fp16", "bf16", "fp32", "auto" (NULL when out of range) and back. */
 const char *kg_precision_name(kg_precision p);
 kg_status kg_precision_from_name(const char *name, kg_precision *out, kg_error *err);
+/* What p means on backend kind: AUTO is fp16 on CUDA and fp32 on the CPU; on
+ * KG_BACKEND_AUTO (not yet resolved) and for any other p, p itself. */
+kg_precision kg_precision_resolve(kg_precision p, kg_backend_kind kind);
 
 typedef struct kg_model_options {
     kg_backend_kind backend;

@@ -56,9 +56,9 @@ kg_backend_kind kg_model_backend(const kg_model *m)
 }
 
 /* AUTO: fp16 on CUDA, fp32 on the CPU (which has no fp16 arithmetic). */
-static kg_precision resolve_precision(kg_precision p, kg_backend_kind kind)
+kg_precision kg_precision_resolve(kg_precision p, kg_backend_kind kind)
 {
-    if (p != KG_PRECISION_AUTO)
+    if (p != KG_PRECISION_AUTO || kind == KG_BACKEND_AUTO)
         return p;
     return kind == KG_BACKEND_CUDA ? KG_PRECISION_FP16 : KG_PRECISION_FP32;
 }
@@ -66,7 +66,7 @@ static kg_precision resolve_precision(kg_precision p, kg_backend_kind kind)
 static kg_backend_config backend_config(const kg_model_options *o, kg_backend_kind kind)
 {
     kg_backend_config c;
-    kg_precision p = resolve_precision(o->precision, kind);
+    kg_precision p = kg_precision_resolve(o->precision, kind);
     c.device_id = o->device_id;
     c.dtype = p == KG_PRECISION_BF16 ? KG_BF16 : p == KG_PRECISION_FP32 ? KG_F32 : KG_F16;
     c.n_threads = o->n_threads;
@@ -278,7 +278,7 @@ int kg_model_size_multiple(const kg_model *m)
 
 kg_precision kg_model_precision(const kg_model *m)
 {
-    return resolve_precision(m->opt.precision, m->kind);
+    return kg_precision_resolve(m->opt.precision, m->kind);
 }
 
 size_t kg_model_weight_bytes(const kg_model *m)

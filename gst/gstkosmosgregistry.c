@@ -23,30 +23,14 @@ struct _GstKosmosGModel
 static GMutex registry_lock;
 static GHashTable *registry;    /* key -> GstKosmosGModel, protected by registry_lock */
 
-/* precision auto names the backend's default (kg_model_options_init), so on an
- * explicit backend "auto" and that default are one model, not two loads */
-static kg_precision
-key_precision (const kg_model_options * opt)
-{
-  if (opt->precision != KG_PRECISION_AUTO)
-    return opt->precision;
-  switch (opt->backend) {
-    case KG_BACKEND_CPU:
-      return KG_PRECISION_FP32;
-    case KG_BACKEND_CUDA:
-      return KG_PRECISION_FP16;
-    default:
-      return KG_PRECISION_AUTO;
-  }
-}
-
 static gchar *
 make_key (const gchar * path, const kg_model_options * opt)
 {
+  /* on an explicit backend, auto and the precision it means there are one model */
   char *real = realpath (path, NULL);
   gchar *key = g_strdup_printf ("%s|%d|%d|%d|%d", real ? real : path,
-      (int) opt->backend, opt->device_id, (int) key_precision (opt),
-      opt->n_threads);
+      (int) opt->backend, opt->device_id,
+      (int) kg_precision_resolve (opt->precision, opt->backend), opt->n_threads);
 
   free (real);
   return key;
